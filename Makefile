@@ -1,0 +1,37 @@
+# Two commands on a fresh Debian machine with Python 3.11:
+#   make demo   # set everything up, generate built-in data, train, print per-patient DSC
+#   make test   # set up (if needed) and run the test suite
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Debian packages the workbench needs (installed only when missing; needs root).
+APT_PACKAGES := python3-venv
+
+.PHONY: setup demo test lab clean system-deps
+
+setup: $(STAMP)
+
+system-deps:
+	@bash .ci/apt-install $(APT_PACKAGES)
+
+$(STAMP): pyproject.toml environment.yml .ci/apt-install
+	@$(MAKE) --no-print-directory system-deps
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	# torch first: the CPU wheel on local disk; an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/workbench demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lab: setup
+	$(BIN)/jupyter lab --allow-root --notebook-dir=notebooks
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,38 @@
+import pytest
+import torch
+
+from workbench.errors import ConfigError
+from workbench.nets import UNet
+
+
+def test_shapes_and_features():
+    net = UNet(1, 1, base_channels=8).eval()
+    x = torch.randn(2, 1, 32, 48)
+    logits, feats = net(x, return_features=True)
+    assert logits.shape == (2, 1, 32, 48)
+    assert feats["bottleneck"].shape == (2, 128, 2, 3)  # 16 * base, H/16, W/16
+    assert feats["decoder"].shape == (2, 8, 32, 48)
+    assert torch.equal(net(x), logits)  # eval mode: deterministic, same as with features
+
+
+def test_paper_widths_and_transposed_convs():
+    net = UNet()
+    assert net.widths == [32, 64, 128, 256, 512]
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.modules()) == 1  # one pool module, used 4x
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules()) == 4
+
+
+def test_dropout_active_in_train_mode_only():
+    torch.manual_seed(0)
+    net = UNet(1, 1, base_channels=4)
+    x = torch.randn(2, 1, 32, 32)
+    net.train()
+    a, b = net(x), net(x)
+    assert not torch.equal(a, b)  # MC dropout gives different samples
+    net.eval()
+    assert torch.equal(net(x), net(x))
+
+
+def test_size_not_divisible_by_16_is_a_clear_error():
+    with pytest.raises(ConfigError, match="divisible by 16"):
+        UNet(1, 1, base_channels=4)(torch.randn(1, 1, 20, 32))

@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from workbench.cli import main
+
+
+def test_data_make_train_eval(tmp_path, capsys):
+    data = tmp_path / "brats"
+    assert main(["data", "make", "--kind", "brats", "--patients", "5", "--seed", "1", "--out", str(data)]) == 0
+    assert len(list(data.glob("*/*_flair.nii.gz"))) == 5
+    run = tmp_path / "run"
+    argv = ["train", "--method", "supervised", "--data", str(data), "--labeled", "0.5", "--epochs", "1",
+            "--steps-per-epoch", "2", "--batch-size", "4", "--base-channels", "4", "--size", "32",
+            "--out", str(run), "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "per-patient DSC" in printed and "flair" in printed
+    logged = json.loads((run / "metrics.json").read_text())
+    assert main(["eval", str(run), "--quiet"]) == 0
+    evaluated = capsys.readouterr().out
+    # eval recomputes the logged metrics from the checkpoint
+    for row in logged["per_patient"]:
+        assert f"{row['dsc']:.3f}" in evaluated
+
+
+def test_unknown_method_lists_choices(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--method", "nope", "--data", "x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nope'" in err and "supervised" in err
+
+
+def test_missing_data_folder_is_one_line(tmp_path, capsys):
+    code = main(["train", "--method", "supervised", "--data", str(tmp_path / "nowhere"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "nowhere" in err and len(err.splitlines()) == 1
+
+
+def test_bad_labeled_fraction(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--method", "supervised", "--data", "x", "--labeled", "2"])
+    assert "must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_methods_lists_supervised(capsys):
+    assert main(["methods"]) == 0
+    assert "supervised" in capsys.readouterr().out

@@ -1,0 +1,250 @@
+"""The ``workbench`` command line.
+
+    workbench data make --kind brats|hecktor --patients N --seed S --out DIR
+    workbench train --method NAME --data DIR --labeled 0.1 [--epochs E] [--out RUN]
+    workbench train --resume RUN
+    workbench eval RUN
+    workbench methods
+    workbench demo
+
+Errors the workbench raises on purpose (bad path, malformed NIfTI, unknown method, bad
+option) print one line ``error: ...`` and exit with status 2; ``--debug`` (before the
+sub-command) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import ConfigError, WorkbenchError
+
+__all__ = ["main", "build_parser", "format_summary"]
+
+
+def _method_names() -> list[str]:
+    from workbench.methods import METHODS
+
+    return sorted(METHODS)
+
+
+def _parse_value(text: str) -> Any:
+    """``--set key=value`` values: JSON when it parses (numbers, lists, true), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 0.1 for 10%)") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} must be in (0, 1], e.g. 0.1 for 10%")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="built-in synthetic datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    make = data_sub.add_parser("make", help="write a synthetic BraTS- or HECKTOR-like NIfTI folder")
+    make.add_argument("--kind", choices=["brats", "hecktor"], required=True)
+    make.add_argument("--patients", type=int, default=20)
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--out", required=True, help="output folder")
+
+    train = sub.add_parser("train", help="train a method into a run folder")
+    train.add_argument("--method", choices=_method_names(), help="method name")
+    train.add_argument("--data", help="dataset folder (BraTS, HECKTOR or generic layout)")
+    train.add_argument("--format", dest="fmt", choices=["auto", "brats", "hecktor", "generic"], default="auto")
+    train.add_argument("--modalities", help="comma-separated modality names, e.g. t1,flair or ct,pet")
+    train.add_argument("--labeled", type=_fraction, default=0.1, help="fraction of labeled training patients")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--steps-per-epoch", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--size", type=int, help="slice size after resize (multiple of 16)")
+    train.add_argument("--crop", type=int, help="centre crop in voxels before resize (paper: 160 / 144)")
+    train.add_argument("--base-channels", type=int, help="U-Net width (paper: 32)")
+    train.add_argument("--device", choices=["cpu", "cuda", "auto"])
+    train.add_argument("--precision", choices=["fp32", "bf16"])
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other TrainConfig field, or options.NAME=VALUE for method options")
+    train.add_argument("--out", help="run folder (default: runs/<method>-<data>-l<labeled>-s<seed>)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    train.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    ev = sub.add_parser("eval", help="recompute a run's per-patient test metrics from its checkpoint")
+    ev.add_argument("run", help="run folder")
+    ev.add_argument("--quiet", action="store_true")
+
+    sub.add_parser("methods", help="list the available methods")
+
+    demo = sub.add_parser("demo", help="make built-in data and train the supervised baseline (CPU, minutes)")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _train_config(args: argparse.Namespace):
+    from workbench.train import TrainConfig
+
+    if not args.method:
+        raise ConfigError(f"--method is required; choose one of: {', '.join(_method_names())}")
+    values: dict[str, Any] = {"method": args.method, "data": args.data or "", "fmt": args.fmt, "labeled": args.labeled}
+    if args.modalities:
+        values["modalities"] = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    for name in ("epochs", "steps_per_epoch", "batch_size", "lr", "seed", "size", "crop",
+                 "base_channels", "device", "precision"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    options: dict[str, Any] = {}
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        if key.startswith("options."):
+            options[key[len("options."):]] = _parse_value(raw)
+        else:
+            values[key] = _parse_value(raw)
+    values.setdefault("options", {}).update(options)
+    return TrainConfig.from_dict(values)
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    """Per-modality mean metrics and per-patient DSC as a plain-text table."""
+    lines = []
+    summary = result["summary"]
+    lines.append(f"{'modality':<10}{'DSC':>14}{'Sens':>14}{'HD95 mm':>14}{'ASD mm':>14}{'BIoU':>8}")
+    for m, s in summary.items():
+        def cell(k: str) -> str:
+            return f"{s[k]:.3f}±{s[k + '_std']:.3f}"
+        lines.append(f"{m:<10}{cell('dsc'):>14}{cell('sens'):>14}{cell('hd95'):>14}{cell('asd'):>14}"
+                     f"{s['biou']:>8.3f}")
+    modalities = list(summary)
+    lines.append("")
+    lines.append("per-patient DSC: " + "  ".join(f"{m:>8}" for m in modalities))
+    by_case: dict[str, dict[str, float]] = {}
+    for row in result["per_patient"]:
+        by_case.setdefault(row["case_id"], {})[row["modality"]] = row["dsc"]
+    for case, scores in by_case.items():
+        lines.append(f"  {case:<14} " + "  ".join(f"{scores.get(m, float('nan')):>8.3f}" for m in modalities))
+    return "\n".join(lines)
+
+
+def _cmd_data_make(args: argparse.Namespace) -> int:
+    from workbench.data.synthetic import generate
+
+    if args.patients < 3:
+        raise ConfigError(f"--patients {args.patients}: need at least 3 (train/test split by patient)")
+    start = time.perf_counter()
+    ids = generate(args.kind, Path(args.out), args.patients, args.seed)
+    print(f"wrote {len(ids)} {args.kind} cases to {args.out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from workbench.train import Trainer
+
+    quiet = args.quiet or os.environ.get("CI") == "true"
+    if args.resume:
+        trainer = Trainer.resume(args.resume, quiet=quiet)
+    else:
+        config = _train_config(args)
+        out = args.out or f"runs/{config.method}-{Path(config.data).name}-l{config.labeled:g}-s{config.seed}"
+        trainer = Trainer(config, out, quiet=quiet, overwrite=args.overwrite)
+    try:
+        result = trainer.fit()
+    finally:
+        trainer.close()
+    print(f"run folder: {trainer.run_dir}")
+    print(format_summary(result))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from workbench.train import Trainer
+
+    run = Path(args.run)
+    if not run.is_dir():
+        raise ConfigError(f"run folder {run} does not exist")
+    trainer = Trainer.resume(run, quiet=args.quiet)
+    try:
+        result = trainer.evaluate(write=False)
+    finally:
+        trainer.events.truncate(trainer.events.offset() - 0)
+        trainer.close()
+    print(f"run folder: {run} (epoch {result['epoch']})")
+    print(format_summary(result))
+    return 0
+
+
+def _cmd_methods(_: argparse.Namespace) -> int:
+    from workbench.methods import METHODS
+
+    for name, cls in sorted(METHODS.items()):
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<16} {doc}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from workbench.data.synthetic import generate
+    from workbench.train import TrainConfig, Trainer
+
+    quiet = args.quiet or os.environ.get("CI") == "true"
+    out = Path(args.out)
+    data_dir = out / "data-brats"
+    if not data_dir.exists():
+        print(f"making built-in brain data in {data_dir} ...")
+        generate("brats", data_dir, 20, 0)
+    for labeled in (0.1, 1.0):
+        config = TrainConfig(method="supervised", data=str(data_dir), labeled=labeled, base_channels=16,
+                             epochs=15, steps_per_epoch=15)
+        start = time.perf_counter()
+        trainer = Trainer(config, out / f"supervised-l{labeled:g}", quiet=quiet, overwrite=True)
+        try:
+            result = trainer.fit()
+        finally:
+            trainer.close()
+        print(f"\nsupervised U-Net, {labeled:.0%} labeled patients ({time.perf_counter() - start:.0f} s, CPU):")
+        print(format_summary(result))
+    return 0
+
+
+COMMANDS = {"data": _cmd_data_make, "train": _cmd_train, "eval": _cmd_eval, "methods": _cmd_methods,
+            "demo": _cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``workbench`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except WorkbenchError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""From loaded cases to 2D slice sets: preprocessing, patient split, labeled fraction.
+
+Preprocessing follows the Semi-CML paper (section 4.1):
+    * CT: clip to [-150, 150] HU, then scale to [0, 1].
+    * PET: min-max normalisation of the volume to [0, 1].
+    * MR (t1, t1ce, t2, flair and any other modality): z-score (zero mean, unit variance)
+      computed inside the brain (voxels where any MR modality is non-zero, BraTS is
+      skull-stripped); outside the brain is set to 0.
+    * In-plane crop then optional resize. ``crop=int`` centre-crops (or zero-pads) every
+      axial slice to ``crop x crop`` voxels about the grid centre, as the paper does
+      (160 for BraTS, 144 for HECKTOR). ``crop=None`` (the built-in data's default) crops
+      a square box around the patient's foreground (brain / body) with a 4-voxel margin.
+      ``size`` then resizes to ``size x size`` (bilinear for images; the binary label is
+      resized bilinearly and thresholded at 0.5). The in-plane spacing is scaled to match,
+      so distances stay in mm.
+    * Target: binary, ``label > 0`` (BraTS whole tumour; HECKTOR GTVp + GTVn).
+    * Axial slices are taken along axis 2 of the RAS-oriented volume (the loaders
+      reorient), stacked as ``(Z, M, H, W)`` with H = x, W = y.
+
+Split (section 4.1): patients are split 80/20 into train / test with ``split_seed``; the
+labeled fraction is taken by patient among the training patients (at least one). For
+training, background-only slices are dropped (as in the paper); test volumes keep every
+slice, so the 3D per-patient metrics see the false positives outside the tumour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from workbench.data.case import Case
+from workbench.errors import ConfigError, DataError
+
+__all__ = [
+    "DEFAULT_MODALITIES",
+    "PreprocessConfig",
+    "Volume",
+    "SliceSet",
+    "DataSplits",
+    "modality_kind",
+    "normalize_case",
+    "preprocess_case",
+    "split_patients",
+    "build_splits",
+]
+
+#: Modality pair used when none is given. The paper's BraTS tables use T2 / T1CE (and
+#: other pairs in its Fig. 3); the built-in brain data is built so that T1 is the weak
+#: and FLAIR the strong modality for whole tumour, which is the default here.
+DEFAULT_MODALITIES: dict[str, tuple[str, ...]] = {
+    "brats": ("t1", "flair"),
+    "hecktor": ("ct", "pet"),
+}
+
+CT_WINDOW = (-150.0, 150.0)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """In-plane geometry of the slices. See the module docstring."""
+
+    crop: int | None = None
+    size: int | None = 64
+    margin: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("crop", "size"):
+            value = getattr(self, name)
+            if value is not None and (value < 16 or value % 16):
+                raise ConfigError(f"{name}={value}: must be a multiple of 16 (U-Net has 4 pools), >= 16")
+
+
+@dataclass
+class Volume:
+    """One preprocessed patient: every axial slice, for 3D evaluation."""
+
+    case_id: str
+    images: Tensor  # (Z, M, H, W) float32
+    label: Tensor  # (Z, 1, H, W) float32 in {0, 1}
+    spacing: tuple[float, float, float]  # mm, in (Z, H, W) order
+
+    @property
+    def tumour_slices(self) -> Tensor:
+        """Boolean (Z,) mask of slices with any foreground."""
+        return self.label.flatten(1).amax(dim=1) > 0
+
+
+@dataclass
+class SliceSet:
+    """2D slices pooled over patients, for training."""
+
+    images: Tensor  # (N, M, H, W)
+    labels: Tensor  # (N, 1, H, W)
+    case_ids: list[str]  # per slice
+    slice_index: list[int]  # per slice, index along the patient's axial axis
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @classmethod
+    def from_volumes(cls, volumes: list[Volume], drop_background: bool = True) -> "SliceSet":
+        images, labels, case_ids, slice_index = [], [], [], []
+        for vol in volumes:
+            keep = vol.tumour_slices if drop_background else torch.ones(vol.label.shape[0], dtype=torch.bool)
+            idx = torch.nonzero(keep).flatten()
+            images.append(vol.images[idx])
+            labels.append(vol.label[idx])
+            case_ids += [vol.case_id] * len(idx)
+            slice_index += idx.tolist()
+        if not images:
+            return cls(torch.zeros(0), torch.zeros(0), [], [])
+        return cls(torch.cat(images), torch.cat(labels), case_ids, slice_index)
+
+
+@dataclass
+class DataSplits:
+    """Everything a training run needs, built deterministically from the cases."""
+
+    modalities: list[str]
+    train_labeled: SliceSet
+    train_unlabeled: SliceSet
+    test: list[Volume]
+    labeled_cases: list[str]
+    unlabeled_cases: list[str]
+    test_cases: list[str]
+    info: dict = field(default_factory=dict)
+
+
+def modality_kind(name: str) -> str:
+    """'ct', 'pet' or 'mr' from a modality name (case-insensitive)."""
+    lowered = name.lower()
+    if lowered == "ct":
+        return "ct"
+    if lowered in ("pet", "pt"):
+        return "pet"
+    return "mr"
+
+
+def normalize_case(case: Case, modalities: list[str]) -> dict[str, np.ndarray]:
+    """Intensity normalisation per modality (module docstring); returns float32 volumes."""
+    missing = [m for m in modalities if m not in case.images]
+    if missing:
+        have = ", ".join(sorted(case.images))
+        raise DataError(f"case {case.case_id}: modality {missing[0]!r} not loaded (have: {have})")
+    mr = [m for m in modalities if modality_kind(m) == "mr"]
+    brain = np.zeros(case.shape, dtype=bool)
+    for m in mr:
+        brain |= case.images[m] != 0
+    out: dict[str, np.ndarray] = {}
+    for m in modalities:
+        x = case.images[m].astype(np.float64)
+        kind = modality_kind(m)
+        if kind == "ct":
+            lo, hi = CT_WINDOW
+            y = (np.clip(x, lo, hi) - lo) / (hi - lo)
+        elif kind == "pet":
+            span = x.max() - x.min()
+            y = (x - x.min()) / span if span > 0 else np.zeros_like(x)
+        else:
+            inside = x[brain]
+            std = inside.std() if inside.size else 0.0
+            if std == 0:
+                raise DataError(f"{case.paths.get(m, case.case_id)}: modality {m} is constant inside the brain")
+            y = np.where(brain, (x - inside.mean()) / std, 0.0)
+        out[m] = y.astype(np.float32)
+    return out
+
+
+def _foreground(case: Case, modalities: list[str]) -> np.ndarray:
+    """Brain (MR non-zero) or body (CT > -500 HU, else PET above its minimum) mask."""
+    mask = np.zeros(case.shape, dtype=bool)
+    kinds = {m: modality_kind(m) for m in modalities}
+    if "ct" in kinds.values():
+        for m, k in kinds.items():
+            if k == "ct":
+                mask |= case.images[m] > -500
+    else:
+        for m, k in kinds.items():
+            mask |= case.images[m] > case.images[m].min() if k == "pet" else case.images[m] != 0
+    return mask
+
+
+def _crop_box(case: Case, modalities: list[str], pre: PreprocessConfig) -> tuple[int, int, int]:
+    """(x0, y0, side) of the square in-plane window; may extend outside the grid (zero pad)."""
+    nx, ny, _ = case.shape
+    if pre.crop is not None:
+        side = pre.crop
+        return (nx - side) // 2, (ny - side) // 2, side
+    fg = _foreground(case, modalities)
+    if not fg.any():
+        side = max(nx, ny)
+        return (nx - side) // 2, (ny - side) // 2, side
+    xs = np.nonzero(fg.any(axis=(1, 2)))[0]
+    ys = np.nonzero(fg.any(axis=(0, 2)))[0]
+    side = int(max(xs[-1] - xs[0], ys[-1] - ys[0]) + 1 + 2 * pre.margin)
+    cx, cy = (xs[0] + xs[-1] + 1) // 2, (ys[0] + ys[-1] + 1) // 2
+    return int(cx - side // 2), int(cy - side // 2), side
+
+
+def _window(vol: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """vol[x0:x0+side, y0:y0+side, :] with zero padding where the window leaves the grid."""
+    nx, ny, nz = vol.shape
+    out = np.zeros((side, side, nz), dtype=vol.dtype)
+    sx0, sy0 = max(x0, 0), max(y0, 0)
+    sx1, sy1 = min(x0 + side, nx), min(y0 + side, ny)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sx0 - x0 : sx1 - x0, sy0 - y0 : sy1 - y0] = vol[sx0:sx1, sy0:sy1]
+    return out
+
+
+def _to_slices(vol: np.ndarray, size: int | None, binary: bool) -> Tensor:
+    """(X, Y, Z) -> (Z, 1, H, W), resized to size x size when size is given."""
+    t = torch.from_numpy(np.ascontiguousarray(vol.transpose(2, 0, 1)))[:, None].float()
+    if size is not None and t.shape[-1] != size:
+        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+        if binary:
+            t = (t > 0.5).float()
+    return t
+
+
+def preprocess_case(case: Case, modalities: list[str], pre: PreprocessConfig) -> Volume:
+    """Normalise, crop, resize one case into a :class:`Volume` (module docstring)."""
+    if case.label is None:
+        raise DataError(f"case {case.case_id}: no label loaded")
+    normalized = normalize_case(case, modalities)
+    x0, y0, side = _crop_box(case, modalities, pre)
+    images = torch.cat([_to_slices(_window(normalized[m], x0, y0, side), pre.size, False) for m in modalities], dim=1)
+    target = (case.label > 0).astype(np.float32)
+    label = _to_slices(_window(target, x0, y0, side), pre.size, True)
+    scale = side / pre.size if pre.size is not None else 1.0
+    sx, sy, sz = case.spacing
+    return Volume(case.case_id, images, label, (float(sz), float(sx) * scale, float(sy) * scale))
+
+
+def split_patients(
+    case_ids: list[str], labeled_fraction: float, split_seed: int = 0, test_fraction: float = 0.2
+) -> tuple[list[str], list[str], list[str]]:
+    """(labeled, unlabeled, test) case ids; split by patient, deterministic per seed.
+
+    ``n_test = max(1, round(test_fraction * n))``; ``n_labeled = max(1, round(labeled_fraction
+    * n_train))``. With ``labeled_fraction == 1`` every training patient is labeled.
+    """
+    if not 0.0 < labeled_fraction <= 1.0:
+        raise ConfigError(f"labeled fraction {labeled_fraction}: must be in (0, 1], e.g. 0.1 for 10%")
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test fraction {test_fraction}: must be in (0, 1)")
+    if len(case_ids) < 3:
+        raise DataError(f"{len(case_ids)} cases: need at least 3 patients for a train/test split")
+    ids = sorted(case_ids)
+    rng = np.random.default_rng(split_seed)
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    n_test = max(1, round(test_fraction * len(ids)))
+    test, train = sorted(order[:n_test]), order[n_test:]
+    n_labeled = max(1, round(labeled_fraction * len(train)))
+    n_labeled = min(n_labeled, len(train))
+    return sorted(train[:n_labeled]), sorted(train[n_labeled:]), test
+
+
+def build_splits(
+    cases: list[Case],
+    modalities: list[str],
+    labeled_fraction: float,
+    pre: PreprocessConfig,
+    split_seed: int = 0,
+    test_fraction: float = 0.2,
+) -> DataSplits:
+    """Preprocess every case and assemble labeled / unlabeled slice sets and test volumes."""
+    by_id = {c.case_id: c for c in cases}
+    labeled, unlabeled, test = split_patients(list(by_id), labeled_fraction, split_seed, test_fraction)
+    volumes = {cid: preprocess_case(by_id[cid], modalities, pre) for cid in sorted(by_id)}
+    train_labeled = SliceSet.from_volumes([volumes[c] for c in labeled])
+    train_unlabeled = SliceSet.from_volumes([volumes[c] for c in unlabeled])
+    if len(train_labeled) == 0:
+        raise DataError(f"labeled patients {labeled} have no tumour slices: nothing to train on")
+    sizes = {tuple(v.images.shape[-2:]) for v in volumes.values()}
+    if len(sizes) > 1:
+        raise DataError(f"slices come out in several sizes {sorted(sizes)}: set a fixed --size")
+    info = {
+        "n_cases": len(cases),
+        "n_labeled_slices": len(train_labeled),
+        "n_unlabeled_slices": len(train_unlabeled),
+        "n_test_slices": int(sum(volumes[c].images.shape[0] for c in test)),
+        "slice_size": list(next(iter(sizes))),
+    }
+    return DataSplits(
+        modalities=list(modalities),
+        train_labeled=train_labeled,
+        train_unlabeled=train_unlabeled,
+        test=[volumes[c] for c in test],
+        labeled_cases=labeled,
+        unlabeled_cases=unlabeled,
+        test_cases=test,
+        info=info,
+    )

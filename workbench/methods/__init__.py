@@ -1,0 +1,7 @@
+"""Methods, one module each, behind one interface (:class:`Method`) and a registry."""
+
+from workbench.methods.base import Batch, Method
+from workbench.methods.registry import METHODS, get_method, register
+from workbench.methods import supervised  # noqa: F401  (registers "supervised")
+
+__all__ = ["Batch", "Method", "METHODS", "get_method", "register"]

@@ -1,0 +1,71 @@
+"""The method interface: what the training loop needs from a method, and nothing more.
+
+A method is an ``nn.Module`` holding its networks. The loop calls
+:meth:`Method.training_step` with a batch and does backward / optimiser step itself; a
+method never calls ``.backward()``, ``.to(device)`` or ``optimizer.step()``. Hooks let a
+method act after the optimiser step (e.g. an EMA teacher) and after validation (e.g. the
+BMA pool). Anything a method wants to record goes through :meth:`Method.emit` into the
+run's ``events.jsonl``. Python-side state (pools, counters) goes in
+``get_extra_state`` / ``set_extra_state`` so that checkpoints capture it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from torch import Tensor, nn
+
+__all__ = ["Batch", "Method"]
+
+
+@dataclass
+class Batch:
+    """One training step's data; M is the number of modalities (channel order = ``modalities``).
+
+    Attributes:
+        x_l: labeled images ``(B, M, H, W)``.
+        y_l: their binary labels ``(B, 1, H, W)``.
+        x_u: unlabeled images ``(K, M, H, W)``, or None for supervised methods.
+    """
+
+    x_l: Tensor
+    y_l: Tensor
+    x_u: Tensor | None = None
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set ``name`` and implement training_step and predict."""
+
+    name: ClassVar[str] = ""
+    #: whether the loop must draw unlabeled batches for this method
+    uses_unlabeled: ClassVar[bool] = False
+
+    def __init__(self, modalities: list[str], config: Any) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.config = config
+        self._emit: Callable[..., None] | None = None
+        self.epoch = 0  # set by the loop before each epoch
+
+    def bind_events(self, emit: Callable[..., None]) -> None:
+        """Called by the loop: ``emit(event, **fields)`` writes to the run's event log."""
+        self._emit = emit
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self._emit is not None:
+            self._emit(event, **fields)
+
+    def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
+        """Named losses for one batch; key ``loss`` is what the loop back-propagates."""
+        raise NotImplementedError
+
+    def predict(self, images: Tensor) -> dict[str, Tensor]:
+        """Foreground probabilities ``(B, 1, H, W)`` per modality name, from ``(B, M, H, W)``."""
+        raise NotImplementedError
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Hook after each optimiser step (EMA teachers)."""
+
+    def on_validation_end(self, epoch: int, scores: dict[str, float]) -> None:
+        """Hook after each epoch's validation; ``scores`` maps modality -> mean DSC."""

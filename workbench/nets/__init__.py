@@ -1,0 +1,5 @@
+"""Networks: the paper's U-Net (and, later, fusion / GAN networks)."""
+
+from workbench.nets.unet import UNet
+
+__all__ = ["UNet"]

@@ -1,0 +1,106 @@
+"""The 2D U-Net backbone of Semi-CML (Zhang et al., MedIA, section 4.2).
+
+Paper: "The U-Net encoder includes four maximum poolings to reduce the original image
+resolution by 16 times, and it includes five layers of double convolutional blocks. The
+feature numbers of these blocks are 32, 64, 128, 256, and 512, respectively. For the
+U-Net decoder, four transposed convolutions are performed to restore the original image
+resolution." The paper also uses dropout (its MC-dropout teacher, eq. 14, needs it) but
+does not say where or how much.
+
+Choices (not in the paper):
+    * Each conv is 3x3, padding 1, followed by BatchNorm and LeakyReLU(0.01).
+    * Dropout (``nn.Dropout2d`` after the first conv of each encoder block) with rates
+      increasing with depth, ``(0.05, 0.1, 0.2, 0.3, 0.5)`` by default; the decoder has none.
+    * ``base_channels`` scales the widths (32 in the paper; 16 for quick CPU runs).
+    * The input spatial size must be divisible by 16 (checked, with a clear error).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from workbench.errors import ConfigError
+
+__all__ = ["UNet", "DoubleConv"]
+
+
+class DoubleConv(nn.Module):
+    """(conv3x3 -> BN -> LeakyReLU) x 2, with optional dropout between the two convs."""
+
+    def __init__(self, in_ch: int, out_ch: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.LeakyReLU(0.01, inplace=True),
+            nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.LeakyReLU(0.01, inplace=True),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(x)
+
+
+class UNet(nn.Module):
+    """2D U-Net: 5 double-conv levels (32..512), 4 max-pools, 4 transposed convs.
+
+    Args:
+        in_channels: image channels (1 for one modality).
+        out_channels: logit channels (1 for the binary whole-tumour task, sigmoid outside).
+        base_channels: width of the first level; level i has ``base_channels * 2**i``.
+        dropout: dropout rate per encoder level (5 values).
+
+    Shapes:
+        input ``(B, in_channels, H, W)`` with H, W divisible by 16;
+        output logits ``(B, out_channels, H, W)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        base_channels: int = 32,
+        dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5),
+    ) -> None:
+        super().__init__()
+        if len(dropout) != 5:
+            raise ConfigError(f"UNet dropout needs 5 rates (one per level), got {len(dropout)}")
+        widths = [base_channels * 2**i for i in range(5)]
+        self.widths = widths
+        self.encoders = nn.ModuleList()
+        prev = in_channels
+        for width, p in zip(widths, dropout):
+            self.encoders.append(DoubleConv(prev, width, p))
+            prev = width
+        self.pool = nn.MaxPool2d(2)
+        self.ups = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for width in reversed(widths[:-1]):
+            self.ups.append(nn.ConvTranspose2d(prev, width, kernel_size=2, stride=2))
+            self.decoders.append(DoubleConv(2 * width, width))
+            prev = width
+        self.head = nn.Conv2d(prev, out_channels, kernel_size=1)
+
+    def forward_with_features(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits plus features: ``bottleneck`` (B, 16*base, H/16, W/16) and
+        ``decoder`` (B, base, H, W), the last decoder block before the 1x1 head."""
+        h, w = x.shape[-2:]
+        if h % 16 or w % 16:
+            raise ConfigError(f"UNet input size {h}x{w} must be divisible by 16 (4 max-pools)")
+        skips = []
+        for i, encoder in enumerate(self.encoders):
+            x = encoder(x)
+            if i < len(self.encoders) - 1:
+                skips.append(x)
+                x = self.pool(x)
+        bottleneck = x
+        for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips)):
+            x = decoder(torch.cat([up(x), skip], dim=1))
+        return self.head(x), {"bottleneck": bottleneck, "decoder": x}
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        logits, features = self.forward_with_features(x)
+        return (logits, features) if return_features else logits
