@@ -6,7 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the workbench needs (installed only when missing; needs root).
-APT_PACKAGES := python3-venv
+# python3-venv only when this Python cannot create a virtualenv (Debian's system Python).
+APT_PACKAGES := $(shell $(PYTHON) -c "import ensurepip, venv" 2>/dev/null || echo python3-venv)
 
 .PHONY: setup demo test lab clean system-deps
 

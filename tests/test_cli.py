@@ -17,8 +17,10 @@ def test_data_make_train_eval(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "per-patient DSC" in printed and "flair" in printed
     logged = json.loads((run / "metrics.json").read_text())
+    events_before = (run / "events.jsonl").read_text()
     assert main(["eval", str(run), "--quiet"]) == 0
     evaluated = capsys.readouterr().out
+    assert (run / "events.jsonl").read_text() == events_before  # eval leaves the run untouched
     # eval recomputes the logged metrics from the checkpoint
     for row in logged["per_patient"]:
         assert f"{row['dsc']:.3f}" in evaluated

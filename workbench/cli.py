@@ -182,11 +182,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not run.is_dir():
         raise ConfigError(f"run folder {run} does not exist")
-    trainer = Trainer.resume(run, quiet=args.quiet)
+    trainer = Trainer.resume(run, quiet=args.quiet, read_only=True)
     try:
         result = trainer.evaluate(write=False)
     finally:
-        trainer.events.truncate(trainer.events.offset() - 0)
         trainer.close()
     print(f"run folder: {run} (epoch {result['epoch']})")
     print(format_summary(result))
@@ -214,7 +213,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         generate("brats", data_dir, 20, 0)
     for labeled in (0.1, 1.0):
         config = TrainConfig(method="supervised", data=str(data_dir), labeled=labeled, base_channels=16,
-                             epochs=15, steps_per_epoch=15)
+                             epochs=12, steps_per_epoch=15)
         start = time.perf_counter()
         trainer = Trainer(config, out / f"supervised-l{labeled:g}", quiet=quiet, overwrite=True)
         try:

@@ -301,8 +301,11 @@ class Trainer:
         _atomic_torch_save(state, self.run_dir / "checkpoint.pt")
 
     @classmethod
-    def resume(cls, run_dir: str | Path, *, quiet: bool = False) -> "Trainer":
-        """Rebuild a run from its folder and restore the last checkpoint exactly."""
+    def resume(cls, run_dir: str | Path, *, quiet: bool = False, read_only: bool = False) -> "Trainer":
+        """Rebuild a run from its folder and restore the last checkpoint exactly.
+
+        With ``read_only`` (used by ``workbench eval``) the event log is left untouched;
+        otherwise it is cut back to the checkpoint and a ``resume`` event is appended."""
         run_dir = Path(run_dir)
         ckpt_path = run_dir / "checkpoint.pt"
         if not ckpt_path.exists():
@@ -318,8 +321,9 @@ class Trainer:
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         trainer.epoch, trainer.step = state["epoch"], state["step"]
-        trainer.events.truncate(state["events_offset"])
-        trainer.events.write("resume", epoch=trainer.epoch, step=trainer.step)
+        if not read_only:
+            trainer.events.truncate(state["events_offset"])
+            trainer.events.write("resume", epoch=trainer.epoch, step=trainer.step)
         return trainer
 
     # ----------------------------------------------------------------- training

@@ -25,7 +25,8 @@ def plot_modalities(volumes: list[Volume], modalities: list[str], title: str = "
         label = volume.label[z, 0].numpy()
         for ax, (i, m) in zip(row, enumerate(modalities)):
             image = volume.images[z, i].numpy()
-            lo, hi = np.percentile(image, [1, 99])
+            inside = image[image != 0]  # window on the foreground, not the zero background
+            lo, hi = np.percentile(inside if inside.size else image, [1, 99])
             ax.imshow(image.T, cmap="gray", origin="lower", vmin=lo, vmax=hi)
             ax.contour(label.T, levels=[0.5], colors="red", linewidths=0.8, origin="lower")
             ax.set_title(f"{volume.case_id}\n{m}, z={z}", fontsize=8)
