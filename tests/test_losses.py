@@ -29,3 +29,79 @@ def test_supervised_loss_is_weighted_sum_eq3():
     expected = 10 * bce + 7 * dice
     assert torch.isclose(supervised_loss(logits, y), expected, atol=1e-4)
     assert torch.isclose(bce_loss(logits, y), F.binary_cross_entropy(s, y), atol=1e-6)
+
+
+# ---------------------------------------------------------------- ASC (eqs. 6-10) vs a literal loop
+from workbench.losses import asc_loss, dice_similarity_matrix, mse_consistency, nce_loss  # noqa: E402
+
+
+def _s_dice(y1, y2, eps=1e-6):
+    """Eq. 8, literally."""
+    return 2 * (y1 * y2).sum() / ((y1 + y2).sum() + eps)
+
+
+def _literal_asc(fa, gb):
+    """Eqs. 9-10 anchor by anchor: positive = the pair in the other modality, negatives = the
+    other 2K - 2 maps (both modalities, other slices)."""
+    k = fa.shape[0]
+    items = [fa[i] for i in range(k)] + [gb[i] for i in range(k)]
+    total = 0.0
+    for a in range(2 * k):
+        pos = (a + k) % (2 * k)
+        negatives = [h for h in range(2 * k) if h not in (a, pos)]
+        assert len(negatives) == 2 * k - 2
+        num = torch.exp(_s_dice(items[a], items[pos]))
+        den = num + sum(torch.exp(_s_dice(items[a], items[h])) for h in negatives)
+        total = total - torch.log(num / den)
+    return total / (2 * k)
+
+
+def test_asc_matches_literal_loop_values_and_gradients():
+    torch.manual_seed(0)
+    for k in (2, 3, 5):
+        fa = torch.rand(k, 1, 6, 7, dtype=torch.float64, requires_grad=True)
+        gb = torch.rand(k, 1, 6, 7, dtype=torch.float64, requires_grad=True)
+        fast = asc_loss(fa, gb)
+        slow = _literal_asc(fa, gb)
+        assert torch.allclose(fast, slow, atol=1e-10)
+        g_fast = torch.autograd.grad(fast, (fa, gb))
+        g_slow = torch.autograd.grad(slow, (fa, gb))
+        for a, b in zip(g_fast, g_slow):
+            assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_asc_matrix_is_eq8_and_loss_falls_when_pairs_agree():
+    torch.manual_seed(1)
+    fa = torch.rand(4, 1, 8, 8)
+    loss, matrix = asc_loss(fa, fa.flip(0), return_matrix=True)
+    assert matrix.shape == (8, 8)
+    assert torch.allclose(matrix[0, 5], _s_dice(fa[0], fa[2]), atol=1e-6)  # item 5 = fb[1] = fa[2]
+    assert torch.allclose(matrix, matrix.T)
+    # pairs that agree (and differ from the other slices) give a lower loss than random pairs
+    shapes = torch.zeros(4, 1, 8, 8)
+    for i in range(4):
+        shapes[i, 0, 2 * i : 2 * i + 2] = 1
+    assert asc_loss(shapes, shapes) < asc_loss(shapes, shapes.roll(1, 0))
+
+
+def test_dice_similarity_of_empty_maps_is_zero_not_nan():
+    matrix = dice_similarity_matrix(torch.zeros(3, 4, 4))
+    assert torch.equal(matrix, torch.zeros(3, 3))
+
+
+def test_nce_is_the_same_structure_with_cosine_similarity():
+    torch.manual_seed(2)
+    a, b = torch.rand(3, 10, dtype=torch.float64), torch.rand(3, 10, dtype=torch.float64)
+    items = list(a) + list(b)
+    cos = lambda u, v: (u @ v) / (u.norm() * v.norm()) / 0.5  # noqa: E731
+    expected = 0.0
+    for i in range(6):
+        pos = (i + 3) % 6
+        den = sum(torch.exp(cos(items[i], items[h])) for h in range(6) if h != i)
+        expected -= torch.log(torch.exp(cos(items[i], items[pos])) / den)
+    assert torch.allclose(nce_loss(a, b, temperature=0.5), expected / 6, atol=1e-10)
+
+
+def test_mse_consistency_eq5():
+    a, b = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+    assert mse_consistency(a, b) == 1.0

@@ -16,7 +16,14 @@ from typing import Any, Callable, ClassVar
 
 from torch import Tensor, nn
 
-__all__ = ["Batch", "Method"]
+from workbench.methods.options import parse_options
+
+__all__ = ["Batch", "Method", "NoOptions"]
+
+
+@dataclass
+class NoOptions:
+    """Options of a method that has none."""
 
 
 @dataclass
@@ -40,11 +47,14 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     #: whether the loop must draw unlabeled batches for this method
     uses_unlabeled: ClassVar[bool] = False
+    #: dataclass of the method's options (``--set options.NAME=VALUE``), parsed into ``self.opts``
+    options_class: ClassVar[type] = NoOptions
 
     def __init__(self, modalities: list[str], config: Any) -> None:
         super().__init__()
         self.modalities = list(modalities)
         self.config = config
+        self.opts = parse_options(self.options_class, dict(config.options), self.name)
         self._emit: Callable[..., None] | None = None
         self.epoch = 0  # set by the loop before each epoch
 

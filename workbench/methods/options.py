@@ -1,0 +1,38 @@
+"""Method-specific options: a typed dataclass per method, filled from ``TrainConfig.options``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from workbench.errors import ConfigError
+
+__all__ = ["parse_options"]
+
+T = TypeVar("T")
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of the field's default, or a one-line ConfigError."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"option {key}={value!r}: expected true or false")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"option {key}={value!r}: expected a number")
+        if isinstance(default, int) and not float(value).is_integer():
+            raise ConfigError(f"option {key}={value!r}: expected an integer")
+        return type(default)(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"option {key}={value!r}: expected a string")
+    return value
+
+
+def parse_options(cls: type[T], values: dict[str, Any], method: str) -> T:
+    """``cls(**values)`` with a one-line ConfigError naming an unknown key or a wrong type."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"method {method!r} has no option {unknown[0]!r}; options: {', '.join(sorted(fields))}")
+    return cls(**{k: _coerce(k, v, fields[k].default) for k, v in values.items()})

@@ -1,0 +1,171 @@
+"""Semi-CML: semi-supervised contrastive mutual learning (Zhang et al., MedIA 2023, stage 1).
+
+Two U-Nets with identical structure, F for modality x' and G for modality x'' (section
+3.1, Fig. 1). Every step sees a labeled batch (both modalities, one label) and K unlabeled
+pairs.
+
+Equations:
+    (3)  L_sup(y^, y) = beta * L_bce + gamma * L_dice,   beta = 10, gamma = 7
+    (4)  L_sup^Total  = L'_sup(F(x'), y) + L''_sup(G(x''), y)          labeled pairs
+    (5)  L_mse        = || F(x') - G(x'') ||^2                          unlabeled pairs
+    (8)  S_dice(y1, y2) = 2 sum(y1 y2) / sum(y1 + y2)
+    (9)  l_asc(y^, y~) = -log exp S(y^, y~) / (exp S(y^, y~) + sum_{h in Gamma^-} exp S(y^, h))
+    (10) L_ASC = 1/2K sum_{pairs} (l_asc(F', G'') + l_asc(G'', F'))       K unlabeled pairs
+    (11) L_CML = L_sup^Total + w1(t) L_mse + w2 L_ASC
+
+Hyper-parameters (section 4.2): beta 10, gamma 7; w1 a sigmoid ramp-up as in Tarvainen &
+Valpola (2017), its coefficient searched in {0.001, 0.05, 0.1, 1, 10, 50, 100}; w2 searched
+in [2.5, 4]; K = 4 (BraTS) / 26 (HECKTOR) unlabeled, 20 / 30 labeled slices per batch.
+
+Ablation variants of Table 3 (``--set options.variant=...``): ``sup``, ``sup+mse``,
+``sup+nce``, ``sup+asc``, ``sup+mse+nce``, ``sup+mse+nce*``, ``sup+mse+asc`` (the default,
+Semi-CML). NCE uses the contrastive structure of eqs. 9-10 with cosine similarity on the
+flattened probability maps and a temperature (``nce_temperature``); NCE* uses the cosine
+similarity of projection-head embeddings instead. Choices (the paper does not say): the
+projection head is global average pooling of the U-Net bottleneck, then
+Linear(16b, 16b) - ReLU - Linear(16b, ``projection_dim``), one head per modality network;
+the sigmoid ramp-up is ``w1 * exp(-5 (1 - t/T)^2)`` for t < T (t in epochs, fractional
+within an epoch), with ``T = rampup_epochs`` (default: 40% of the epochs).
+
+Choice: labeled and unlabeled images go through each network in one forward pass
+(concatenated), so BatchNorm sees both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from workbench.errors import ConfigError
+from workbench.losses import asc_loss, mse_consistency, nce_loss, supervised_loss
+from workbench.methods.base import Batch, Method
+from workbench.methods.registry import register
+from workbench.nets import UNet
+
+__all__ = ["SemiCML", "SemiCMLOptions", "VARIANTS", "sigmoid_rampup"]
+
+#: Table 3 rows -> the unsupervised terms they add to L_sup
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "sup": (),
+    "sup+mse": ("mse",),
+    "sup+nce": ("nce",),
+    "sup+asc": ("asc",),
+    "sup+mse+nce": ("mse", "nce"),
+    "sup+mse+nce*": ("mse", "nce*"),
+    "sup+mse+asc": ("mse", "asc"),
+}
+
+
+@dataclass
+class SemiCMLOptions:
+    variant: str = "sup+mse+asc"
+    w1: float = 1.0  # MSE weight after ramp-up (eq. 11)
+    rampup_epochs: float = -1.0  # T of the sigmoid ramp-up; < 0: 40% of the epochs
+    w2: float = 0.5  # ASC / NCE weight (eq. 11); paper range 2.5-4, see docs/results
+    nce_temperature: float = 0.1
+    projection_dim: int = 128
+    log_asc_every: int = 1  # epochs between logged ASC matrices (first batch of the epoch)
+
+
+def sigmoid_rampup(t: float, length: float) -> float:
+    """Tarvainen & Valpola's ramp-up ``exp(-5 (1 - t/T)^2)`` for t < T, then 1."""
+    if length <= 0 or t >= length:
+        return 1.0
+    phase = 1.0 - max(t, 0.0) / length
+    return math.exp(-5.0 * phase * phase)
+
+
+class ProjectionHead(nn.Module):
+    """GAP of the bottleneck, then a 2-layer MLP (NCE* ablation)."""
+
+    def __init__(self, channels: int, out_dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(inplace=True), nn.Linear(channels, out_dim))
+
+    def forward(self, bottleneck: Tensor) -> Tensor:
+        return self.mlp(bottleneck.mean(dim=(2, 3)))
+
+
+@register
+class SemiCML(Method):
+    """Semi-CML (stage 1): two U-Nets, L_sup + w1(t) MSE + w2 ASC (eq. 11), Table 3 variants."""
+
+    name = "semi-cml"
+    uses_unlabeled = True
+    options_class = SemiCMLOptions
+
+    def __init__(self, modalities: list[str], config) -> None:
+        super().__init__(modalities, config)
+        if len(self.modalities) != 2:
+            raise ConfigError(f"{self.name} needs exactly 2 modalities, got {self.modalities}")
+        if self.opts.variant not in VARIANTS:
+            raise ConfigError(f"unknown variant {self.opts.variant!r}; choose one of: {', '.join(VARIANTS)}")
+        if config.unlabeled_batch_size < 2 and VARIANTS[self.opts.variant]:
+            raise ConfigError("contrastive terms need unlabeled_batch_size K >= 2")
+        self.terms = VARIANTS[self.opts.variant]
+        self.nets = nn.ModuleDict({m: UNet(1, 1, config.base_channels) for m in self.modalities})
+        if "nce*" in self.terms:
+            width = 16 * config.base_channels
+            self.heads = nn.ModuleDict({m: ProjectionHead(width, self.opts.projection_dim) for m in self.modalities})
+        self._asc_logged_epoch = -1
+
+    # ------------------------------------------------------------------ helpers
+    def w1(self, step: int) -> float:
+        """w1(t): the sigmoid ramp-up of the MSE weight, t in (fractional) epochs."""
+        length = self.opts.rampup_epochs if self.opts.rampup_epochs >= 0 else 0.4 * self.config.epochs
+        return self.opts.w1 * sigmoid_rampup(step / self.config.steps_per_epoch, length)
+
+    def forward_modality(self, m: str, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits and features of modality ``m``'s network on ``images`` (B, M, H, W)."""
+        i = self.modalities.index(m)
+        return self.nets[m].forward_with_features(images[:, i : i + 1])
+
+    def _maybe_log_asc(self, matrix: Tensor, name: str = "asc_matrix") -> None:
+        every = max(1, self.opts.log_asc_every)
+        if self._asc_logged_epoch != self.epoch and (self.epoch - 1) % every == 0:
+            self._asc_logged_epoch = self.epoch
+            self.emit(name, matrix=matrix.detach().float().cpu(), modalities=self.modalities,
+                      k=matrix.shape[0] // 2)
+
+    # ------------------------------------------------------------------ the step
+    def cml_losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
+        """Every term of eq. 11 for one batch (named, weighted total under ``loss``)."""
+        n_l = batch.x_l.shape[0]
+        both = torch.cat([batch.x_l, batch.x_u]) if self.terms and batch.x_u is not None else batch.x_l
+        losses: dict[str, Tensor] = {}
+        probs_u, feats_u = {}, {}
+        for m in self.modalities:
+            logits, feats = self.forward_modality(m, both)
+            losses[f"sup_{m}"] = supervised_loss(logits[:n_l], batch.y_l, self.config.bce_weight,
+                                                 self.config.dice_weight)
+            probs_u[m] = torch.sigmoid(logits[n_l:].float())
+            feats_u[m] = feats["bottleneck"][n_l:]
+        total = losses[f"sup_{self.modalities[0]}"] + losses[f"sup_{self.modalities[1]}"]  # eq. 4
+        a, b = self.modalities
+        if "mse" in self.terms:
+            losses["mse"] = mse_consistency(probs_u[a], probs_u[b])  # eq. 5
+            w1 = self.w1(step)
+            losses["w1"] = torch.tensor(w1)
+            total = total + w1 * losses["mse"]
+        if "asc" in self.terms:
+            losses["asc"], matrix = asc_loss(probs_u[a], probs_u[b], return_matrix=True)  # eqs. 6-10
+            self._maybe_log_asc(matrix)
+            total = total + self.opts.w2 * losses["asc"]
+        if "nce" in self.terms:
+            losses["nce"] = nce_loss(probs_u[a].flatten(1), probs_u[b].flatten(1), self.opts.nce_temperature)
+            total = total + self.opts.w2 * losses["nce"]
+        if "nce*" in self.terms:
+            emb_a, emb_b = self.heads[a](feats_u[a]), self.heads[b](feats_u[b])
+            losses["nce"] = nce_loss(emb_a, emb_b, self.opts.nce_temperature)
+            total = total + self.opts.w2 * losses["nce"]
+        losses["loss"] = total
+        return losses
+
+    def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
+        return self.cml_losses(batch, step)
+
+    def predict(self, images: Tensor) -> dict[str, Tensor]:
+        return {m: torch.sigmoid(self.forward_modality(m, images)[0]) for m in self.modalities}
