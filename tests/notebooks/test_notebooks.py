@@ -11,6 +11,12 @@ TINY = {
     "01_data_tour.ipynb": {"patients": 3, "size": 32},
     "02_supervised_baseline.ipynb": {"patients": 5, "epochs": 2, "steps_per_epoch": 2, "base_channels": 4,
                                       "size": 32, "labeled": 0.5},
+    "03_semi_cml_step_by_step.ipynb": {"patients": 5, "epochs": 2, "steps_per_epoch": 2, "base_channels": 4,
+                                        "size": 32, "labeled": 0.5, "k_unlabeled": 3},
+    "04_asc_explorer.ipynb": {"patients": 5, "epochs": 3, "steps_per_epoch": 2, "base_channels": 4, "size": 32,
+                              "k_unlabeled": 3},
+    "05_prel_bma.ipynb": {"patients": 5, "epochs": 6, "steps_per_epoch": 2, "base_channels": 4, "size": 32,
+                          "labeled": 0.5, "k_unlabeled": 3, "m": 1, "p": 1, "L1": 4},
 }
 
 
