@@ -201,6 +201,22 @@ def sensitivity(pred: MaskLike, target: MaskLike) -> float:
 # --------------------------------------------------------------------------- surface distances
 
 
+def _surface_distance(pred: MaskLike, target: MaskLike, spacing: Sequence[float], monai_fn: str, **kwargs) -> float:
+    """A MONAI surface-distance metric (``monai.metrics.<monai_fn>``) of one foreground
+    channel, after the empty-mask rule (both empty: 0; one empty: NaN)."""
+    p, t = _pair(pred, target)
+    sp = _check_spacing(spacing, p.ndim)
+    special = _empty_rule(p, t, both=0.0, pred_only=math.nan, target_only=math.nan)
+    if special is not None:
+        return special
+    import monai.metrics  # heavy import, deferred
+
+    with _quiet_monai():
+        out = getattr(monai.metrics, monai_fn)(_onehot_fg(p), _onehot_fg(t), include_background=True,
+                                                spacing=sp, **kwargs)
+    return float(out.reshape(-1)[0])
+
+
 def hd95(pred: MaskLike, target: MaskLike, spacing: Sequence[float]) -> float:
     """Symmetric 95th-percentile Hausdorff distance in mm (MONAI).
 
@@ -215,18 +231,7 @@ def hd95(pred: MaskLike, target: MaskLike, spacing: Sequence[float]) -> float:
     Returns:
         HD95 in mm; 0.0 if both masks are empty, NaN if exactly one is empty.
     """
-    p, t = _pair(pred, target)
-    sp = _check_spacing(spacing, p.ndim)
-    special = _empty_rule(p, t, both=0.0, pred_only=math.nan, target_only=math.nan)
-    if special is not None:
-        return special
-    from monai.metrics import compute_hausdorff_distance  # heavy import, deferred
-
-    with _quiet_monai():
-        out = compute_hausdorff_distance(
-            _onehot_fg(p), _onehot_fg(t), include_background=True, percentile=95, spacing=sp
-        )
-    return float(out.reshape(-1)[0])
+    return _surface_distance(pred, target, spacing, "compute_hausdorff_distance", percentile=95)
 
 
 def asd(pred: MaskLike, target: MaskLike, spacing: Sequence[float]) -> float:
@@ -242,18 +247,7 @@ def asd(pred: MaskLike, target: MaskLike, spacing: Sequence[float]) -> float:
     Returns:
         ASD in mm; 0.0 if both masks are empty, NaN if exactly one is empty.
     """
-    p, t = _pair(pred, target)
-    sp = _check_spacing(spacing, p.ndim)
-    special = _empty_rule(p, t, both=0.0, pred_only=math.nan, target_only=math.nan)
-    if special is not None:
-        return special
-    from monai.metrics import compute_average_surface_distance  # heavy import, deferred
-
-    with _quiet_monai():
-        out = compute_average_surface_distance(
-            _onehot_fg(p), _onehot_fg(t), include_background=True, symmetric=True, spacing=sp
-        )
-    return float(out.reshape(-1)[0])
+    return _surface_distance(pred, target, spacing, "compute_average_surface_distance", symmetric=True)
 
 
 # --------------------------------------------------------------------------- boundary IoU

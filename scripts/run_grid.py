@@ -1,0 +1,128 @@
+"""Run a small comparison grid on the built-in data and write its table.
+
+    python scripts/run_grid.py difficulty --out runs/difficulty      # supervised 10% vs 100%
+    python scripts/run_grid.py semi-cml --out runs/semi-cml --jobs 2 # Table 3 rows + PReL teachers
+
+Every cell is one ``Trainer`` run (its own run folder under OUT) with the shared CPU-scale
+settings below; the same split (split_seed 0) for every seed, the seed changes
+initialisation, dropout and batch order. Writes ``OUT/per_patient.csv`` (every patient,
+modality and run) and ``OUT/summary.md``: per modality, the mean per-patient DSC, sensitivity
+and HD95 of each run, then mean ± std over seeds. A finished cell (metrics.json present) is
+not run again. (``workbench reproduce`` will replace this script.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+#: shared CPU-scale settings of every cell
+SETTINGS = dict(epochs=20, steps_per_epoch=20, base_channels=16, size=64, batch_size=8, unlabeled_batch_size=4)
+
+#: grid name -> rows: (row label, method, labeled fraction, options)
+GRIDS: dict[str, list[tuple[str, str, float, dict]]] = {
+    "difficulty": [
+        ("supervised 10%", "supervised", 0.1, {}),
+        ("supervised 100%", "supervised", 1.0, {}),
+    ],
+    "semi-cml": [
+        ("sup", "supervised", 0.1, {}),
+        ("sup+mse", "semi-cml", 0.1, {"variant": "sup+mse"}),
+        ("sup+mse+asc", "semi-cml", 0.1, {"variant": "sup+mse+asc"}),
+        ("PReL Base", "semi-cml-prel", 0.1, {"teacher": "base"}),
+        ("PReL EMA", "semi-cml-prel", 0.1, {"teacher": "ema"}),
+        ("PReL BMA", "semi-cml-prel", 0.1, {"teacher": "bma"}),
+    ],
+}
+
+
+def _run_cell(cell: dict) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(cell.pop("threads"))
+    from workbench.train import TrainConfig, Trainer
+
+    run_dir = Path(cell.pop("run_dir"))
+    label, kind = cell.pop("label"), cell.pop("kind")
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists():
+        result = json.loads(metrics_path.read_text())
+    else:
+        trainer = Trainer(TrainConfig(**cell), run_dir, quiet=True, overwrite=True)
+        result = trainer.fit()
+        trainer.close()
+    print(kind, label, cell["seed"], {m: round(s["dsc"], 3) for m, s in result["summary"].items()}, flush=True)
+    return [{"kind": kind, "row": label, "seed": cell["seed"], **row} for row in result["per_patient"]]
+
+
+def _summary(rows: list[dict], labels: list[str], kinds: list[str], seeds: list[int]) -> str:
+    lines = ["| data | row | modality | DSC | Sens | HD95 (mm) |", "|---|---|---|---|---|---|"]
+    for kind in kinds:
+        modalities = list(dict.fromkeys(r["modality"] for r in rows if r["kind"] == kind))
+        for m in modalities:
+            for label in labels:
+                cells = []
+                for metric in ("dsc", "sens", "hd95"):
+                    per_seed = []
+                    for s in seeds:
+                        values = [r[metric] for r in rows if (r["kind"], r["row"], r["modality"], r["seed"])
+                                  == (kind, label, m, s)]
+                        if values:
+                            per_seed.append(np.nanmean(np.asarray(values, dtype=float)))
+                    cells.append(f"{np.mean(per_seed):.3f} ± {np.std(per_seed):.3f}" if per_seed else "-")
+                lines.append(f"| {kind} | {label} | {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("grid", choices=sorted(GRIDS))
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--patients", type=int, default=20)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--kinds", nargs="+", default=["brats", "hecktor"])
+    parser.add_argument("--jobs", type=int, default=1, help="parallel processes (threads split between them)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / jobs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a shared setting, e.g. --set epochs=30")
+    args = parser.parse_args()
+    from workbench.data.synthetic import generate
+
+    settings = dict(SETTINGS)
+    for item in args.set:
+        key, value = item.split("=", 1)
+        settings[key] = json.loads(value)
+    out = Path(args.out)
+    cells = []
+    for kind in args.kinds:
+        data = out / f"data-{kind}"
+        if not data.exists():
+            generate(kind, data, args.patients, seed=0)
+        for label, method, labeled, options in GRIDS[args.grid]:
+            for seed in args.seeds:
+                slug = label.replace(" ", "_").replace("%", "pct").replace("+", "-")
+                cells.append(dict(settings, method=method, data=str(data), labeled=labeled, seed=seed,
+                                  options=dict(options), label=label, kind=kind,
+                                  run_dir=str(out / f"{kind}-{slug}-s{seed}"),
+                                  threads=args.threads or max(1, (os.cpu_count() or 1) // args.jobs)))
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        rows = [row for cell_rows in pool.map(_run_cell, cells) for row in cell_rows]
+    with open(out / "per_patient.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    labels = [label for label, *_ in GRIDS[args.grid]]
+    table = _summary(rows, labels, args.kinds, args.seeds)
+    (out / "summary.md").write_text(f"settings: {settings}, patients {args.patients}, seeds {args.seeds}\n\n" + table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
