@@ -36,3 +36,16 @@ def test_dropout_active_in_train_mode_only():
 def test_size_not_divisible_by_16_is_a_clear_error():
     with pytest.raises(ConfigError, match="divisible by 16"):
         UNet(1, 1, base_channels=4)(torch.randn(1, 1, 20, 32))
+
+
+def test_dual_encoder_unet_fuses_every_level():
+    from workbench.nets import DualEncoderUNet
+
+    net = DualEncoderUNet(2, 1, base_channels=4).eval()
+    x = torch.randn(2, 2, 32, 32)
+    assert net(x).shape == (2, 1, 32, 32)
+    assert len(net.encoders) == 2
+    assert net.decoder.ups[0].in_channels == 2 * 64  # both bottlenecks concatenated
+    y = x.clone()
+    y[:, 1] = 0  # the output depends on the second modality
+    assert not torch.allclose(net(x), net(y))

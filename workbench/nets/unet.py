@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from workbench.errors import ConfigError
 
-__all__ = ["UNet", "DoubleConv"]
+__all__ = ["UNet", "UNetEncoder", "UNetDecoder", "DoubleConv"]
 
 
 class DoubleConv(nn.Module):
@@ -42,6 +42,59 @@ class DoubleConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.block(x)
+
+
+class UNetEncoder(nn.Module):
+    """The contracting path: 5 double-conv levels, a 2x2 max-pool between them.
+
+    Returns the feature map of every level, finest first; the last is the bottleneck
+    ``(B, 16 * base, H/16, W/16)``."""
+
+    def __init__(self, in_channels: int, base_channels: int, dropout: tuple[float, ...]) -> None:
+        super().__init__()
+        if len(dropout) != 5:
+            raise ConfigError(f"UNet dropout needs 5 rates (one per level), got {len(dropout)}")
+        self.widths = [base_channels * 2**i for i in range(5)]
+        self.levels = nn.ModuleList()
+        prev = in_channels
+        for width, p in zip(self.widths, dropout):
+            self.levels.append(DoubleConv(prev, width, p))
+            prev = width
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        h, w = x.shape[-2:]
+        if h % 16 or w % 16:
+            raise ConfigError(f"UNet input size {h}x{w} must be divisible by 16 (4 max-pools)")
+        features = []
+        for i, level in enumerate(self.levels):
+            x = level(x if i == 0 else self.pool(x))
+            features.append(x)
+        return features
+
+
+class UNetDecoder(nn.Module):
+    """The expanding path: 4 transposed convs, each followed by a double conv on
+    [upsampled, skip]. ``streams`` encoders feed it (1 for a U-Net; 2 for the MM- dual
+    encoder), their features concatenated channel-wise at every level."""
+
+    def __init__(self, widths: list[int], out_channels: int, streams: int = 1) -> None:
+        super().__init__()
+        self.ups = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        prev = widths[-1] * streams
+        for width in reversed(widths[:-1]):
+            self.ups.append(nn.ConvTranspose2d(prev, width, kernel_size=2, stride=2))
+            self.blocks.append(DoubleConv(width + width * streams, width))
+            prev = width
+        self.head = nn.Conv2d(prev, out_channels, kernel_size=1)
+
+    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Logits and the last decoder feature map, from per-level features (finest first)."""
+        x = features[-1]
+        for up, block, skip in zip(self.ups, self.blocks, reversed(features[:-1])):
+            x = block(torch.cat([up(x), skip], dim=1))
+        return self.head(x), x
 
 
 class UNet(nn.Module):
@@ -66,40 +119,16 @@ class UNet(nn.Module):
         dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5),
     ) -> None:
         super().__init__()
-        if len(dropout) != 5:
-            raise ConfigError(f"UNet dropout needs 5 rates (one per level), got {len(dropout)}")
-        widths = [base_channels * 2**i for i in range(5)]
-        self.widths = widths
-        self.encoders = nn.ModuleList()
-        prev = in_channels
-        for width, p in zip(widths, dropout):
-            self.encoders.append(DoubleConv(prev, width, p))
-            prev = width
-        self.pool = nn.MaxPool2d(2)
-        self.ups = nn.ModuleList()
-        self.decoders = nn.ModuleList()
-        for width in reversed(widths[:-1]):
-            self.ups.append(nn.ConvTranspose2d(prev, width, kernel_size=2, stride=2))
-            self.decoders.append(DoubleConv(2 * width, width))
-            prev = width
-        self.head = nn.Conv2d(prev, out_channels, kernel_size=1)
+        self.encoder = UNetEncoder(in_channels, base_channels, dropout)
+        self.widths = self.encoder.widths
+        self.decoder = UNetDecoder(self.widths, out_channels)
 
     def forward_with_features(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits plus features: ``bottleneck`` (B, 16*base, H/16, W/16) and
         ``decoder`` (B, base, H, W), the last decoder block before the 1x1 head."""
-        h, w = x.shape[-2:]
-        if h % 16 or w % 16:
-            raise ConfigError(f"UNet input size {h}x{w} must be divisible by 16 (4 max-pools)")
-        skips = []
-        for i, encoder in enumerate(self.encoders):
-            x = encoder(x)
-            if i < len(self.encoders) - 1:
-                skips.append(x)
-                x = self.pool(x)
-        bottleneck = x
-        for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips)):
-            x = decoder(torch.cat([up(x), skip], dim=1))
-        return self.head(x), {"bottleneck": bottleneck, "decoder": x}
+        features = self.encoder(x)
+        logits, last = self.decoder(features)
+        return logits, {"bottleneck": features[-1], "decoder": last}
 
     def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         logits, features = self.forward_with_features(x)
