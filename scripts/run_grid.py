@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--kinds", nargs="+", default=["brats", "hecktor"])
+    parser.add_argument("--rows", nargs="+", help="only these row labels of the grid (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes (threads split between them)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / jobs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -106,6 +107,8 @@ def main() -> None:
         if not data.exists():
             generate(kind, data, args.patients, seed=0)
         for label, method, labeled, options in GRIDS[args.grid]:
+            if args.rows and label not in args.rows:
+                continue
             for seed in args.seeds:
                 slug = label.replace(" ", "_").replace("%", "pct").replace("+", "-")
                 cells.append(dict(settings, method=method, data=str(data), labeled=labeled, seed=seed,
@@ -118,7 +121,7 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    labels = [label for label, *_ in GRIDS[args.grid]]
+    labels = [label for label, *_ in GRIDS[args.grid] if not args.rows or label in args.rows]
     table = _summary(rows, labels, args.kinds, args.seeds)
     (out / "summary.md").write_text(f"settings: {settings}, patients {args.patients}, seeds {args.seeds}\n\n" + table)
     print(table)

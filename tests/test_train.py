@@ -95,3 +95,29 @@ def test_bad_config_is_one_clear_line(brats_dir, overrides, message):
 def test_unknown_config_key():
     with pytest.raises(ConfigError, match="unknown config key 'epoch'"):
         TrainConfig.from_dict({"epoch": 3})
+
+
+def test_bf16_autocast_runs_on_cpu(brats_dir, tmp_path):
+    trainer = Trainer(tiny_config(brats_dir, epochs=1, precision="bf16"), tmp_path / "bf16", quiet=True)
+    result = trainer.fit()
+    trainer.close()
+    assert all(0.0 <= r["dsc"] <= 1.0 for r in result["per_patient"])
+
+
+def test_checkpoint_is_written_atomically(brats_dir, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(brats_dir, epochs=2), tmp_path / "run", quiet=True)
+    trainer.fit(stop_after=1)
+    good = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError):
+        trainer.save_checkpoint()
+    trainer.close()
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == good  # the previous checkpoint survives
+    assert not list((tmp_path / "run").glob("*.tmp"))  # and no half-written temp file is left
+    resumed = Trainer.resume(tmp_path / "run", quiet=True)
+    assert resumed.epoch == 1
+    resumed.close()

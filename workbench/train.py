@@ -190,23 +190,27 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+def _atomic_write(path: Path, write: Any, mode: str = "wb") -> None:
+    """``write(file)`` into a temp file in the same folder, fsync, then rename over ``path``.
+    On any failure (disk full, interrupt) the temp file is removed and ``path`` is untouched."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def _epoch_indices(n: int, count: int, generator: torch.Generator) -> torch.Tensor:
