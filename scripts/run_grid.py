@@ -7,7 +7,7 @@ Every cell is one ``Trainer`` run (its own run folder under OUT) with the shared
 settings below; the same split (split_seed 0) for every seed, the seed changes
 initialisation, dropout and batch order. Writes ``OUT/per_patient.csv`` (every patient,
 modality and run) and ``OUT/summary.md``: per modality, the mean per-patient DSC, sensitivity
-and HD95 of each run, then mean ± std over seeds. A finished cell (metrics.json present) is
+and HD95 of each run, then mean ± std over seeds (a single value where one seed ran). A finished cell (metrics.json present) is
 not run again. (``workbench reproduce`` will replace this script.)
 """
 
@@ -63,7 +63,7 @@ def _run_cell(cell: dict) -> list[dict]:
 
 
 def _summary(rows: list[dict], labels: list[str], kinds: list[str], seeds: list[int]) -> str:
-    lines = ["| data | row | modality | DSC | Sens | HD95 (mm) |", "|---|---|---|---|---|---|"]
+    lines = ["| data | row | modality | seeds | DSC | Sens | HD95 (mm) |", "|---|---|---|---|---|---|---|"]
     for kind in kinds:
         modalities = list(dict.fromkeys(r["modality"] for r in rows if r["kind"] == kind))
         for m in modalities:
@@ -76,8 +76,9 @@ def _summary(rows: list[dict], labels: list[str], kinds: list[str], seeds: list[
                                   == (kind, label, m, s)]
                         if values:
                             per_seed.append(np.nanmean(np.asarray(values, dtype=float)))
-                    cells.append(f"{np.mean(per_seed):.3f} ± {np.std(per_seed):.3f}" if per_seed else "-")
-                lines.append(f"| {kind} | {label} | {m} | " + " | ".join(cells) + " |")
+                    cells.append(f"{np.mean(per_seed):.3f} ± {np.std(per_seed):.3f}" if len(per_seed) > 1
+                                 else f"{per_seed[0]:.3f}" if per_seed else "-")
+                lines.append(f"| {kind} | {label} | {m} | {len(per_seed)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -90,6 +91,8 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["brats", "hecktor"])
     parser.add_argument("--rows", nargs="+", help="only these row labels of the grid (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes (threads split between them)")
+    parser.add_argument("--only-finished", action="store_true",
+                        help="train nothing: tabulate the cells whose run folder has metrics.json")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / jobs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a shared setting, e.g. --set epochs=30")
@@ -115,15 +118,22 @@ def main() -> None:
                                   options=dict(options), label=label, kind=kind,
                                   run_dir=str(out / f"{kind}-{slug}-s{seed}"),
                                   threads=args.threads or max(1, (os.cpu_count() or 1) // args.jobs)))
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        rows = [row for cell_rows in pool.map(_run_cell, cells) for row in cell_rows]
+    if args.only_finished:
+        cells = [c for c in cells if (Path(c["run_dir"]) / "metrics.json").exists()]
+    if args.jobs == 1:  # in this process: nothing is left running if it is killed
+        rows = [row for cell in cells for row in _run_cell(cell)]
+    else:
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            rows = [row for cell_rows in pool.map(_run_cell, cells) for row in cell_rows]
     with open(out / "per_patient.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     labels = [label for label, *_ in GRIDS[args.grid] if not args.rows or label in args.rows]
     table = _summary(rows, labels, args.kinds, args.seeds)
-    (out / "summary.md").write_text(f"settings: {settings}, patients {args.patients}, seeds {args.seeds}\n\n" + table)
+    done = sorted({(r["kind"], r["row"], r["seed"]) for r in rows})
+    header = f"settings: {settings}, patients {args.patients}; runs tabulated: {len(done)}\n\n"
+    (out / "summary.md").write_text(header + table)
     print(table)
 
 
