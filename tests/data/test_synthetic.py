@@ -263,3 +263,21 @@ def test_real_loader_reads_synthetic_data(
         assert case.label is not None and (case.label > 0).any()
         assert all(image.shape == case.label.shape for image in case.images.values())
         assert all(np.isfinite(image).all() for image in case.images.values())
+
+
+def test_generate_refuses_a_non_empty_folder_and_leaves_no_partial_dataset(tmp_path, monkeypatch):
+    from workbench.data import synthetic
+    from workbench.errors import ConfigError
+
+    out = tmp_path / "brats"
+    synthetic.generate("brats", out, 1, seed=0)
+    with pytest.raises(ConfigError, match="already exists"):
+        synthetic.generate("brats", out, 1, seed=0)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "make_hecktor", crash)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.generate("hecktor", tmp_path / "hecktor", 2, seed=0)
+    assert not (tmp_path / "hecktor").exists()  # an interrupted generation is never mistaken for a dataset

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +74,8 @@ def generate(
 
     Args:
         kind: ``"brats"`` or ``"hecktor"``.
-        out_dir: dataset root (created if missing).
+        out_dir: dataset root; must not exist or be an empty folder. The files are written
+            to ``<out_dir>.partial`` and renamed when complete.
         n_patients: number of virtual patients, at least 1.
         seed: non-negative integer seed.
         spacing_mm: isotropic voxel size; None for the kind's default (2.5 / 2.0 mm).
@@ -81,15 +84,24 @@ def generate(
         The case ids written, in order.
 
     Raises:
-        ConfigError: unknown kind or bad n_patients / seed / spacing.
+        ConfigError: unknown kind, bad n_patients / seed / spacing, or a non-empty out_dir.
     """
     makers = {"brats": make_brats, "hecktor": make_hecktor}
     if kind not in makers:
         choices = ", ".join(KINDS)
         raise ConfigError(f"synthetic dataset kind {kind!r} is unknown; choose one of {choices}")
-    if spacing_mm is None:
-        return makers[kind](out_dir, n_patients, seed)
-    return makers[kind](out_dir, n_patients, seed, spacing_mm=spacing_mm)
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} already exists and is not an empty folder; choose another --out or delete it")
+    # Written into a sibling folder and renamed at the end, so an interrupted run never
+    # leaves a partial dataset that looks complete.
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    kwargs = {} if spacing_mm is None else {"spacing_mm": spacing_mm}
+    ids = makers[kind](partial, n_patients, seed, **kwargs)
+    os.replace(partial, out)
+    return ids
 
 
 def make_brats(out_dir: str | Path, n_patients: int, seed: int, spacing_mm: float = 2.5) -> list[str]:
@@ -102,7 +114,8 @@ def make_brats(out_dir: str | Path, n_patients: int, seed: int, spacing_mm: floa
     about 64x78x68 voxels at 2.5 mm.
 
     Args:
-        out_dir: dataset root (created if missing).
+        out_dir: dataset root; must not exist or be an empty folder. The files are written
+            to ``<out_dir>.partial`` and renamed when complete.
         n_patients: number of patients, at least 1.
         seed: non-negative integer seed; patient i depends only on (seed, i).
         spacing_mm: isotropic voxel size in mm, 1 to 8.
@@ -139,7 +152,8 @@ def make_hecktor(out_dir: str | Path, n_patients: int, seed: int, spacing_mm: fl
     72x72x48 voxels at 2 mm; the PET has spacing (2s, 2s, 1.5s) for CT spacing s.
 
     Args:
-        out_dir: dataset root (created if missing).
+        out_dir: dataset root; must not exist or be an empty folder. The files are written
+            to ``<out_dir>.partial`` and renamed when complete.
         n_patients: number of patients, at least 1.
         seed: non-negative integer seed; patient i depends only on (seed, i).
         spacing_mm: isotropic CT voxel size in mm, 1 to 8.
