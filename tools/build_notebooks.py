@@ -1,0 +1,675 @@
+"""Writes the lesson notebooks in notebooks/ (outputs stripped, stable cell ids).
+
+    python tools/build_notebooks.py
+
+The notebooks are generated from this file so that their text and code can be reviewed
+as plain Python; edit here, run it, and commit both. Each notebook has exactly one cell
+tagged ``parameters`` (papermill) and ends with asserts, so a papermill run is a test.
+"""
+import nbformat as nbf
+from pathlib import Path
+
+def md(s): return nbf.v4.new_markdown_cell(s.strip())
+def code(s, tags=None):
+    c = nbf.v4.new_code_cell(s.strip())
+    if tags: c.metadata["tags"] = tags
+    return c
+
+def save(cells, path):
+    nb = nbf.v4.new_notebook()
+    for i, cell in enumerate(cells):
+        cell.id = f"cell-{i:02d}"  # stable ids: regenerating gives a clean diff
+    nb.cells = cells
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (workbench)", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nbf.write(nb, path)
+
+NB = Path(__file__).resolve().parents[1] / "notebooks"
+
+save([
+md("""
+# 01 · A tour of the built-in data
+
+The workbench ships its own multi-modal datasets, generated on your machine in seconds, in
+the **same NIfTI layouts as the real challenges** — so the same loader reads both:
+
+* **Brain (BraTS-like)** — virtual patients built from the MNI152 template and tissue maps that
+  ship with `nilearn`: elastic deformation, an implanted tumour (necrotic core, enhancing rim,
+  edema), T1 / T1ce / T2 / FLAIR contrasts, bias field, Rician noise, slight misregistration.
+* **Head and neck (HECKTOR-like)** — a CT with a *low-contrast* tumour and a blurred, noisy PET
+  with a *hot* tumour, on a coarser PET grid that the loader resamples onto the CT grid.
+
+In this notebook we generate both, load them through the real loaders, apply the paper's
+preprocessing (CT clip to [-150, 150] HU, PET min-max, MR z-score in the brain) and look at
+the slices and intensity histograms. The histograms tell us which modality is *hard*.
+"""),
+code("""
+# Parameters (papermill overrides this cell)
+patients = 8          # virtual patients per dataset
+seed = 0              # generation seed: same seed, same data
+size = 64             # slice size after crop/resize
+out_dir = "runs/01_data_tour"
+""", tags=["parameters"]),
+code("""
+from pathlib import Path
+import matplotlib
+import matplotlib.pyplot as plt
+
+from workbench.data.synthetic import generate
+from workbench.data.nifti import load_dataset
+from workbench.data.slices import PreprocessConfig, preprocess_case, DEFAULT_MODALITIES
+from workbench.viz import plot_modalities, plot_intensity_histograms
+
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+"""),
+md("""
+## 1. Generate the two datasets
+
+`generate(kind, folder, n_patients, seed)` writes NIfTI files (the CLI equivalent is
+`workbench data make --kind brats --patients 8 --seed 0 --out DIR`).
+"""),
+code("""
+for kind in ("brats", "hecktor"):
+    folder = out / f"data-{kind}-p{patients}-s{seed}"
+    if not folder.exists():
+        generate(kind, folder, patients, seed)
+    print(kind, "->", folder)
+print(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.nii.gz"))[:4])
+"""),
+md("""
+## 2. Load through the real loaders and preprocess
+
+`load_dataset` detects the layout, reorients to RAS and (HECKTOR) resamples PET onto the CT
+grid. `preprocess_case` normalises each modality as the paper does and crops/resizes the
+axial slices.
+"""),
+code("""
+volumes = {}
+for kind in ("brats", "hecktor"):
+    modalities = {"brats": ["t1", "t1ce", "t2", "flair"], "hecktor": ["ct", "pet"]}[kind]
+    cases = load_dataset(out / f"data-{kind}-p{patients}-s{seed}", modalities=modalities, progress=False)
+    pre = PreprocessConfig(size=size)
+    volumes[kind] = (modalities, [preprocess_case(c, modalities, pre) for c in cases])
+    c = cases[0]
+    print(f"{kind}: {len(cases)} cases, grid {c.shape}, spacing {tuple(round(s, 2) for s in c.spacing)} mm,",
+          f"label values {sorted(set(c.label.ravel().tolist()))}")
+"""),
+md("""
+## 3. Each modality with the ground truth
+
+The red outline is the binary target (BraTS: whole tumour = labels 1, 2, 4; HECKTOR: GTVp + GTVn).
+"""),
+code("""
+for kind, (modalities, vols) in volumes.items():
+    fig = plot_modalities(vols[:3], modalities, title=f"{kind}: largest-tumour slice per patient")
+    fig.savefig(out / f"slices_{kind}.png", dpi=110)
+    plt.show()
+"""),
+md("""
+**What to look for:** the tumour is bright and obvious in FLAIR and PET, faint in T1 and
+almost invisible in CT. That is the *performance gap* between modalities that Semi-CML's
+mutual learning and PReL's re-learning try to close.
+
+## 4. Intensity histograms: tumour vs. the rest of the foreground
+"""),
+code("""
+for kind, (modalities, vols) in volumes.items():
+    fig = plot_intensity_histograms(vols, modalities)
+    fig.suptitle(kind, y=1.02)
+    fig.savefig(out / f"histograms_{kind}.png", dpi=110, bbox_inches="tight")
+    plt.show()
+"""),
+md("""
+**What to look for:** where the red (tumour) histogram overlaps the blue (tissue) one, a
+pixel's intensity alone says little; the network must use shape and context. Strong overlap
+in T1 and CT, clear separation in FLAIR and PET.
+"""),
+code("""
+# A run of this notebook doubles as a smoke test.
+for kind, (modalities, vols) in volumes.items():
+    assert all(v.label.sum() > 0 for v in vols), f"{kind}: every patient has a tumour"
+    assert vols[0].images.shape[-2:] == (size, size)
+print("figures in", out)
+"""),
+], NB / "01_data_tour.ipynb")
+
+save([
+md("""
+# 02 · The supervised baseline
+
+Every table in the seed papers starts with the same row: a U-Net trained **only on the labeled
+patients**, one network per modality. It is the bar a semi-supervised method has to clear
+(with 1/5/10% labels) and, trained on 100% of the labels, the ceiling it tries to reach.
+
+The loss is Semi-CML's supervised loss (eq. 3), for each modality network $F_m$:
+
+$$\\mathcal{L}_{sup}(\\hat y, y) = \\beta\\,\\mathcal{L}_{bce}(\\hat y, y) + \\gamma\\,\\mathcal{L}_{dice}(\\hat y, y), \\qquad \\beta = 10,\\ \\gamma = 7.$$
+
+We train it on the built-in brain data with a small fraction of labeled patients, watch the
+curves, and read the per-patient table (DSC and sensitivity on the 3D volume, HD95 and ASD in
+mm, Boundary IoU per slice).
+"""),
+code("""
+# Parameters (papermill overrides this cell)
+kind = "brats"          # built-in dataset: brats or hecktor
+data_dir = ""           # a real dataset folder; empty: generate the built-in one
+patients = 20
+labeled = 0.1           # fraction of training patients with labels
+epochs = 15
+steps_per_epoch = 15
+base_channels = 16      # paper: 32 (use 32 on a GPU)
+size = 64
+seed = 0
+out_dir = "runs/02_supervised"
+""", tags=["parameters"]),
+code("""
+from pathlib import Path
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from workbench.data.synthetic import generate
+from workbench.train import TrainConfig, Trainer
+from workbench.viz import plot_training_curves
+
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+if not data_dir:
+    data_dir = str(out / f"data-{kind}")
+    if not Path(data_dir).exists():
+        generate(kind, data_dir, patients, seed=0)
+"""),
+md("""
+## 1. Configure and train
+
+`TrainConfig` holds everything that defines a run; `Trainer` owns the loop (Adam, warm-up
+multi-step learning rate, validation of every modality after each epoch, checkpoints, the
+event log). The run folder gets `config.json`, `checkpoint.pt`, `events.jsonl`,
+`metrics.json` and `per_patient.csv`.
+"""),
+code("""
+config = TrainConfig(method="supervised", data=data_dir, labeled=labeled, epochs=epochs,
+                     steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed)
+trainer = Trainer(config, out / "run", overwrite=True)
+print("labeled patients:", trainer.splits.labeled_cases)
+print("test patients:   ", trainer.splits.test_cases)
+print(trainer.splits.info)
+result = trainer.fit()
+trainer.close()
+"""),
+md("""
+## 2. Curves
+
+Left: the supervised loss of each modality's network. Right: the mean per-patient test DSC of
+each modality after every epoch.
+"""),
+code("""
+fig = plot_training_curves(trainer.run_dir, title=f"supervised, {labeled:.0%} labeled")
+fig.savefig(out / "curves.png", dpi=110)
+plt.show()
+"""),
+md("""
+**What to look for:** the two losses fall at different speeds, and the DSC of the weak
+modality stays well below the strong one. With few labels the curves are also noisy: a
+handful of labeled patients cannot cover the variety of tumour shapes and places.
+
+## 3. Per-patient results
+"""),
+code("""
+table = pd.DataFrame(result["per_patient"])
+display(table.pivot(index="case_id", columns="modality", values=["dsc", "sens", "hd95"]).round(3))
+summary = pd.DataFrame(result["summary"]).T[["dsc", "dsc_std", "sens", "hd95", "asd", "biou"]]
+display(summary.round(3))
+"""),
+md("""
+**What to look for:** the spread across patients (small tumours are hard), and HD95 in mm —
+a few false-positive blobs far from the tumour make it large even when the DSC looks fine.
+"""),
+code("""
+assert set(table["modality"]) == set(trainer.splits.modalities)
+assert table["dsc"].between(0, 1).all()
+print(summary.round(3).to_string())
+"""),
+], NB / "02_supervised_baseline.ipynb")
+
+
+save([
+md(r"""
+# 03 · Semi-CML, step by step
+
+Semi-CML (Zhang et al., *Medical Image Analysis* 2023) trains **one U-Net per modality** —
+$F$ for $x'$ and $G$ for $x''$ — and lets them teach each other on unlabeled pairs. Inference
+needs only one modality. In this lesson we push **one batch** through both networks, compute
+every term of the loss by hand, check it against the library, and then train for a short while
+next to the supervised baseline.
+"""),
+code("""
+# Parameters (papermill overrides this cell)
+kind = "brats"          # built-in dataset: brats (t1 weak, flair strong) or hecktor (ct weak, pet strong)
+patients = 20
+labeled = 0.1
+epochs = 12
+steps_per_epoch = 15
+base_channels = 16      # paper: 32
+size = 64
+k_unlabeled = 4         # K: unlabeled pairs per step (paper: 4 BraTS, 26 HECKTOR)
+w1 = 1.0                # MSE weight after ramp-up
+w2 = 0.5                # ASC weight (paper searched 2.5-4; see the note on collapse below)
+seed = 0
+out_dir = "runs/03_semi_cml"
+""", tags=["parameters"]),
+code("""
+from pathlib import Path
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.data.synthetic import generate
+from workbench.losses import asc_loss, dice_similarity_matrix, mse_consistency, supervised_loss
+from workbench.methods import Batch, get_method
+from workbench.train import TrainConfig, Trainer, load_splits
+from workbench.viz import plot_training_curves
+
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+data_dir = out / f"data-{kind}"
+if not data_dir.exists():
+    generate(kind, data_dir, patients, seed=0)
+config = TrainConfig(method="semi-cml", data=str(data_dir), labeled=labeled, epochs=epochs,
+                     steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed,
+                     unlabeled_batch_size=k_unlabeled, options={"w1": w1, "w2": w2})
+splits, fmt = load_splits(config, progress=False)
+a, b = splits.modalities
+print(f"x' = {a}, x'' = {b};", splits.info)
+"""),
+md(r"""
+## 1. One batch: labeled pairs and unlabeled pairs
+
+Both modalities of a slice share **one** label $y$. A step draws a labeled batch
+$\{(x'_i, x''_i, y_i)\}$ and $K$ unlabeled pairs $\{(x'_j, x''_j)\}$.
+"""),
+code("""
+torch.manual_seed(seed)
+method = get_method("semi-cml")(splits.modalities, config)
+idx_l = torch.randperm(len(splits.train_labeled))[: config.batch_size]
+idx_u = torch.randperm(len(splits.train_unlabeled))[:k_unlabeled]
+batch = Batch(splits.train_labeled.images[idx_l], splits.train_labeled.labels[idx_l],
+              splits.train_unlabeled.images[idx_u])
+fig, axes = plt.subplots(2, k_unlabeled, figsize=(2.2 * k_unlabeled, 4.6))
+for j in range(k_unlabeled):
+    for row, i in enumerate((0, 1)):
+        axes[row, j].imshow(batch.x_u[j, i].T, cmap="gray", origin="lower")
+        axes[row, j].set_title(f"unlabeled {j + 1}: {splits.modalities[i]}", fontsize=8)
+        axes[row, j].axis("off")
+fig.suptitle("K unlabeled pairs (same slice, two modalities)")
+fig.tight_layout(); fig.savefig(out / "unlabeled_pairs.png", dpi=100); plt.show()
+"""),
+md(r"""
+## 2. The supervised loss (eqs. 3-4)
+
+$$\mathcal{L}_{sup}(\hat y, y) = \beta\,\mathcal{L}_{bce}(\hat y, y) + \gamma\,\mathcal{L}_{dice}(\hat y, y),\quad \beta=10,\ \gamma=7,
+\qquad \mathcal{L}^{Total}_{sup} = \mathcal{L}'_{sup}(F(x'), y) + \mathcal{L}''_{sup}(G(x''), y).$$
+"""),
+code("""
+method.eval()  # switch dropout off so that the hand computation and the library see the same network
+n_l = batch.x_l.shape[0]
+both = torch.cat([batch.x_l, batch.x_u])
+logits = {m: method.nets[m](both[:, i : i + 1]) for i, m in enumerate(splits.modalities)}
+sup = {m: supervised_loss(logits[m][:n_l], batch.y_l) for m in logits}
+probs_u = {m: torch.sigmoid(logits[m][n_l:]) for m in logits}
+print({m: round(float(v), 4) for m, v in sup.items()})
+"""),
+md(r"""
+## 3. Cross-modal MSE (eq. 5) — simple mutual learning
+
+$$\mathcal{L}_{mse}(F, G) = \mathbb{E}_{x', x''}\left[\lVert F(x') - G(x'')\rVert^2\right]$$
+
+It pulls paired predictions together but says nothing about *unpaired* slices.
+"""),
+code("""
+mse = mse_consistency(probs_u[a], probs_u[b])
+print("MSE:", float(mse))
+"""),
+md(r"""
+## 4. The ASC loss (eqs. 6-10) — contrastive mutual learning with Dice similarity
+
+Stack the $2K$ unlabeled predictions $[F(x'_1),\dots,F(x'_K), G(x''_1),\dots,G(x''_K)]$ and compare
+every pair with the Dice similarity
+
+$$S_{dice}(y_1, y_2) = \frac{2\sum y_1 y_2}{\sum (y_1 + y_2)} \qquad (8)$$
+
+For an anchor, the positive is its pair in the other modality ($\Gamma^+$, eq. 6), the negatives
+are the other $2K-2$ maps ($\Gamma^-$, eq. 7):
+
+$$l_{asc}(\hat y, \tilde y) = -\log\frac{\exp S(\hat y, \tilde y)}{\exp S(\hat y, \tilde y) + \sum_{h\in\Gamma^-}\exp S(\hat y, h)} \quad (9),
+\qquad \mathcal{L}_{ASC} = \frac{1}{2K}\sum_{\Gamma^+}\big(l_{asc}(F', G'') + l_{asc}(G'', F')\big) \quad (10)$$
+
+All $S$ values are **one matrix product**.
+"""),
+code("""
+S = dice_similarity_matrix(torch.cat([probs_u[a], probs_u[b]])).detach()
+K = k_unlabeled
+by_hand = []
+for anchor in range(2 * K):
+    positive = (anchor + K) % (2 * K)
+    others = [h for h in range(2 * K) if h != anchor]
+    by_hand.append(-(S[anchor, positive] - torch.logsumexp(S[anchor, others], dim=0)))
+asc_by_hand = torch.stack(by_hand).mean()
+asc_lib = asc_loss(probs_u[a], probs_u[b])
+print(f"ASC by hand {float(asc_by_hand):.5f}   library {float(asc_lib):.5f}")
+fig, ax = plt.subplots(figsize=(4.2, 3.6))
+im = ax.imshow(S.numpy(), cmap="Blues", vmin=0, vmax=1)
+for i in range(2 * K):
+    ax.add_patch(plt.Rectangle(((i + K) % (2 * K) - 0.5, i - 0.5), 1, 1, fill=False, color="crimson", lw=2))
+ax.set_title("S_dice before training (red: positives)")
+ax.set_xlabel("compared map"); ax.set_ylabel("anchor")
+fig.colorbar(im); fig.tight_layout(); fig.savefig(out / "asc_matrix_untrained.png", dpi=100); plt.show()
+"""),
+md(r"""
+**What to look for:** an untrained network predicts near-uniform maps, so every pair looks alike
+and $\mathcal{L}_{ASC}\approx\log(2K-1)$. Training should darken the red squares and lighten the rest.
+
+## 5. The Semi-CML objective (eq. 11)
+
+$$\mathcal{L}_{CML} = \mathcal{L}^{Total}_{sup} + w_1(t)\,\mathcal{L}_{mse} + w_2\,\mathcal{L}_{ASC},\qquad
+w_1(t) = w_1\,e^{-5(1 - t/T)^2}\ (t<T)$$
+"""),
+code("""
+step = 0
+total_by_hand = sup[a] + sup[b] + method.w1(step) * mse + w2 * asc_lib
+library = method.training_step(batch, step)
+print(f"w1(t=0) = {method.w1(step):.4f}")
+print(f"L_CML by hand {float(total_by_hand):.5f}   library {float(library['loss']):.5f}")
+assert torch.allclose(total_by_hand, library["loss"], atol=1e-4)
+"""),
+md("""
+## 6. Train Semi-CML next to the supervised baseline
+
+Same data, split, seed, steps and network width; the only difference is the unlabeled terms.
+"""),
+code("""
+results, runs = {}, {}
+for name, method_name in (("supervised", "supervised"), ("semi-cml", "semi-cml")):
+    cfg = TrainConfig(**{**config.__dict__, "method": method_name,
+                         "options": {} if method_name == "supervised" else config.options})
+    trainer = Trainer(cfg, out / name, overwrite=True)
+    results[name] = trainer.fit()
+    trainer.close()
+    runs[name] = trainer.run_dir
+fig = plot_training_curves(runs["semi-cml"], title="Semi-CML (sup + w1 MSE + w2 ASC)")
+fig.savefig(out / "curves_semi_cml.png", dpi=100); plt.show()
+"""),
+code("""
+rows = []
+for name, result in results.items():
+    for row in result["per_patient"]:
+        rows.append({"method": name, **row})
+table = pd.DataFrame(rows)
+summary = table.groupby(["method", "modality"])[["dsc", "sens", "hd95"]].mean().unstack("modality").round(3)
+summary.to_csv(out / "summary.csv")
+summary
+"""),
+md("""
+**What to look for:** the weak modality is where mutual learning can help — it learns from
+the strong modality's predictions on slices nobody labeled. Watch the strong modality too: with
+a large $w_2$ the contrastive term can drag it down while every training loss looks healthy
+(DESIGN.md records a collapse at $w_2 = 3$ on data like this), which is why both modalities are
+validated every epoch.
+"""),
+code("""
+assert set(table["modality"]) == {a, b}
+assert table["dsc"].between(0, 1).all()
+"""),
+], NB / "03_semi_cml_step_by_step.ipynb")
+
+save([
+md(r"""
+# 04 · The ASC explorer
+
+Semi-CML logs the Dice-similarity matrix $S$ of eq. 8 for the first unlabeled batch of every
+epoch. Here we scrub through the epochs with a slider (the paper's Fig. 5a shows the same
+picture on HECKTOR): the **positive pairs** — the same slice seen by the two modalities, on the
+off-diagonals at distance $K$ — should grow dark, the negatives light.
+
+$$l_{asc}(\hat y, \tilde y) = -\log\frac{\exp S(\hat y, \tilde y)}{\exp S(\hat y, \tilde y) + \sum_{h\in\Gamma^-}\exp S(\hat y, h)}$$
+"""),
+code("""
+# Parameters (papermill overrides this cell)
+run_dir = ""            # an existing semi-cml / semi-cml-prel run; empty: train a short one here
+kind = "brats"
+patients = 20
+epochs = 10
+steps_per_epoch = 15
+base_channels = 16
+size = 64
+k_unlabeled = 4
+w2 = 0.5
+out_dir = "runs/04_asc_explorer"
+""", tags=["parameters"]),
+code("""
+from pathlib import Path
+import matplotlib.pyplot as plt
+import numpy as np
+
+from workbench.data.synthetic import generate
+from workbench.train import TrainConfig, Trainer
+from workbench.viz import plot_training_curves
+from workbench.viz.asc import asc_explorer, asc_heatmap, asc_matrices, positive_mask
+from workbench.events import read_events
+
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+if not run_dir:
+    data_dir = out / f"data-{kind}"
+    if not data_dir.exists():
+        generate(kind, data_dir, patients, seed=0)
+    config = TrainConfig(method="semi-cml", data=str(data_dir), epochs=epochs, steps_per_epoch=steps_per_epoch,
+                         base_channels=base_channels, size=size, unlabeled_batch_size=k_unlabeled,
+                         options={"w2": w2})
+    trainer = Trainer(config, out / "run", overwrite=True)
+    trainer.fit()
+    trainer.close()
+    run_dir = str(trainer.run_dir)
+matrices = asc_matrices(run_dir)
+modalities = tuple(read_events(run_dir, "run_start")[0]["modalities"])
+print(f"{len(matrices)} matrices, epochs {min(matrices)}..{max(matrices)}, 2K = {next(iter(matrices.values())).shape[0]}")
+"""),
+md("""
+## 1. Scrub through the epochs
+
+Move the slider (in JupyterLab; a papermill run keeps the first epoch's picture).
+"""),
+code("""
+explorer = asc_explorer(run_dir)
+explorer
+"""),
+md("""
+## 2. First vs. last epoch, side by side (static copies for the run folder)
+"""),
+code("""
+first, last = min(matrices), max(matrices)
+for epoch in (first, last):
+    fig = asc_heatmap(matrices[epoch], modalities, f"ASC matrix, epoch {epoch}")
+    fig.show()
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.8))
+for ax, epoch in zip(axes, (first, last)):
+    m = matrices[epoch].copy(); np.fill_diagonal(m, np.nan)
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    rows, cols = np.nonzero(positive_mask(m.shape[0]))
+    ax.scatter(cols, rows, marker="s", s=120, facecolors="none", edgecolors="crimson", linewidths=1.5)
+    ax.set_title(f"epoch {epoch}"); ax.set_xlabel("compared map"); ax.set_ylabel("anchor")
+fig.colorbar(im, ax=axes, label="S_dice")
+fig.savefig(out / "asc_first_last.png", dpi=100); plt.show()
+"""),
+md("""
+**What to look for:** at the start every entry is similar (uninformative maps). Later the red
+squares (positives) are darker than their rows: each modality's prediction of a slice matches
+the other modality's prediction of *the same* slice better than any other slice.
+
+## 3. Positive vs. negative similarity over training, and the loss curves
+"""),
+code("""
+epochs_seen = sorted(matrices)
+pos = [matrices[e][positive_mask(matrices[e].shape[0])].mean() for e in epochs_seen]
+neg = [matrices[e][~positive_mask(matrices[e].shape[0]) & ~np.eye(matrices[e].shape[0], dtype=bool)].mean()
+       for e in epochs_seen]
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.plot(epochs_seen, pos, marker="o", label="positives (same slice)")
+ax.plot(epochs_seen, neg, marker="o", label="negatives")
+ax.set_xlabel("epoch"); ax.set_ylabel("mean S_dice"); ax.set_ylim(0, 1); ax.legend()
+ax.set_title("ASC matrix: positive vs negative similarity")
+fig.tight_layout(); fig.savefig(out / "asc_pos_neg.png", dpi=100); plt.show()
+fig = plot_training_curves(run_dir); fig.savefig(out / "curves.png", dpi=100); plt.show()
+"""),
+md("""
+**What to look for:** a widening gap between the two lines is the contrastive loss doing its job.
+"""),
+code("""
+slider = explorer.children[0]
+slider.value = last
+assert explorer.children[1].layout.title.text == f"epoch {last}"
+"""),
+], NB / "04_asc_explorer.ipynb")
+
+save([
+md(r"""
+# 05 · PReL and the BMA teacher
+
+Semi-CML narrows the gap between modalities but does not close it. **PReL** (soft pseudo-label
+re-learning) takes the *high-performance* modality's model $G$, builds a teacher $T$ from its best
+epochs (the **BMA** teacher), and in stage 2 re-trains the weak model on the teacher's soft
+pseudo-labels.
+
+**Stage 1** (epochs $t < L_1$), Algorithm 1: the best-model pool $\mathbb{R}_{pool}$ (capacity $p$)
+is filled at epochs $m+1..m+p$, the teacher is initialised at $m+p+1$, then whenever
+$Acc_t > Acc_{min} = \min \mathbb{R}_{pool}$:
+
+$$\alpha = \min\Big(1 - \frac{Acc_t - Acc_{min}}{Acc_t},\ \alpha_0\Big)\ (12),\qquad \theta_t = \alpha\,\theta_{t-1} + (1-\alpha)\,\theta''_t\ (13)$$
+"""),
+code("""
+# Parameters (papermill overrides this cell)
+kind = "brats"
+patients = 20
+labeled = 0.1
+epochs = 16
+steps_per_epoch = 15
+base_channels = 16
+size = 64
+k_unlabeled = 4
+w2 = 0.5
+m = 2                   # BMA starts after epoch m
+p = 2                   # pool capacity
+L1 = 11                 # first stage-2 epoch
+seed = 0
+out_dir = "runs/05_prel_bma"
+""", tags=["parameters"]),
+code("""
+from pathlib import Path
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.data.synthetic import generate
+from workbench.events import events_frame, read_events
+from workbench.teachers import mc_dropout_pseudo_labels
+from workbench.train import TrainConfig, Trainer
+from workbench.viz.bma import plot_bma_timeline
+
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+data_dir = out / f"data-{kind}"
+if not data_dir.exists():
+    generate(kind, data_dir, patients, seed=0)
+config = TrainConfig(method="semi-cml-prel", data=str(data_dir), labeled=labeled, epochs=epochs,
+                     steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed,
+                     unlabeled_batch_size=k_unlabeled, options={"w2": w2, "m": m, "p": p, "L1": L1})
+trainer = Trainer(config, out / "run", overwrite=True)
+result = trainer.fit()
+trainer.close()
+"""),
+md("""
+## 1. Every BMA decision, as a table
+
+Each stage-1 epoch writes a `bma` event: the accuracy, the pool before and after, $\\alpha$, which
+entry was replaced and whether the teacher moved.
+"""),
+code("""
+bma = events_frame(trainer.run_dir, "bma")
+bma[["epoch", "acc", "action", "pool_before", "pool_after", "acc_min", "alpha", "replaced_index", "teacher_updated"]]
+"""),
+code("""
+fig = plot_bma_timeline(trainer.run_dir)
+fig.savefig(out / "bma_timeline.png", dpi=100); plt.show()
+"""),
+md(r"""
+**What to look for:** the teacher moves only on epochs that beat the pool's worst entry, and it
+moves more ($\alpha$ small) the bigger the improvement. Dips in accuracy never reach the teacher —
+unlike an EMA teacher, which averages every step.
+
+## 2. Soft pseudo-labels (eq. 14)
+
+$$P_s = \frac{1}{D}\sum_{i=1}^{D} T(x'' + \xi_i)$$
+
+$D$ passes of the teacher with dropout on and Gaussian input noise $\xi_i$, averaged.
+"""),
+code("""
+method = trainer.method
+high, low = method.high, method.low
+unl = trainer.splits.train_unlabeled
+order = torch.argsort(unl.labels.flatten(1).sum(1), descending=True)[:4]
+x = unl.images[order]
+hi = trainer.splits.modalities.index(high)
+torch.manual_seed(0)
+pseudo = mc_dropout_pseudo_labels(method.teacher, x[:, hi : hi + 1], passes=method.opts.mc_passes,
+                                  noise_std=method.opts.noise_std)
+fig, axes = plt.subplots(3, 4, figsize=(9, 7))
+for j in range(4):
+    axes[0, j].imshow(x[j, hi].T, cmap="gray", origin="lower"); axes[0, j].set_title(f"{high} (teacher input)", fontsize=8)
+    axes[1, j].imshow(pseudo[j, 0].T, cmap="magma", vmin=0, vmax=1, origin="lower"); axes[1, j].set_title("soft pseudo-label P_s", fontsize=8)
+    axes[2, j].imshow(unl.labels[order[j], 0].T, cmap="Reds", vmin=0, vmax=1, origin="lower"); axes[2, j].set_title("ground truth (never used)", fontsize=8)
+for ax in axes.ravel():
+    ax.axis("off")
+fig.tight_layout(); fig.savefig(out / "pseudo_labels.png", dpi=100); plt.show()
+"""),
+md(r"""
+**What to look for:** $P_s$ is soft at the boundary (the MC-dropout passes disagree there) and
+close to the ground truth inside the tumour — the weak model gets a much better target than its own
+prediction.
+
+## 3. Stage 2: re-learning (eqs. 15-17)
+
+$$\mathcal{L}'_{ReL}(F) = \alpha_1\,\mathcal{L}^{ReL}_{ASC}(F(x'), P_s) + (1-\alpha_1)\,\mathcal{L}'_{sup}(F(x'), P_s)$$
+
+and the same for $G$ with $\alpha_2$ after epoch $L_2 = (t_{max} - L_1)\,r + L_1$. The gain per
+modality is the test DSC at the end minus the test DSC at the last stage-1 epoch.
+"""),
+code("""
+val = events_frame(trainer.run_dir, "val").set_index("epoch")
+stage2 = read_events(trainer.run_dir, "stage")[0]
+before = val.loc[stage2["epoch"] - 1]
+after = val.loc[val.index.max()]
+gain = pd.DataFrame({"end of stage 1": before, "end of stage 2": after}).rename(index=lambda s: s.replace("dsc.", ""))
+gain = gain.loc[[c for c in gain.index if c in trainer.splits.modalities]]
+gain["gain"] = gain["end of stage 2"] - gain["end of stage 1"]
+display(gain.round(3))
+fig, ax = plt.subplots(figsize=(8, 3.2))
+for col in [c for c in val.columns if c.startswith("dsc.")]:
+    ax.plot(val.index, val[col], marker=".", label=col.replace("dsc.", ""))
+ax.axvline(stage2["epoch"] - 0.5, color="goldenrod", ls="--", label="L1: stage 2")
+ax.axvline(stage2["L2"] + 0.5, color="grey", ls=":", label="L2: high model joins")
+ax.set_xlabel("epoch"); ax.set_ylabel("test DSC"); ax.set_ylim(0, 1); ax.legend(fontsize=8)
+ax.set_title(f"PReL: {low} (low) re-learns from the BMA teacher of {high} (high)")
+fig.tight_layout(); fig.savefig(out / "stage2_gain.png", dpi=100); plt.show()
+"""),
+md("""
+**What to look for:** the low-performance modality should rise after $L_1$. If it does not on a
+short CPU run, look at the pseudo-labels above: the re-learning target is only as good as the teacher.
+"""),
+code("""
+assert len(bma) > 0 and (bma["action"] == "init").sum() == 1
+assert gain.shape[0] == 2
+"""),
+], NB / "05_prel_bma.ipynb")
+print("notebooks written to", NB)
