@@ -6,12 +6,14 @@ a laptop CPU in minutes and are read by the same loaders as the real data:
 * :func:`make_brats` - virtual glioma patients built from the MNI152 tissue maps that ship
   with nilearn (no network): elastic deformation, an implanted tumour (enhancing rim,
   necrotic / non-enhancing core, edema) with mass effect, and four MR contrasts rendered
-  from tissue fractions. FLAIR shows the whole tumour clearly, T1 hardly at all; T2 shows
+  from tissue fractions. FLAIR shows the whole tumour clearly, T1 only faintly (the edema is
+  mildly hypointense, close to grey matter); T2 shows
   it too but CSF is equally bright. Each modality gets its own global scale, bias field,
   Rician noise and a slight rigid misregistration (the label follows ``t1``).
 * :func:`make_hecktor` - a head-and-neck phantom (fat, muscle, spine, airway, vessels,
   glands, mandible) with a primary tumour next to the airway and 0-2 lymph nodes. CT in
-  HU (tumour barely denser than muscle) and PET in SUV (hot tumour, blurred, noisy),
+  HU (tumour 20-40 HU denser than muscle, under 10-20 HU noise) and PET in SUV (hot
+  tumour, SUV 3-9, blurred, noisy, hot tonsils as decoys),
   written on a coarser, shifted PET grid so the loader must resample through the affines.
 
 Patient ``i`` of a given ``seed`` depends only on ``(seed, i)``, never on ``n_patients``.
@@ -393,13 +395,13 @@ class _Tumour:
 
 # Mean intensities (arbitrary units, T1 white matter ~ 0.85). ``edema`` is added to GM/WM.
 _MR_TABLE: dict[str, dict[str, float]] = {
-    "t1": {"csf": 0.28, "gm": 0.62, "wm": 0.85, "edema": -0.07, "enh": 0.58, "nonenh": 0.55, "nec": 0.40},
+    "t1": {"csf": 0.28, "gm": 0.62, "wm": 0.85, "edema": -0.16, "enh": 0.58, "nonenh": 0.55, "nec": 0.40},
     "t1ce": {"csf": 0.28, "gm": 0.60, "wm": 0.80, "edema": -0.06, "enh": 1.30, "nonenh": 0.56, "nec": 0.25},
     "t2": {"csf": 1.00, "gm": 0.55, "wm": 0.40, "edema": 0.30, "enh": 0.70, "nonenh": 0.80, "nec": 0.95},
-    "flair": {"csf": 0.12, "gm": 0.55, "wm": 0.45, "edema": 0.42, "enh": 0.85, "nonenh": 0.90, "nec": 0.55},
+    "flair": {"csf": 0.12, "gm": 0.55, "wm": 0.45, "edema": 0.30, "enh": 0.85, "nonenh": 0.90, "nec": 0.55},
 }
 # Rician noise std in the same units; T1 is the noisy, low-contrast modality.
-_MR_NOISE: dict[str, float] = {"t1": 0.08, "t1ce": 0.06, "t2": 0.05, "flair": 0.045}
+_MR_NOISE: dict[str, float] = {"t1": 0.06, "t1ce": 0.06, "t2": 0.05, "flair": 0.07}
 _MR_BASE: dict[str, float] = {"t1": 900.0, "t1ce": 1100.0, "t2": 1300.0, "flair": 800.0}
 
 
@@ -809,7 +811,7 @@ def _hn_lesions(rng: np.random.Generator, ph: _Phantom) -> _Lesions:
 def _hn_primary(
     rng: np.random.Generator, ph: _Phantom, lesions: _Lesions, forbidden: np.ndarray, texture: np.ndarray
 ) -> None:
-    """Irregular GTVp beside the airway: HU barely above muscle, SUV 5-15 (in place)."""
+    """Irregular GTVp beside the airway: 58-78 HU (muscle 40), SUV 3-9 (in place)."""
     radius = rng.uniform(8, 20)
     zc = rng.uniform(-25, 28)
     k = int(np.argmin(np.abs(ph.z - zc)))
@@ -825,7 +827,7 @@ def _hn_primary(
     level += 0.2 * radius * _smooth_noise(rng, shape, 4.0 / ph.spacing)
     gtvp = (level < 0) & ~forbidden
     gtvp[tuple(np.clip(np.round(centre).astype(int), 0, np.asarray(shape) - 1))] = True
-    hu_t, suv_t = rng.uniform(50, 62), rng.uniform(5, 15)
+    hu_t, suv_t = rng.uniform(58, 78), rng.uniform(3, 9)
     lesions.label[gtvp] = 1
     lesions.hu[gtvp] = hu_t + 4.0 * texture[gtvp]
     lesions.suv[gtvp] = suv_t * (0.8 + 0.12 * texture[gtvp])
@@ -853,7 +855,7 @@ def _hn_node(
     node = (level < 0) & ~forbidden & (lesions.label != 1)
     lesions.label[node] = 2
     lesions.hu[node] = rng.uniform(32, 45) + 4.0 * texture[node]
-    lesions.suv[node] = rng.uniform(2.5, 8.0) * (0.85 + 0.1 * texture[node])
+    lesions.suv[node] = rng.uniform(2.0, 6.0) * (0.85 + 0.1 * texture[node])
 
 
 def _hn_ct(rng: np.random.Generator, anatomy: np.ndarray, lesion_hu: np.ndarray, sp: float) -> np.ndarray:
