@@ -40,6 +40,10 @@ GRIDS: dict[str, list[tuple[str, str, float, dict]]] = {
         ("PReL EMA", "semi-cml-prel", 0.1, {"teacher": "ema"}),
         ("PReL BMA", "semi-cml-prel", 0.1, {"teacher": "bma"}),
     ],
+    "w-sweep": [  # the unsupervised weights of eq. 11 around the defaults (w1 = 1, w2 = 0.5)
+        ("sup+mse+asc w1=0.1", "semi-cml", 0.1, {"variant": "sup+mse+asc", "w1": 0.1}),
+        ("sup+mse+asc w2=3", "semi-cml", 0.1, {"variant": "sup+mse+asc", "w2": 3.0}),
+    ],
 }
 
 
