@@ -53,7 +53,10 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="workbench", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Semi-supervised multi-modal medical image segmentation: data, training, evaluation.",
+        epilog="examples:\n" + __doc__.split("\n\n")[1])
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -162,6 +165,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     quiet = args.quiet or os.environ.get("CI") == "true"
     if args.resume:
+        if args.method or args.data:
+            raise ConfigError("--resume continues a run with its own config: drop --method / --data")
         trainer = Trainer.resume(args.resume, quiet=quiet)
     else:
         config = _train_config(args)
