@@ -50,3 +50,18 @@ def test_bad_labeled_fraction(capsys):
 def test_methods_lists_supervised(capsys):
     assert main(["methods"]) == 0
     assert "supervised" in capsys.readouterr().out
+
+
+def test_eval_with_the_papers_tumour_slice_protocol(tmp_path, capsys):
+    data = tmp_path / "brats"
+    main(["data", "make", "--kind", "brats", "--patients", "4", "--seed", "0", "--out", str(data)])
+    run = tmp_path / "run"
+    main(["train", "--method", "supervised", "--data", str(data), "--labeled", "0.5", "--epochs", "1",
+          "--steps-per-epoch", "1", "--batch-size", "2", "--base-channels", "4", "--size", "32",
+          "--out", str(run), "--quiet"])
+    capsys.readouterr()
+    out = tmp_path / "tumour.json"
+    assert main(["eval", str(run), "--test-slices", "tumour", "--json", str(out), "--quiet"]) == 0
+    assert "test slices: tumour" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["test_slices"] == "tumour" and result["per_patient"]

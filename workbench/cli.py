@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="recompute a run's per-patient test metrics from its checkpoint")
     ev.add_argument("run", help="run folder")
+    ev.add_argument("--test-slices", choices=["all", "tumour"],
+                    help="all slices of each test volume, or only its tumour slices (the paper's protocol)")
+    ev.add_argument("--json", metavar="FILE", help="also write the metrics to this JSON file")
     ev.add_argument("--quiet", action="store_true")
 
     sub.add_parser("methods", help="list the available methods")
@@ -187,12 +190,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not run.is_dir():
         raise ConfigError(f"run folder {run} does not exist")
-    trainer = Trainer.resume(run, quiet=args.quiet, read_only=True)
+    overrides = {"test_slices": args.test_slices} if args.test_slices else None
+    trainer = Trainer.resume(run, quiet=args.quiet, read_only=True, eval_overrides=overrides)
     try:
         result = trainer.evaluate(write=False)
     finally:
         trainer.close()
-    print(f"run folder: {run} (epoch {result['epoch']})")
+    result["test_slices"] = trainer.config.test_slices
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=float))
+    print(f"run folder: {run} (epoch {result['epoch']}, test slices: {trainer.config.test_slices})")
     print(format_summary(result))
     return 0
 

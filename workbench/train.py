@@ -85,6 +85,7 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda | auto
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     eval_batch_size: int = 64
+    test_slices: str = "all"  # all: every slice of the test volumes | tumour: the paper's protocol
     options: dict[str, Any] = field(default_factory=dict)  # method-specific options
 
     def validate(self) -> None:
@@ -96,6 +97,8 @@ class TrainConfig:
             raise ConfigError(f"unknown data format {self.fmt!r}; choose one of: auto, brats, hecktor, generic")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ConfigError(f"unknown device {self.device!r}; choose one of: cpu, cuda, auto")
+        if self.test_slices not in ("all", "tumour"):
+            raise ConfigError(f"unknown test_slices {self.test_slices!r}; choose one of: all, tumour")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of: fp32, bf16")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -248,6 +251,8 @@ class Trainer:
         self.device = _resolve_device(config.device)
         self.splits, self.fmt = load_splits(config, progress=not quiet)
         self.boundary_width = BOUNDARY_WIDTH.get(self.fmt, 4)
+        self.test_volumes = (self.splits.test if config.test_slices == "all"
+                             else [v.tumour_only() for v in self.splits.test])
 
         torch.manual_seed(config.seed)
         method_cls = get_method(config.method)
@@ -305,11 +310,14 @@ class Trainer:
         _atomic_torch_save(state, self.run_dir / "checkpoint.pt")
 
     @classmethod
-    def resume(cls, run_dir: str | Path, *, quiet: bool = False, read_only: bool = False) -> "Trainer":
+    def resume(cls, run_dir: str | Path, *, quiet: bool = False, read_only: bool = False,
+               eval_overrides: dict[str, Any] | None = None) -> "Trainer":
         """Rebuild a run from its folder and restore the last checkpoint exactly.
 
         With ``read_only`` (used by ``workbench eval``) the event log is left untouched;
-        otherwise it is cut back to the checkpoint and a ``resume`` event is appended."""
+        otherwise it is cut back to the checkpoint and a ``resume`` event is appended.
+        ``eval_overrides`` (read-only only) changes evaluation settings such as
+        ``test_slices``, never what was trained."""
         run_dir = Path(run_dir)
         ckpt_path = run_dir / "checkpoint.pt"
         if not ckpt_path.exists():
@@ -318,7 +326,13 @@ class Trainer:
             state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001  (any unpickling failure means a broken file)
             raise DataError(f"{ckpt_path}: unreadable checkpoint ({type(exc).__name__})") from exc
-        trainer = cls(TrainConfig.from_dict(state["config"]), run_dir, quiet=quiet, _resuming=True)
+        values = dict(state["config"])
+        if eval_overrides:
+            allowed = {"test_slices", "eval_batch_size", "device"}
+            if not read_only or set(eval_overrides) - allowed:
+                raise ConfigError(f"only {sorted(allowed)} can be changed, and only when evaluating")
+            values.update(eval_overrides)
+        trainer = cls(TrainConfig.from_dict(values), run_dir, quiet=quiet, _resuming=True)
         trainer.method.load_state_dict(state["method"])
         trainer.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
@@ -372,7 +386,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Mean per-patient 3D DSC of each modality on the test patients."""
         per_modality: dict[str, list[float]] = {m: [] for m in self.splits.modalities}
-        for volume in self.splits.test:
+        for volume in self.test_volumes:
             probs = predict_volume(self.method, volume, self.device, self.config.eval_batch_size, self._autocast())
             for m, p in probs.items():
                 per_modality.setdefault(m, []).append(dice(p > 0.5, volume.label > 0.5))
@@ -402,7 +416,7 @@ class Trainer:
     def evaluate(self, write: bool = True) -> dict[str, Any]:
         """Full per-patient metrics (DSC, Sens, HD95, ASD, BIoU) of every modality."""
         acc = MetricAccumulator()
-        for volume in tqdm(self.splits.test, desc="evaluate", unit="patient", disable=self.quiet, leave=False):
+        for volume in tqdm(self.test_volumes, desc="evaluate", unit="patient", disable=self.quiet, leave=False):
             probs = predict_volume(self.method, volume, self.device, self.config.eval_batch_size, self._autocast())
             # metrics want (H, W, Z) with the axial axis last, spacing in the same order
             target = (volume.label[:, 0] > 0.5).numpy().transpose(1, 2, 0)

@@ -98,3 +98,10 @@ def test_build_splits_and_missing_modality():
     assert torch.all(splits.train_labeled.labels.flatten(1).amax(1) > 0)
     with pytest.raises(DataError, match="modality 't2' not loaded"):
         build_splits(cases, ["t1", "t2"], 0.5, PreprocessConfig(size=32))
+
+
+def test_tumour_only_volume_keeps_the_tumour_slices():
+    vol = preprocess_case(_case("a"), ["t1", "flair"], PreprocessConfig(size=32))
+    only = vol.tumour_only()
+    assert only.images.shape[0] == 2 and bool(only.tumour_slices.all())
+    assert only.label.sum() == vol.label.sum()

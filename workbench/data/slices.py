@@ -88,6 +88,13 @@ class Volume:
         """Boolean (Z,) mask of slices with any foreground."""
         return self.label.flatten(1).amax(dim=1) > 0
 
+    def tumour_only(self) -> "Volume":
+        """The stack of this patient's tumour slices only (the Semi-CML paper's test protocol,
+        which removes background-only slices from the whole dataset). Distances are then
+        computed as if the kept slices were contiguous."""
+        keep = self.tumour_slices
+        return Volume(self.case_id, self.images[keep], self.label[keep], self.spacing)
+
 
 @dataclass
 class SliceSet:
