@@ -55,7 +55,7 @@ def _run_cell(cell: dict) -> list[dict]:
 
     run_dir = Path(cell.pop("run_dir"))
     label, kind = cell.pop("label"), cell.pop("kind")
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = run_dir / cell.pop("metrics_file")
     if metrics_path.exists():
         result = json.loads(metrics_path.read_text())
     else:
@@ -97,6 +97,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes (threads split between them)")
     parser.add_argument("--only-finished", action="store_true",
                         help="train nothing: tabulate the cells whose run folder has metrics.json")
+    parser.add_argument("--metrics-file", default="metrics.json",
+                        help="with --only-finished: which metrics file of each run to tabulate, e.g. "
+                             "metrics_tumour.json written by `workbench eval RUN --test-slices tumour --json`")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / jobs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a shared setting, e.g. --set epochs=30")
@@ -120,16 +123,17 @@ def main() -> None:
                 slug = label.replace(" ", "_").replace("%", "pct").replace("+", "-")
                 cells.append(dict(settings, method=method, data=str(data), labeled=labeled, seed=seed,
                                   options=dict(options), label=label, kind=kind,
-                                  run_dir=str(out / f"{kind}-{slug}-s{seed}"),
+                                  run_dir=str(out / f"{kind}-{slug}-s{seed}"), metrics_file=args.metrics_file,
                                   threads=args.threads or max(1, (os.cpu_count() or 1) // args.jobs)))
     if args.only_finished:
-        cells = [c for c in cells if (Path(c["run_dir"]) / "metrics.json").exists()]
+        cells = [c for c in cells if (Path(c["run_dir"]) / args.metrics_file).exists()]
     if args.jobs == 1:  # in this process: nothing is left running if it is killed
         rows = [row for cell in cells for row in _run_cell(cell)]
     else:
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
             rows = [row for cell_rows in pool.map(_run_cell, cells) for row in cell_rows]
-    with open(out / "per_patient.csv", "w", newline="") as f:
+    suffix = Path(args.metrics_file).stem.removeprefix("metrics")
+    with open(out / f"per_patient{suffix}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -137,7 +141,7 @@ def main() -> None:
     table = _summary(rows, labels, args.kinds, args.seeds)
     done = sorted({(r["kind"], r["row"], r["seed"]) for r in rows})
     header = f"settings: {settings}, patients {args.patients}; runs tabulated: {len(done)}\n\n"
-    (out / "summary.md").write_text(header + table)
+    (out / f"summary{suffix}.md").write_text(header + table)
     print(table)
 
 
