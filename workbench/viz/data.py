@@ -27,7 +27,8 @@ def plot_modalities(volumes: list[Volume], modalities: list[str], title: str = "
             image = volume.images[z, i].numpy()
             inside = image[image != 0]  # window on the foreground, not the zero background
             lo, hi = np.percentile(inside if inside.size else image, [1, 99])
-            ax.imshow(image.T, cmap="gray", origin="lower", vmin=lo, vmax=hi)
+            ax.set_facecolor("black")  # zero background (outside the brain / air) drawn black
+            ax.imshow(np.ma.masked_equal(image, 0).T, cmap="gray", origin="lower", vmin=lo, vmax=hi)
             ax.contour(label.T, levels=[0.5], colors="red", linewidths=0.8, origin="lower")
             ax.set_title(f"{volume.case_id}\n{m}, z={z}", fontsize=8)
         row[-1].imshow(label.T, cmap="Reds", origin="lower", vmin=0, vmax=1)
