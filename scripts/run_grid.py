@@ -44,6 +44,9 @@ GRIDS: dict[str, list[tuple[str, str, float, dict]]] = {
         ("sup+mse+asc w1=0.1", "semi-cml", 0.1, {"variant": "sup+mse+asc", "w1": 0.1}),
         ("sup+mse+asc w2=3", "semi-cml", 0.1, {"variant": "sup+mse+asc", "w2": 3.0}),
     ],
+    "diagnostic": [  # unlabeled slices in the forward pass (BatchNorm) but no unsupervised gradient
+        ("sup+mse w1=0", "semi-cml", 0.1, {"variant": "sup+mse", "w1": 0.0}),
+    ],
 }
 
 

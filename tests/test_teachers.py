@@ -109,3 +109,15 @@ def test_mc_dropout_pseudo_labels_are_soft_means_and_keep_bn_frozen():
     net.eval()
     mc_dropout_pseudo_labels(net, x, passes=1, noise_std=0.0)
     assert not net.training  # eval mode restored too
+
+
+def test_mc_noise_is_relative_to_the_image_scale():
+    class Identity(nn.Module):
+        def forward(self, x):
+            return torch.logit(x.clamp(1e-4, 1 - 1e-4))  # sigmoid(identity) = the noisy input
+
+    torch.manual_seed(0)
+    small = torch.full((1, 1, 64, 64), 0.1)
+    small[..., :32] = 0.2  # an image with std 0.05
+    noisy = mc_dropout_pseudo_labels(Identity(), small, passes=1, noise_std=0.1)
+    assert float((noisy - small).std()) == pytest.approx(0.1 * float(small.std()), rel=0.1)

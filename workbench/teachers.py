@@ -22,9 +22,12 @@
   Every call returns a :class:`BMADecision` (pool before / after, alpha, which entry was
   replaced, whether the teacher moved) for the event log.
 * :func:`mc_dropout_pseudo_labels` — eq. 14: ``P_s = 1/D sum_i T(x'' + xi_i)`` with
-  Gaussian input noise xi_i and dropout active. Choice (not in the paper): BatchNorm
+  Gaussian input noise xi_i and dropout active. Choices (not in the paper): BatchNorm
   layers stay in eval mode (running statistics) while dropout samples, so that the D
-  passes differ only by dropout and noise; noise std 0.1 by default.
+  passes differ only by dropout and noise; the noise std is ``noise_std`` (0.1) times each
+  image's own standard deviation, so the perturbation is equally mild for z-scored MR
+  (std ~1) and for min-max PET / windowed CT in [0, 1] (an absolute 0.1 swamps a PET
+  slice whose body background sits near 0.1).
 """
 
 from __future__ import annotations
@@ -156,15 +159,17 @@ def _dropout_train_mode(model: nn.Module) -> None:
 @torch.no_grad()
 def mc_dropout_pseudo_labels(teacher: nn.Module, images: Tensor, passes: int = 4, noise_std: float = 0.1) -> Tensor:
     """Eq. 14: mean sigmoid probability of ``passes`` stochastic forward passes of the
-    teacher on ``images + N(0, noise_std^2)`` with dropout on. Returns ``(B, 1, H, W)``."""
+    teacher on ``images + N(0, (noise_std * std(image))^2)`` with dropout on (the std is
+    per image, over its pixels). Returns ``(B, 1, H, W)``."""
     if passes < 1:
         raise ValueError(f"MC dropout needs passes >= 1, got {passes}")
     was_training = teacher.training
     _dropout_train_mode(teacher)
     try:
         total = torch.zeros((), device=images.device)
+        scale = noise_std * images.flatten(1).std(dim=1).view(-1, *([1] * (images.dim() - 1)))
         for _ in range(passes):
-            noisy = images + noise_std * torch.randn_like(images)
+            noisy = images + scale * torch.randn_like(images)
             total = total + torch.sigmoid(teacher(noisy).float())
     finally:
         teacher.train(was_training)

@@ -64,7 +64,7 @@ class PReLOptions(SemiCMLOptions):
     L1: int = -1  # first stage-2 epoch; < 0: 70% of the epochs
     r: float = 0.6  # L2 = (t_max - L1) r + L1
     mc_passes: int = 4  # D, eq. 14
-    noise_std: float = 0.1  # xi, eq. 14
+    noise_std: float = 0.1  # xi of eq. 14, relative to each image's std
     alpha1: float = 0.5  # eq. 16
     alpha2: float = 0.5  # eq. 17
     alpha0: float = 0.99  # eq. 12
