@@ -94,3 +94,12 @@ def test_bad_options_are_clear():
         _method(w2="a")
     with pytest.raises(ConfigError, match="needs exactly 2 modalities"):
         get_method("semi-cml")(["t1"], tiny_config("unused", method="semi-cml"))
+
+
+def test_separate_forward_passes_give_the_same_eval_mode_losses():
+    joint, _ = _method(rampup_epochs=0.0)
+    split, _ = _method(rampup_epochs=0.0, joint_forward=False)
+    joint.eval(), split.eval()  # eval-mode BatchNorm: the two ways must agree exactly
+    batch = _batch()
+    a, b = joint.training_step(batch, 0), split.training_step(batch, 0)
+    assert torch.allclose(a["loss"], b["loss"], atol=1e-5)

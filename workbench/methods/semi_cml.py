@@ -28,7 +28,8 @@ the sigmoid ramp-up is ``w1 * exp(-5 (1 - t/T)^2)`` for t < T (t in epochs, frac
 within an epoch), with ``T = rampup_epochs`` (default: 40% of the epochs).
 
 Choice: labeled and unlabeled images go through each network in one forward pass
-(concatenated), so BatchNorm sees both.
+(concatenated), so BatchNorm sees both; ``joint_forward=false`` uses two passes instead
+(docs/results.md explains why this is worth comparing).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class SemiCMLOptions:
     nce_temperature: float = 0.1
     projection_dim: int = 128
     log_asc_every: int = 1  # epochs between logged ASC matrices (first batch of the epoch)
+    joint_forward: bool = True  # labeled + unlabeled slices in one forward pass (BatchNorm sees both)
 
 
 def sigmoid_rampup(t: float, length: float) -> float:
@@ -134,11 +136,17 @@ class SemiCML(Method):
     def cml_losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """Every term of eq. 11 for one batch (named, weighted total under ``loss``)."""
         n_l = batch.x_l.shape[0]
-        both = torch.cat([batch.x_l, batch.x_u]) if self.terms and batch.x_u is not None else batch.x_l
+        use_unlabeled = bool(self.terms) and batch.x_u is not None
+        both = torch.cat([batch.x_l, batch.x_u]) if use_unlabeled else batch.x_l
         losses: dict[str, Tensor] = {}
         probs_u, feats_u = {}, {}
         for m in self.modalities:
-            logits, feats = self.forward_modality(m, both)
+            if use_unlabeled and not self.opts.joint_forward:  # two passes: BatchNorm stats per pass
+                (logits_l, f_l), (logits_u, f_u) = self.forward_modality(m, batch.x_l), self.forward_modality(m, batch.x_u)
+                logits = torch.cat([logits_l, logits_u])
+                feats = {"bottleneck": torch.cat([f_l["bottleneck"], f_u["bottleneck"]])}
+            else:
+                logits, feats = self.forward_modality(m, both)
             losses[f"sup_{m}"] = supervised_loss(logits[:n_l], batch.y_l, self.config.bce_weight,
                                                  self.config.dice_weight)
             probs_u[m] = torch.sigmoid(logits[n_l:].float())
