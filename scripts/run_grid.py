@@ -46,6 +46,8 @@ GRIDS: dict[str, list[tuple[str, str, float, dict]]] = {
     ],
     "diagnostic": [  # unlabeled slices in the forward pass (BatchNorm) but no unsupervised gradient
         ("sup+mse w1=0", "semi-cml", 0.1, {"variant": "sup+mse", "w1": 0.0}),
+        ("sup+mse w1=0 split", "semi-cml", 0.1, {"variant": "sup+mse", "w1": 0.0, "joint_forward": False}),
+        ("sup+mse+asc split", "semi-cml", 0.1, {"variant": "sup+mse+asc", "joint_forward": False}),
     ],
 }
 
