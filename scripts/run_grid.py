@@ -48,6 +48,7 @@ GRIDS: dict[str, list[tuple[str, str, float, dict]]] = {
         ("sup+mse w1=0", "semi-cml", 0.1, {"variant": "sup+mse", "w1": 0.0}),
         ("sup+mse w1=0 split", "semi-cml", 0.1, {"variant": "sup+mse", "w1": 0.0, "joint_forward": False}),
         ("sup+mse+asc split", "semi-cml", 0.1, {"variant": "sup+mse+asc", "joint_forward": False}),
+        ("PReL BMA split", "semi-cml-prel", 0.1, {"teacher": "bma", "joint_forward": False}),
     ],
 }
 

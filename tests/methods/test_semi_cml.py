@@ -97,8 +97,8 @@ def test_bad_options_are_clear():
 
 
 def test_separate_forward_passes_give_the_same_eval_mode_losses():
-    joint, _ = _method(rampup_epochs=0.0)
-    split, _ = _method(rampup_epochs=0.0, joint_forward=False)
+    joint, _ = _method(rampup_epochs=0.0, joint_forward=True)
+    split, _ = _method(rampup_epochs=0.0)
     joint.eval(), split.eval()  # eval-mode BatchNorm: the two ways must agree exactly
     batch = _batch()
     a, b = joint.training_step(batch, 0), split.training_step(batch, 0)
