@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from workbench.events import read_events
 
@@ -21,7 +22,7 @@ def plot_bma_timeline(run_dir: str | Path) -> plt.Figure:
     if not bma:
         raise ValueError(f"{run_dir}: no 'bma' events (train semi-cml-prel with teacher=bma)")
     high = bma[0]["modality"]
-    fig, (ax, ax_alpha) = plt.subplots(2, 1, figsize=(9, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    fig, (ax, ax_alpha) = plt.subplots(2, 1, figsize=(11, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
     for m in val[0]["dsc"]:
         ax.plot([r["epoch"] for r in val], [r["dsc"][m] for r in val], marker=".", lw=1,
                 label=f"test DSC {m}" + (" (high, Acc_t)" if m == high else ""), alpha=0.9 if m == high else 0.5)
@@ -44,10 +45,11 @@ def plot_bma_timeline(run_dir: str | Path) -> plt.Figure:
     ax.set_ylabel("mean per-patient DSC")
     ax.set_ylim(0, 1)
     ax.set_title(f"BMA teacher built from {high}: {len(moved)} teacher updates")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax_alpha.bar([d["epoch"] for d in moved], [d["alpha"] for d in moved], color="crimson")
     ax_alpha.set_ylim(0, 1)
     ax_alpha.set_ylabel("alpha (eq. 12)")
     ax_alpha.set_xlabel("epoch")
+    ax_alpha.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return fig
