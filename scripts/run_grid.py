@@ -40,17 +40,27 @@ GRIDS: dict[str, list[tuple[str, str, float, dict]]] = {
         ("PReL EMA", "semi-cml-prel", 0.1, {"teacher": "ema"}),
         ("PReL BMA", "semi-cml-prel", 0.1, {"teacher": "bma"}),
     ],
+    # the rows of "semi-cml" as first measured: labeled and unlabeled slices in one forward pass
+    "semi-cml-joint": [],  # filled below
     "w-sweep": [  # the unsupervised weights of eq. 11 around the defaults (w1 = 1, w2 = 0.5)
         ("sup+mse+asc w1=0.1", "semi-cml", 0.1, {"variant": "sup+mse+asc", "w1": 0.1}),
         ("sup+mse+asc w2=3", "semi-cml", 0.1, {"variant": "sup+mse+asc", "w2": 3.0}),
     ],
     "diagnostic": [  # unlabeled slices in the forward pass (BatchNorm) but no unsupervised gradient
-        ("sup+mse w1=0", "semi-cml", 0.1, {"variant": "sup+mse", "w1": 0.0}),
+        ("sup+mse w1=0", "semi-cml", 0.1, {"variant": "sup+mse", "w1": 0.0, "joint_forward": True}),
         ("sup+mse w1=0 split", "semi-cml", 0.1, {"variant": "sup+mse", "w1": 0.0, "joint_forward": False}),
         ("sup+mse+asc split", "semi-cml", 0.1, {"variant": "sup+mse+asc", "joint_forward": False}),
         ("PReL BMA split", "semi-cml-prel", 0.1, {"teacher": "bma", "joint_forward": False}),
     ],
 }
+
+
+GRIDS["semi-cml-joint"] = [
+    (label, method, labeled, {**options, "joint_forward": True}) if method != "supervised" else
+    (label, method, labeled, options) for label, method, labeled, options in GRIDS["semi-cml"]
+]
+for _label, _method, _labeled, _options in GRIDS["w-sweep"]:
+    _options["joint_forward"] = True  # the sweep was run with the joint pass too
 
 
 def _run_cell(cell: dict) -> list[dict]:
