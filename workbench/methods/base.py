@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar
 
 from torch import Tensor, nn
 
+from workbench.losses import supervised_loss
 from workbench.methods.options import parse_options
 
 __all__ = ["Batch", "Method", "NoOptions"]
@@ -65,6 +66,10 @@ class Method(nn.Module):
     def emit(self, event: str, **fields: Any) -> None:
         if self._emit is not None:
             self._emit(event, **fields)
+
+    def sup_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Eq. 3 with the run's weights: ``bce_weight * BCE + dice_weight * Dice``."""
+        return supervised_loss(logits, target, self.config.bce_weight, self.config.dice_weight)
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """Named losses for one batch; key ``loss`` is what the loop back-propagates."""

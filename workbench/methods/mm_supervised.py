@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from workbench.losses import supervised_loss
 from workbench.methods.base import Batch, Method
 from workbench.methods.registry import register
 from workbench.nets import DualEncoderUNet
@@ -34,7 +33,7 @@ class MMSupervised(Method):
         self.net = DualEncoderUNet(len(self.modalities), 1, config.base_channels)
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
-        loss = supervised_loss(self.net(batch.x_l), batch.y_l, self.config.bce_weight, self.config.dice_weight)
+        loss = self.sup_loss(self.net(batch.x_l), batch.y_l)
         return {"sup": loss, "loss": loss}
 
     def predict(self, images: Tensor) -> dict[str, Tensor]:

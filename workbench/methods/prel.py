@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from workbench.errors import ConfigError
-from workbench.losses import asc_loss, supervised_loss
+from workbench.losses import asc_loss
 from workbench.methods.base import Batch
 from workbench.methods.registry import register
 from workbench.methods.semi_cml import SemiCML, SemiCMLOptions
@@ -177,7 +177,7 @@ class SemiCMLPReL(SemiCML):
         """alpha * L_ASC^ReL + (1 - alpha) * L_sup(., P_s) for modality m (eqs. 15-17)."""
         logits, _ = self.forward_modality(m, x_u)
         asc, matrix = asc_loss(torch.sigmoid(logits.float()), pseudo, return_matrix=True)
-        sup = supervised_loss(logits, pseudo, self.config.bce_weight, self.config.dice_weight)
+        sup = self.sup_loss(logits, pseudo)
         return alpha * asc + (1 - alpha) * sup, asc, matrix
 
     def rel_losses(self, batch: Batch) -> dict[str, Tensor]:
@@ -201,8 +201,7 @@ class SemiCMLPReL(SemiCML):
         if self.opts.stage2_labeled:
             for m in self.modalities:
                 logits, _ = self.forward_modality(m, batch.x_l)
-                losses[f"sup_{m}"] = supervised_loss(logits, batch.y_l, self.config.bce_weight,
-                                                     self.config.dice_weight)
+                losses[f"sup_{m}"] = self.sup_loss(logits, batch.y_l)
                 total = total + losses[f"sup_{m}"]
         losses["pseudo_mean"] = pseudo.mean()
         losses["loss"] = total

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from workbench.errors import ConfigError
-from workbench.losses import asc_loss, mse_consistency, nce_loss, supervised_loss
+from workbench.losses import asc_loss, mse_consistency, nce_loss
 from workbench.methods.base import Batch, Method
 from workbench.methods.registry import register
 from workbench.nets import UNet
@@ -150,8 +150,7 @@ class SemiCML(Method):
                 feats = {"bottleneck": torch.cat([f_l["bottleneck"], f_u["bottleneck"]])}
             else:
                 logits, feats = self.forward_modality(m, both)
-            losses[f"sup_{m}"] = supervised_loss(logits[:n_l], batch.y_l, self.config.bce_weight,
-                                                 self.config.dice_weight)
+            losses[f"sup_{m}"] = self.sup_loss(logits[:n_l], batch.y_l)
             probs_u[m] = torch.sigmoid(logits[n_l:].float())
             feats_u[m] = feats["bottleneck"][n_l:]
         total = losses[f"sup_{self.modalities[0]}"] + losses[f"sup_{self.modalities[1]}"]  # eq. 4

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from workbench.losses import supervised_loss
 from workbench.methods.base import Batch, Method
 from workbench.methods.registry import register
 from workbench.nets import UNet
@@ -35,7 +34,7 @@ class Supervised(Method):
         losses: dict[str, Tensor] = {}
         for i, m in enumerate(self.modalities):
             logits = self.nets[m](batch.x_l[:, i : i + 1])
-            losses[f"sup_{m}"] = supervised_loss(logits, batch.y_l, self.config.bce_weight, self.config.dice_weight)
+            losses[f"sup_{m}"] = self.sup_loss(logits, batch.y_l)
         losses["loss"] = torch.stack(list(losses.values())).sum()
         return losses
 
