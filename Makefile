@@ -5,9 +5,15 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Debian packages the workbench needs (installed only when missing; needs root).
-# python3-venv only when this Python cannot create a virtualenv (Debian's system Python).
-APT_PACKAGES := $(shell $(PYTHON) -c "import ensurepip, venv" 2>/dev/null || echo python3-venv)
+# Debian packages the workbench needs (installed only when missing; needs root):
+# Xvfb and the X/GL libraries Qt needs for napari on a virtual screen, Chromium for static
+# figure export (kaleido) and the browser tests, and python3-venv only when this Python
+# cannot create a virtualenv (Debian's system Python).
+QT_X11_PACKAGES := libgl1 libegl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 \
+	libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 \
+	libdbus-1-3 libfontconfig1 fonts-dejavu-core
+APT_PACKAGES := xvfb xauth chromium $(QT_X11_PACKAGES) \
+	$(shell $(PYTHON) -c "import ensurepip, venv" 2>/dev/null || echo python3-venv)
 
 .PHONY: setup demo test lab clean system-deps
 
