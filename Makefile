@@ -37,7 +37,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The notebooks name the kernelspec "python3": (re)install it inside the venv, pointing at the
+# venv's Python, so they open on the workbench kernel; then check the ipywidgets extension
+# (sliders, plotly FigureWidget) is there before starting. --allow-root: running as root.
 lab: setup
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (workbench)" >/dev/null
+	@$(BIN)/jupyter labextension list 2>&1 | grep -q "@jupyter-widgets/jupyterlab-manager.*enabled" || \
+		{ echo "error: the ipywidgets JupyterLab extension is not enabled (pip install jupyterlab_widgets)"; exit 1; }
 	$(BIN)/jupyter lab --allow-root --notebook-dir=notebooks
 
 clean:

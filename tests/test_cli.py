@@ -65,3 +65,31 @@ def test_eval_with_the_papers_tumour_slice_protocol(tmp_path, capsys):
     assert "test slices: tumour" in capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["test_slices"] == "tumour" and result["per_patient"]
+
+
+def test_view_screenshot_and_unknown_patient(tmp_path, capsys, monkeypatch):
+    from tests.conftest import run_with_display, virtual_display
+
+    data = tmp_path / "brats"
+    main(["data", "make", "--kind", "brats", "--patients", "4", "--seed", "0", "--out", str(data)])
+    run = tmp_path / "run"
+    main(["train", "--method", "supervised", "--data", str(data), "--labeled", "0.5", "--epochs", "1",
+          "--steps-per-epoch", "1", "--batch-size", "2", "--base-channels", "4", "--size", "32",
+          "--out", str(run), "--quiet"])
+    capsys.readouterr()
+    assert main(["view", str(run), "--patient", "BraTS-nobody", "--screenshot", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'BraTS-nobody'" in err and "test patients" in err
+    assert main(["view", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["view", str(run)]) == 2  # no screen: one line, not a Qt abort
+    assert "xvfb-run" in capsys.readouterr().err
+    png = tmp_path / "view.png"
+    code = "import sys; from workbench.cli import main; sys.exit(main(sys.argv[1:]))"
+    with virtual_display() as display:  # Qt in a subprocess: no QApplication left in pytest
+        result = run_with_display(display, ["-c", code, "view", str(run), "--screenshot", str(png), "--errors"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"wrote {png}" in result.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

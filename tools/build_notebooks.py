@@ -59,6 +59,7 @@ from workbench.data.synthetic import generate
 from workbench.data.nifti import load_dataset
 from workbench.data.slices import PreprocessConfig, preprocess_case, DEFAULT_MODALITIES
 from workbench.viz import plot_modalities, plot_intensity_histograms
+from workbench.viz.export import save_figure
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,7 @@ The red outline is the binary target (BraTS: whole tumour = labels 1, 2, 4; HECK
 code("""
 for kind, (modalities, vols) in volumes.items():
     fig = plot_modalities(vols[:3], modalities, title=f"{kind}: largest-tumour slice per patient")
-    fig.savefig(out / f"slices_{kind}.png", dpi=110)
+    save_figure(fig, out / f"slices_{kind}")
     plt.show()
 """),
 md("""
@@ -117,7 +118,7 @@ code("""
 for kind, (modalities, vols) in volumes.items():
     fig = plot_intensity_histograms(vols, modalities)
     fig.suptitle(kind, y=1.02)
-    fig.savefig(out / f"histograms_{kind}.png", dpi=110, bbox_inches="tight")
+    save_figure(fig, out / f"histograms_{kind}")
     plt.show()
 """),
 md("""
@@ -171,6 +172,7 @@ import pandas as pd
 from workbench.data.synthetic import generate
 from workbench.train import TrainConfig, Trainer
 from workbench.viz import plot_training_curves
+from workbench.viz.export import save_figure
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +207,7 @@ each modality after every epoch.
 """),
 code("""
 fig = plot_training_curves(trainer.run_dir, title=f"supervised, {labeled:.0%} labeled")
-fig.savefig(out / "curves.png", dpi=110)
+save_figure(fig, out / "curves")
 plt.show()
 """),
 md("""
@@ -270,6 +272,7 @@ from workbench.losses import asc_loss, dice_similarity_matrix, mse_consistency, 
 from workbench.methods import Batch, get_method
 from workbench.train import TrainConfig, Trainer, load_splits
 from workbench.viz import plot_training_curves
+from workbench.viz.export import save_figure
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -303,7 +306,7 @@ for j in range(k_unlabeled):
         axes[row, j].set_title(f"unlabeled {j + 1}: {splits.modalities[i]}", fontsize=8)
         axes[row, j].axis("off")
 fig.suptitle("K unlabeled pairs (same slice, two modalities)")
-fig.tight_layout(); fig.savefig(out / "unlabeled_pairs.png", dpi=100); plt.show()
+fig.tight_layout(); save_figure(fig, out / "unlabeled_pairs"); plt.show()
 """),
 md(r"""
 ## 2. The supervised loss (eqs. 3-4)
@@ -364,7 +367,7 @@ for i in range(2 * K):
     ax.add_patch(plt.Rectangle(((i + K) % (2 * K) - 0.5, i - 0.5), 1, 1, fill=False, color="crimson", lw=2))
 ax.set_title("S_dice before training (red: positives)")
 ax.set_xlabel("compared map"); ax.set_ylabel("anchor")
-fig.colorbar(im); fig.tight_layout(); fig.savefig(out / "asc_matrix_untrained.png", dpi=100); plt.show()
+fig.colorbar(im); fig.tight_layout(); save_figure(fig, out / "asc_matrix_untrained"); plt.show()
 """),
 md(r"""
 **What to look for:** an untrained network predicts near-uniform maps, so every pair looks alike
@@ -398,7 +401,7 @@ for name, method_name in (("supervised", "supervised"), ("semi-cml", "semi-cml")
     trainer.close()
     runs[name] = trainer.run_dir
 fig = plot_training_curves(runs["semi-cml"], title="Semi-CML (sup + w1 MSE + w2 ASC)")
-fig.savefig(out / "curves_semi_cml.png", dpi=100); plt.show()
+save_figure(fig, out / "curves_semi_cml"); plt.show()
 """),
 code("""
 rows = []
@@ -451,13 +454,19 @@ code("""
 from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
+import plotly.io as pio
+from matplotlib.ticker import MaxNLocator
 
 from workbench.data.synthetic import generate
 from workbench.train import TrainConfig, Trainer
 from workbench.viz import plot_training_curves
-from workbench.viz.asc import asc_explorer, asc_heatmap, asc_matrices, positive_mask
+from workbench.viz.export import save_figure
+from workbench.viz.asc import asc_explorer, asc_heatmap, asc_matrices, epoch_title, positive_mask
 from workbench.events import read_events
 
+# JupyterLab draws the plotly mime type; an HTML export of the executed notebook draws the
+# "notebook" copy, which carries plotly.js inside the notebook and so works offline.
+pio.renderers.default = "plotly_mimetype+notebook"
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
 if not run_dir:
@@ -478,10 +487,13 @@ print(f"{len(matrices)} matrices, epochs {min(matrices)}..{max(matrices)}, 2K = 
 md("""
 ## 1. Scrub through the epochs
 
-Move the slider (in JupyterLab; a papermill run keeps the first epoch's picture).
+Move the slider (in JupyterLab). The run folder gets a PNG of the first epoch's picture,
+`asc_explorer.png`, and, after the last cell has moved the slider from Python, of the last,
+`asc_explorer_last_epoch.png`.
 """),
 code("""
 explorer = asc_explorer(run_dir)
+save_figure(explorer.children[1], out / "asc_explorer")
 explorer
 """),
 md("""
@@ -490,17 +502,20 @@ md("""
 code("""
 first, last = min(matrices), max(matrices)
 for epoch in (first, last):
-    fig = asc_heatmap(matrices[epoch], modalities, f"ASC matrix, epoch {epoch}")
+    fig = asc_heatmap(matrices[epoch], modalities, epoch_title(epoch))
     fig.show()
+    save_figure(fig, out / f"asc_epoch_{epoch}")
+blues = plt.get_cmap("Blues").copy()
+blues.set_bad("lightgrey")  # the diagonal: an anchor against itself, not in the loss
 fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.8))
 for ax, epoch in zip(axes, (first, last)):
     m = matrices[epoch].copy(); np.fill_diagonal(m, np.nan)
-    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    im = ax.imshow(m, cmap=blues, vmin=0, vmax=1)
     rows, cols = np.nonzero(positive_mask(m.shape[0]))
     ax.scatter(cols, rows, marker="s", s=120, facecolors="none", edgecolors="crimson", linewidths=1.5)
-    ax.set_title(f"epoch {epoch}"); ax.set_xlabel("compared map"); ax.set_ylabel("anchor")
-fig.colorbar(im, ax=axes, label="S_dice")
-fig.savefig(out / "asc_first_last.png", dpi=100); plt.show()
+    ax.set_title(f"epoch {epoch} (red: positive pairs)"); ax.set_xlabel("compared prediction"); ax.set_ylabel("anchor")
+fig.colorbar(im, ax=axes, label="S_dice (eq. 8)")
+save_figure(fig, out / "asc_first_last"); plt.show()
 """),
 md("""
 **What to look for:** at the start every entry is similar (uninformative maps). Later the red
@@ -518,17 +533,19 @@ fig, ax = plt.subplots(figsize=(6, 3))
 ax.plot(epochs_seen, pos, marker="o", label="positives (same slice)")
 ax.plot(epochs_seen, neg, marker="o", label="negatives")
 ax.set_xlabel("epoch"); ax.set_ylabel("mean S_dice"); ax.set_ylim(0, 1); ax.legend()
+ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 ax.set_title("ASC matrix: positive vs negative similarity")
-fig.tight_layout(); fig.savefig(out / "asc_pos_neg.png", dpi=100); plt.show()
-fig = plot_training_curves(run_dir); fig.savefig(out / "curves.png", dpi=100); plt.show()
+fig.tight_layout(); save_figure(fig, out / "asc_pos_neg"); plt.show()
+fig = plot_training_curves(run_dir); save_figure(fig, out / "curves"); plt.show()
 """),
 md("""
 **What to look for:** a widening gap between the two lines is the contrastive loss doing its job.
 """),
 code("""
 slider = explorer.children[0]
-slider.value = last
-assert explorer.children[1].layout.title.text == f"epoch {last}"
+slider.value = last  # what moving the slider does
+assert explorer.children[1].layout.title.text == epoch_title(last)
+save_figure(explorer.children[1], out / "asc_explorer_last_epoch")
 """),
 ], NB / "04_asc_explorer.ipynb")
 
@@ -546,6 +563,13 @@ is filled at epochs $m+1..m+p$, the teacher is initialised at $m+p+1$, then when
 $Acc_t > Acc_{min} = \min \mathbb{R}_{pool}$:
 
 $$\alpha = \min\Big(1 - \frac{Acc_t - Acc_{min}}{Acc_t},\ \alpha_0\Big)\ (12),\qquad \theta_t = \alpha\,\theta_{t-1} + (1-\alpha)\,\theta''_t\ (13)$$
+
+Which modality is "high"? The paper names it from its stage-1 results. The workbench does the
+same from the data: during stage 1 it keeps a pool and a teacher for **both** modalities, and at
+the end of epoch $L_1 - 1$ the modality with the higher mean validation DSC over epochs
+$m+1..L_1-1$ becomes "high" (event `high_modality`). Deciding earlier is a trap: after two
+epochs on the built-in BraTS data T1 led FLAIR 0.29 to 0.15, yet FLAIR ended stage 1 at 0.88
+against 0.48, and a T1 teacher then dragged FLAIR down in stage 2.
 """),
 code("""
 # Parameters (papermill overrides this cell)
@@ -576,6 +600,7 @@ from workbench.events import events_frame, read_events
 from workbench.teachers import mc_dropout_pseudo_labels
 from workbench.train import TrainConfig, Trainer
 from workbench.viz.bma import plot_bma_timeline
+from workbench.viz.export import save_figure
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -592,16 +617,19 @@ trainer.close()
 md("""
 ## 1. Every BMA decision, as a table
 
-Each stage-1 epoch writes a `bma` event: the accuracy, the pool before and after, $\\alpha$, which
-entry was replaced and whether the teacher moved.
+Each stage-1 epoch writes one `bma` event per modality: the accuracy, the pool before and after,
+$\\alpha$, which entry was replaced and whether the teacher moved. Below: the decision about
+"high", then the pool of the modality that won it.
 """),
 code("""
+print(read_events(trainer.run_dir, "high_modality")[0])
 bma = events_frame(trainer.run_dir, "bma")
+bma = bma[bma["modality"] == trainer.method.high]
 bma[["epoch", "acc", "action", "pool_before", "pool_after", "acc_min", "alpha", "replaced_index", "teacher_updated"]]
 """),
 code("""
 fig = plot_bma_timeline(trainer.run_dir)
-fig.savefig(out / "bma_timeline.png", dpi=100); plt.show()
+save_figure(fig, out / "bma_timeline"); plt.show()
 """),
 md(r"""
 **What to look for:** the teacher moves only on epochs that beat the pool's worst entry, and it
@@ -631,7 +659,7 @@ for j in range(4):
     axes[2, j].imshow(unl.labels[order[j], 0].T, cmap="Reds", vmin=0, vmax=1, origin="lower"); axes[2, j].set_title("ground truth (never used)", fontsize=8)
 for ax in axes.ravel():
     ax.axis("off")
-fig.tight_layout(); fig.savefig(out / "pseudo_labels.png", dpi=100); plt.show()
+fig.tight_layout(); save_figure(fig, out / "pseudo_labels"); plt.show()
 """),
 md(r"""
 **What to look for:** $P_s$ is soft at the boundary (the MC-dropout passes disagree there) and
@@ -661,7 +689,7 @@ ax.axvline(stage2["epoch"] - 0.5, color="goldenrod", ls="--", label="L1: stage 2
 ax.axvline(stage2["L2"] + 0.5, color="grey", ls=":", label="L2: high model joins")
 ax.set_xlabel("epoch"); ax.set_ylabel("test DSC"); ax.set_ylim(0, 1); ax.legend(fontsize=8)
 ax.set_title(f"PReL: {low} (low) re-learns from the BMA teacher of {high} (high)")
-fig.tight_layout(); fig.savefig(out / "stage2_gain.png", dpi=100); plt.show()
+fig.tight_layout(); save_figure(fig, out / "stage2_gain"); plt.show()
 """),
 md("""
 **What to look for:** the low-performance modality should rise after $L_1$. If it does not on a
@@ -672,4 +700,252 @@ assert len(bma) > 0 and (bma["action"] == "init").sum() == 1
 assert gain.shape[0] == 2
 """),
 ], NB / "05_prel_bma.ipynb")
+
+save([
+md(r"""
+# 06 · What the networks see: t-SNE of their features
+
+Dice scores say *how well* a network segments; they do not say *what it has learned*. Here we
+take the features inside each modality's U-Net and draw them in 2D with **t-SNE**, which keeps
+neighbours together: points that the network represents alike land close.
+
+Two feature layers (see `workbench.nets.unet.UNet.forward_with_features`):
+
+* **bottleneck** — the deepest encoder block, $16b$ channels at $1/16$ resolution. Averaged over
+  the slice it gives **one vector per slice**: does the network separate slices with and without
+  tumour, labeled from unlabeled ones?
+* **decoder** — the last decoder block, $b$ channels at full resolution, the features the
+  $1\times1$ head turns into the prediction. Sampled at **pixels**: are tumour pixels apart from
+  background?
+
+We compare a supervised run (10% labels) with a Semi-CML run on the same split. Each panel is
+its own t-SNE map: compare *neighbourhoods*, not positions.
+"""),
+code("""
+# Parameters (papermill overrides this cell)
+kind = "brats"
+patients = 20
+labeled = 0.1
+epochs = 12
+steps_per_epoch = 15
+base_channels = 16
+size = 64
+sample = 300            # slices (or pixels) per modality: t-SNE time grows with the points
+supervised_run = ""     # an existing run folder to reuse, or "" to train one here
+semi_cml_run = ""
+seed = 0
+out_dir = "runs/06_tsne_features"
+""", tags=["parameters"]),
+code("""
+from pathlib import Path
+
+from workbench.data.synthetic import generate
+from workbench.train import TrainConfig, Trainer
+from workbench.viz.export import save_figure
+from workbench.viz.features import compare_runs_tsne, extract_features, tsne_scatter
+
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+data_dir = out / f"data-{kind}"
+if not (supervised_run and semi_cml_run) and not data_dir.exists():
+    generate(kind, data_dir, patients, seed=0)
+
+def train(method, given):
+    if given:
+        return Path(given)
+    config = TrainConfig(method=method, data=str(data_dir), labeled=labeled, epochs=epochs,
+                         steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed)
+    trainer = Trainer(config, out / method, overwrite=True)
+    trainer.fit()
+    trainer.close()
+    return trainer.run_dir
+
+runs = {"supervised": train("supervised", supervised_run), "semi-cml": train("semi-cml", semi_cml_run)}
+"""),
+md("""
+## 1. One point per slice: the bottleneck
+
+`extract_features` draws up to `sample` slices per modality from the labeled and unlabeled
+training slices and from the test volumes (every test slice, with or without tumour), runs both
+networks on them, and averages the bottleneck over each slice.
+"""),
+code("""
+features = extract_features(runs["semi-cml"], layer="bottleneck", level="slice", sample=sample, seed=seed)
+print(features.features.shape, "feature vectors;", features.points.groupby(["modality", "source"]).size().to_dict())
+points = features.embed(seed=seed)
+for colour_by in ("source", "tumour"):
+    fig = tsne_scatter(points, colour_by=colour_by)
+    save_figure(fig, out / f"tsne_semi_cml_slices_by_{colour_by}")
+    fig.show()
+"""),
+md("""
+**What to look for:** the two networks form two islands — they are separate networks, so their
+channels have nothing in common, and that is not a finding. *Inside* an island: do test slices
+mix with the training slices (the network generalises) or sit apart (it memorised the two
+labeled patients)? Do slices without tumour gather in their own corner?
+"""),
+md("""
+## 2. Supervised vs Semi-CML, side by side
+
+Same slices, same colours; each panel has its own t-SNE. The supervised run has seen only the
+labeled slices; Semi-CML has also been pulled towards agreement between the modalities on the
+unlabeled ones.
+"""),
+code("""
+fig = compare_runs_tsne(runs, colour_by="source", layer="bottleneck", level="slice", sample=sample, seed=seed)
+save_figure(fig, out / "tsne_compare_slices")
+fig.show()
+"""),
+md("""
+## 3. One point per pixel: the last decoder layer
+
+At pixel level the question is sharper: the $1\\\\times1$ head draws a line (a hyperplane) through
+exactly this feature space to separate tumour from background. Well separated clusters here
+mean an easy job for the head.
+"""),
+code("""
+fig = compare_runs_tsne(runs, colour_by="tumour", layer="decoder", level="pixel", sample=sample, seed=seed)
+save_figure(fig, out / "tsne_compare_pixels")
+fig.show()
+"""),
+md("""
+**What to look for:** in the weak modality's island (T1 on BraTS, CT on HECKTOR), how much do
+tumour and background pixels overlap? That overlap is the weak modality's error, seen from
+inside the network; compare it between the two runs.
+"""),
+code("""
+assert features.features.shape[0] == len(features.points) > 0
+assert features.points["modality"].nunique() == 2 and features.points["source"].nunique() == 3
+assert len(fig.data) > 0
+"""),
+], NB / "06_tsne_features.ipynb")
+
+save([
+md(r"""
+# 07 · Both modalities and their predictions, in napari
+
+Numbers hide *where* a network fails. [napari](https://napari.org) shows the 3D volumes slice
+by slice with the ground truth and each modality's prediction on top, at the true voxel spacing
+(mm). `workbench view RUN` opens the same viewer from the command line.
+
+* one panel per modality (side by side), its image in grey;
+* the **ground truth** as a yellow outline;
+* each modality's **prediction** as a filled label layer (cyan, magenta);
+* optional layers, hidden until ticked: **FP / FN** error maps per modality, and for a PReL run
+  the **teacher's soft pseudo-label** on the high-performance image.
+
+napari needs a screen. In JupyterLab on your desktop run `%gui qt` and set `open_viewer = True`
+below; on a headless machine (CI, a server) the notebook draws the same layers with matplotlib
+and, when an X server is available (`xvfb-run`), saves a napari screenshot.
+"""),
+code("""
+# Parameters (papermill overrides this cell)
+kind = "brats"
+patients = 20
+labeled = 0.1
+epochs = 12
+steps_per_epoch = 15
+base_channels = 16
+size = 64
+run_dir = ""            # an existing run folder to view, or "" to train a Semi-CML + PReL run here
+patient = ""            # a test patient's id, or "" for the first test patient
+open_viewer = False     # True: open an interactive napari window (needs %gui qt and a screen)
+seed = 0
+out_dir = "runs/07_napari_overlay"
+""", tags=["parameters"]),
+code("""
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from workbench.data.synthetic import generate
+from workbench.train import TrainConfig, Trainer
+from workbench.viz.export import save_figure
+from workbench.viz.napari_view import overlay_layers
+
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+if not run_dir:
+    data_dir = out / f"data-{kind}"
+    if not data_dir.exists():
+        generate(kind, data_dir, patients, seed=0)
+    L1 = max(2, round(0.7 * epochs))
+    config = TrainConfig(method="semi-cml-prel", data=str(data_dir), labeled=labeled, epochs=epochs,
+                         steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed,
+                         options={"m": 1, "p": 1, "L1": L1})
+    trainer = Trainer(config, out / "run", overwrite=True)
+    trainer.fit()
+    trainer.close()
+    run_dir = trainer.run_dir
+"""),
+md("""
+## 1. The layers
+
+`overlay_layers` builds napari's layer data without opening a window: `(data, options, kind)`
+per layer, with `scale` = the voxel spacing in mm, so napari draws the volume at its real size.
+"""),
+code("""
+prel = (Path(run_dir) / "events.jsonl").read_text().count('"high_modality"') > 0
+layers = overlay_layers(run_dir, patient or None, errors=True, pseudo_labels=prel)
+for data, options, kind_ in layers:
+    print(f"{options['name']:<34} {kind_:<7} shape {tuple(data.shape)}  scale (mm) {tuple(round(s, 2) for s in options['scale'])}")
+"""),
+md("""
+## 2. The largest-tumour slice, drawn with matplotlib
+
+The same layers, one axial slice: each modality with its prediction filled and the ground truth
+outlined, then the error maps (red: false positive, blue: false negative).
+"""),
+code("""
+named = {options["name"]: data for data, options, _ in layers}
+truth = named["ground truth"]
+z = int(truth.reshape(truth.shape[0], -1).sum(axis=1).argmax())
+modalities = [n.removesuffix(" image") for n in named if n.endswith(" image")]
+fig, axes = plt.subplots(2, len(modalities), figsize=(4.2 * len(modalities), 8.2), squeeze=False)
+for j, m in enumerate(modalities):
+    image = np.nan_to_num(named[f"{m} image"][z], nan=np.nanmin(named[f"{m} image"][z]))
+    for i in range(2):
+        axes[i, j].imshow(image.T, cmap="gray", origin="lower")
+        axes[i, j].contour(truth[z].T, levels=[0.5], colors="gold", linewidths=1.2)
+        axes[i, j].set_xticks([]); axes[i, j].set_yticks([])
+    pred = np.ma.masked_equal(named[f"{m} prediction"][z], 0)
+    axes[0, j].imshow(pred.T, cmap="cool", alpha=0.5, origin="lower", vmin=0, vmax=1)
+    axes[0, j].set_title(f"{m}: prediction (filled), truth (gold)")
+    errors = np.ma.masked_equal(named[f"{m} FP / FN"][z], 0)
+    axes[1, j].imshow(errors.T, cmap="bwr_r", alpha=0.8, origin="lower", vmin=1, vmax=2)
+    axes[1, j].set_title(f"{m}: false positive (red), false negative (blue)")
+fig.suptitle(f"slice z = {z} (largest tumour)")
+fig.tight_layout()
+save_figure(fig, out / "overlay_slice"); plt.show()
+"""),
+md("""
+**What to look for:** the weak modality's errors are not spread evenly: they sit at the tumour
+border or in tissue that looks like tumour in that contrast. Scroll through the volume in napari
+to see whether a modality's 3D DSC is lost in a few slices or everywhere.
+"""),
+md("""
+## 3. napari
+
+With a display (your desktop, or `xvfb-run` on a server) this saves a napari screenshot of the
+same view; with `open_viewer = True` it opens the interactive viewer (run `%gui qt` first).
+"""),
+code("""
+has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+if has_display:
+    from workbench.viz.napari_view import screenshot, show_run
+
+    shot = screenshot(run_dir, out / "napari_overlay.png", patient or None)
+    plt.figure(figsize=(10, 5.2)); plt.imshow(shot); plt.axis("off"); plt.title("napari screenshot"); plt.show()
+    if open_viewer:
+        viewer = show_run(run_dir, patient or None, errors=True, pseudo_labels=prel)
+else:
+    print("no display: skipped the napari screenshot (run under xvfb-run, or on a desktop)")
+"""),
+code("""
+assert truth.sum() > 0 and len(modalities) == 2
+assert all(set(np.unique(named[f"{m} prediction"])) <= {0, 1} for m in modalities)
+"""),
+], NB / "07_napari_overlay.ipynb")
 print("notebooks written to", NB)

@@ -4,6 +4,7 @@
     workbench train --method NAME --data DIR --labeled 0.1 [--epochs E] [--out RUN]
     workbench train --resume RUN
     workbench eval RUN
+    workbench view RUN [--patient ID] [--screenshot PNG]
     workbench methods
     workbench demo
 
@@ -97,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="all slices of each test volume, or only its tumour slices (the paper's protocol)")
     ev.add_argument("--json", metavar="FILE", help="also write the metrics to this JSON file")
     ev.add_argument("--quiet", action="store_true")
+
+    view = sub.add_parser("view", help="napari viewer: a test patient's modalities, predictions and ground truth")
+    view.add_argument("run", help="run folder")
+    view.add_argument("--patient", metavar="ID", help="test patient case id (default: the first test patient)")
+    view.add_argument("--screenshot", metavar="PNG",
+                      help="save the largest-tumour slice as a PNG and exit (headless: xvfb-run -a workbench ...)")
+    view.add_argument("--pseudo-labels", action="store_true",
+                      help="add the PReL teacher's soft pseudo-label (semi-cml-prel runs)")
+    view.add_argument("--errors", action="store_true", help="add false-positive / false-negative maps")
+    view.add_argument("--overlay", action="store_true",
+                      help="all modalities in one place (toggle them) instead of side by side")
 
     sub.add_parser("methods", help="list the available methods")
 
@@ -204,6 +216,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_view(args: argparse.Namespace) -> int:
+    from workbench.viz.napari_view import screenshot, show_run
+
+    run = Path(args.run)
+    if not run.is_dir():
+        raise ConfigError(f"run folder {run} does not exist")
+    options = {"pseudo_labels": args.pseudo_labels, "errors": args.errors, "side_by_side": not args.overlay}
+    if args.screenshot:
+        image = screenshot(run, args.screenshot, args.patient, **options)
+        print(f"wrote {args.screenshot} ({image.shape[1]}x{image.shape[0]})")
+        return 0
+    import napari
+
+    show_run(run, args.patient, **options)
+    napari.run()
+    return 0
+
+
 def _cmd_methods(_: argparse.Namespace) -> int:
     from workbench.methods import METHODS
 
@@ -243,8 +273,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"data": _cmd_data_make, "train": _cmd_train, "eval": _cmd_eval, "methods": _cmd_methods,
-            "demo": _cmd_demo}
+COMMANDS = {"data": _cmd_data_make, "train": _cmd_train, "eval": _cmd_eval, "view": _cmd_view,
+            "methods": _cmd_methods, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,3 +130,25 @@ def nce_loss(emb_a: Tensor, emb_b: Tensor, temperature: float = 0.1) -> Tensor:
     if emb_a.shape != emb_b.shape:
         raise ValueError(f"NCE needs paired inputs of one shape, got {tuple(emb_a.shape)} and {tuple(emb_b.shape)}")
     return paired_contrastive_loss(cosine_similarity_matrix(torch.cat([emb_a, emb_b]), temperature))
+
+
+def feature_discrepancy_loss(features: Tensor, other: Tensor) -> Tensor:
+    """Conflict-based feature discrepancy of cross-view CML (Wu et al., MM '24, eq. 1).
+
+    ``L_dis,i = 1 + f_i . f_(1-i) / (||f_i|| ||f_(1-i)||)`` with ``f_(1-i)`` detached (the
+    paper's "copy without gradients"), so the loss moves only the network that made
+    ``features``. Each item's feature map is flattened to one vector (the paper writes f
+    as a vector); the result is the mean over the batch, in [0, 2].
+
+    Args:
+        features: ``(B, ...)`` encoder output ``f_i`` of subnet i.
+        other: ``(B, ...)`` encoder output ``f_(1-i)`` of the other subnet, same shape.
+    """
+    if features.shape != other.shape:
+        raise ValueError(f"discrepancy needs features of one shape, got {tuple(features.shape)}, {tuple(other.shape)}")
+    a = _at_least_fp32(features).flatten(1)
+    b = _at_least_fp32(other.detach()).flatten(1)
+    return (1.0 + F.cosine_similarity(a, b, dim=1, eps=1e-8)).mean()
+
+
+__all__ += ["feature_discrepancy_loss"]

@@ -63,12 +63,25 @@ def test_ablation_teachers_run(brats_dir, tmp_path, teacher):
     assert read_events(tmp_path / teacher, "stage")[0]["teacher"] == teacher
 
 
-def test_auto_high_modality_is_logged(brats_dir, tmp_path):
-    trainer = Trainer(_config(brats_dir, high_modality="auto", L1=3), tmp_path / "auto", quiet=True)
-    trainer.fit(stop_after=3)
-    trainer.close()
-    decision = read_events(tmp_path / "auto", "high_modality")
-    assert len(decision) == 1 and decision[0]["high"] in ("t1", "flair") and decision[0]["epoch"] == 1
+def test_auto_high_modality_is_decided_from_stage_one(brats_dir, tmp_path):
+    """auto: every modality keeps a BMA pool in stage 1; at L1 - 1 the higher mean validation
+    DSC over epochs m+1..L1-1 wins, and a resumed run continues with the same teacher."""
+    run = tmp_path / "auto"
+    first = Trainer(_config(brats_dir, high_modality="auto", L1=4), run, quiet=True)
+    first.fit(stop_after=5)
+    first.close()
+    decision = read_events(run, "high_modality")
+    assert len(decision) == 1 and decision[0]["epoch"] == 3 and decision[0]["window"] == [2, 3]
+    val = {r["epoch"]: r["dsc"] for r in read_events(run, "val")}
+    means = {m: (val[2][m] + val[3][m]) / 2 for m in ("t1", "flair")}
+    assert decision[0]["high"] == max(means, key=means.get)
+    assert decision[0]["mean_val_dsc"] == pytest.approx(means)
+    bma = read_events(run, "bma")
+    assert {r["modality"] for r in bma} == {"t1", "flair"} and max(r["epoch"] for r in bma) == 3
+    assert read_events(run, "stage")[0]["high"] == decision[0]["high"]
+    resumed = Trainer.resume(run, quiet=True)
+    assert resumed.method.high == decision[0]["high"] and resumed.method.teacher_ready
+    assert resumed.fit()["summary"]
 
 
 def test_bad_prel_options(brats_dir):

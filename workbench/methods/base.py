@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar
 
 from torch import Tensor, nn
 
+from workbench.errors import ConfigError
 from workbench.losses import supervised_loss
 from workbench.methods.options import parse_options
 
@@ -78,6 +79,30 @@ class Method(nn.Module):
     def predict(self, images: Tensor) -> dict[str, Tensor]:
         """Foreground probabilities ``(B, 1, H, W)`` per modality name, from ``(B, M, H, W)``."""
         raise NotImplementedError
+
+    def features(self, images: Tensor) -> dict[str, dict[str, Tensor]]:
+        """Intermediate feature maps of each modality's U-Net, for looking inside (t-SNE).
+
+        The default serves methods that keep one U-Net per modality in ``self.nets``
+        (an ``nn.ModuleDict``); modality i's network sees channel i. Call it in eval mode
+        under ``torch.no_grad()``; it runs the networks like :meth:`predict` does.
+
+        Args:
+            images: ``(B, M, H, W)``, channels in ``self.modalities`` order.
+
+        Returns:
+            modality -> ``{"bottleneck": (B, 16*base, H/16, W/16), "decoder": (B, base, H, W)}``.
+
+        Raises:
+            ConfigError: the method has no per-modality networks (e.g. ``mm-supervised``,
+                whose two encoders share one decoder).
+        """
+        nets = getattr(self, "nets", None)
+        per_modality = isinstance(nets, nn.ModuleDict) and all(
+            m in nets and hasattr(nets[m], "forward_with_features") for m in self.modalities)
+        if not per_modality:
+            raise ConfigError(f"method {self.name!r} has no per-modality networks to take features from")
+        return {m: nets[m].forward_with_features(images[:, i : i + 1])[1] for i, m in enumerate(self.modalities)}
 
     def after_optimizer_step(self, step: int) -> None:
         """Hook after each optimiser step (EMA teachers)."""

@@ -18,8 +18,13 @@ L1 = 70% of the epochs (paper ~61/81), r = 0.6, D = 4, alpha1 = alpha2 = 0.5.
 
 Which modality is "high-performance": the paper names it from its stage-1 results (PET
 over CT, T1CE over T2). Here ``high_modality="auto"`` decides it the same way, from the
-data: at the end of epoch max(m, 1), the modality with the higher mean test DSC over the
-epochs so far (an event ``high_modality`` records it); or name it explicitly.
+data: a BMA pool and teacher (or EMA teacher) is kept for *every* modality during stage 1,
+and at the end of epoch L1 - 1 the modality with the higher mean validation DSC over the
+epochs m+1..L1-1 (the epochs the pool looks at) becomes "high" and its teacher is used
+(event ``high_modality``; the other teachers stay in the checkpoint, unused). Or name it explicitly (then only its teacher
+is built). An earlier version decided at epoch m from the first epochs' scores; on the
+built-in BraTS data that picked T1 (0.29 vs 0.15 at epoch 2) while FLAIR ended stage 1 at
+0.88 vs T1 0.48, so FLAIR re-learned from a weak T1 teacher and lost 0.1-0.2 DSC.
 
 Choices where the paper is silent or ambiguous:
     * Stage 2 follows Algorithm 1 literally: only the ReL losses train (no labeled
@@ -42,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from workbench.errors import ConfigError
 from workbench.losses import asc_loss
@@ -92,26 +97,47 @@ class SemiCMLPReL(SemiCML):
         self.L2 = int(round((epochs - self.L1) * o.r + self.L1))
         if not 2 <= self.L1 <= epochs:
             raise ConfigError(f"L1={self.L1}: stage 2 must start within epochs 2..{epochs}")
-        self.pool = BMAPool(self.m, o.p, o.alpha0)
-        self.teacher = frozen_copy(UNet(1, 1, config.base_channels))
         self.high: str | None = None if o.high_modality == "auto" else o.high_modality
+        #: modalities that may turn out "high": each gets a pool and a teacher until L1
+        self.candidates = list(self.modalities) if self.high is None else [self.high]
+        self.pools = {m: BMAPool(self.m, o.p, o.alpha0) for m in self.candidates}
+        self.teachers = nn.ModuleDict({m: frozen_copy(UNet(1, 1, config.base_channels)) for m in self.candidates})
+        self.ready = {m: False for m in self.candidates}  # teacher of m initialised
         self.val_history: list[dict[str, float]] = []
-        self.teacher_ready = False
         self._stage_announced = 1
 
     # ------------------------------------------------------------------ state in checkpoints
     def get_extra_state(self) -> Any:
-        return {"pool": self.pool.state_dict(), "high": self.high, "val_history": self.val_history,
-                "teacher_ready": self.teacher_ready, "stage_announced": self._stage_announced}
+        return {"pools": {m: pool.state_dict() for m, pool in self.pools.items()}, "high": self.high,
+                "val_history": self.val_history, "ready": self.ready, "stage_announced": self._stage_announced}
 
     def set_extra_state(self, state: Any) -> None:
-        self.pool.load_state_dict(state["pool"])
+        for m, pool_state in state["pools"].items():
+            self.pools[m].load_state_dict(pool_state)
         self.high = state["high"]
         self.val_history = list(state["val_history"])
-        self.teacher_ready = bool(state["teacher_ready"])
+        self.ready = dict(state["ready"])
         self._stage_announced = int(state["stage_announced"])
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def teacher(self) -> nn.Module:
+        """The teacher T of the high-performance modality (known from L1 on, or if named)."""
+        if self.high is None:
+            raise RuntimeError("the high-performance modality is decided at the end of epoch L1 - 1")
+        return self.teachers[self.high]
+
+    @property
+    def pool(self) -> BMAPool:
+        """The BMA pool of the high-performance modality."""
+        if self.high is None:
+            raise RuntimeError("the high-performance modality is decided at the end of epoch L1 - 1")
+        return self.pools[self.high]
+
+    @property
+    def teacher_ready(self) -> bool:
+        return self.high is not None and self.ready[self.high]
+
     @property
     def low(self) -> str:
         assert self.high is not None
@@ -120,50 +146,55 @@ class SemiCMLPReL(SemiCML):
     def stage(self, epoch: int) -> int:
         return 1 if epoch < self.L1 else 2
 
-    def _set_teacher(self, alpha: float) -> None:
-        """theta <- alpha theta + (1 - alpha) theta'' (alpha = 0: copy G)."""
-        assert self.high is not None
-        ema_update(self.teacher, self.nets[self.high], alpha)
+    def _teacher_setter(self, m: str):
+        """``alpha -> theta_m <- alpha theta_m + (1 - alpha) theta''_m`` (alpha = 0: copy)."""
+        return lambda alpha: ema_update(self.teachers[m], self.nets[m], alpha)
 
-    def _decide_high(self, epoch: int, force: bool = False) -> None:
-        """Pick the high-performance modality at the end of epoch max(m, 1) (or now, if forced)."""
-        if self.high is not None or (epoch < max(self.m, 1) and not force):
+    def _decide_high(self, epoch: int) -> None:
+        """End of stage 1: "high" = higher mean validation DSC over epochs m+1..L1-1."""
+        if self.high is not None:
             return
-        means = {m: float(np.mean([h[m] for h in self.val_history])) for m in self.modalities}
+        window = self.val_history[self.m:] or self.val_history  # val_history[i] is epoch i + 1
+        means = {m: float(np.mean([h[m] for h in window])) for m in self.modalities}
         self.high = max(self.modalities, key=lambda m: means[m])
-        self.emit("high_modality", epoch=epoch, high=self.high, low=self.low, mean_val_dsc=means)
+        first = self.m + 1 if len(self.val_history) > self.m else 1
+        self.emit("high_modality", epoch=epoch, high=self.high, low=self.low, mean_val_dsc=means,
+                  window=[first, epoch])
 
     # ------------------------------------------------------------------ hooks
     def after_optimizer_step(self, step: int) -> None:
-        if self.opts.teacher == "ema" and self.teacher_ready and self.stage(self.epoch) == 1:
-            self._set_teacher(self.opts.ema_decay)
+        if self.opts.teacher == "ema" and self.stage(self.epoch) == 1:
+            for m in self.candidates:
+                if self.ready[m]:
+                    self._teacher_setter(m)(self.opts.ema_decay)
 
     def on_validation_end(self, epoch: int, scores: dict[str, float]) -> None:
         """Algorithm 1 lines 5-13 after each stage-1 epoch; the switch to stage 2 after L1 - 1."""
         self.val_history.append({m: float(scores[m]) for m in self.modalities})
         if self.stage(epoch) == 2:
             return
-        self._decide_high(epoch, force=epoch + 1 == self.L1)
-        if self.high is not None:
+        for m in self.candidates:
             if self.opts.teacher == "bma":
-                decision = self.pool.step(epoch, scores[self.high], self._set_teacher)
-                self.teacher_ready = self.teacher_ready or decision.teacher_updated
-                self.emit("bma", modality=self.high, **decision.as_dict())
+                decision = self.pools[m].step(epoch, scores[m], self._teacher_setter(m))
+                self.ready[m] = self.ready[m] or decision.teacher_updated
+                self.emit("bma", modality=m, **decision.as_dict())
             elif self.opts.teacher == "ema" and epoch == self.m + self.opts.p + 1:
-                self._set_teacher(0.0)
-                self.teacher_ready = True
-                self.emit("teacher", kind="ema", action="init", epoch=epoch, modality=self.high)
+                self._teacher_setter(m)(0.0)
+                self.ready[m] = True
+                self.emit("teacher", kind="ema", action="init", epoch=epoch, modality=m)
         if epoch + 1 == self.L1:
+            self._decide_high(epoch)
             self._start_stage2(epoch)
 
     def _start_stage2(self, epoch: int) -> None:
         """End of the last stage-1 epoch: freeze the teacher (Base: copy G now), announce stage 2."""
-        if self.opts.teacher == "base" or not self.teacher_ready:
+        assert self.high is not None
+        if self.opts.teacher == "base" or not self.ready[self.high]:
             if self.opts.teacher != "base":
                 self.emit("teacher", kind=self.opts.teacher, action="fallback_copy", epoch=epoch,
                           reason=f"no {self.opts.teacher} teacher before L1={self.L1}: copied {self.high}")
-            self._set_teacher(0.0)
-            self.teacher_ready = True
+            self._teacher_setter(self.high)(0.0)
+            self.ready[self.high] = True
         self.emit("stage", epoch=epoch + 1, stage=2, L1=self.L1, L2=self.L2, teacher=self.opts.teacher,
                   high=self.high, low=self.low, bma_updates=self.pool.n_updates, pool=self.pool.pool)
 

@@ -21,7 +21,10 @@ def plot_bma_timeline(run_dir: str | Path) -> plt.Figure:
     stage = read_events(run_dir, "stage")
     if not bma:
         raise ValueError(f"{run_dir}: no 'bma' events (train semi-cml-prel with teacher=bma)")
-    high = bma[0]["modality"]
+    # the teacher that was used; a run deciding "high" itself may log a pool for every modality
+    chosen = read_events(run_dir, "high_modality")
+    high = chosen[-1]["high"] if chosen else bma[0]["modality"]
+    bma = [d for d in bma if d["modality"] == high]
     fig, (ax, ax_alpha) = plt.subplots(2, 1, figsize=(11, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
     for m in val[0]["dsc"]:
         ax.plot([r["epoch"] for r in val], [r["dsc"][m] for r in val], marker=".", lw=1,
@@ -34,21 +37,31 @@ def plot_bma_timeline(run_dir: str | Path) -> plt.Figure:
                label="pool filled")
     moved = [d for d in bma if d["teacher_updated"]]
     ax.scatter([d["epoch"] for d in moved], [d["acc"] for d in moved], s=[30 + 300 * (1 - d["alpha"]) for d in moved],
-               color="crimson", zorder=4, label="teacher updated (size ~ 1 - alpha)")
+               color="crimson", zorder=4, label="teacher updated (bigger: smaller alpha)")
     skipped = [d for d in bma if d["action"] == "skip"]
     ax.scatter([d["epoch"] for d in skipped], [d["acc"] for d in skipped], marker="x", color="black", zorder=4,
                label="no update (Acc_t <= min pool)")
     if stage:
         for a in (ax, ax_alpha):
             a.axvspan(stage[0]["epoch"] - 0.5, val[-1]["epoch"] + 0.5, color="gold", alpha=0.15)
-        ax.text(stage[0]["epoch"], 0.02, " stage 2 (re-learning)", fontsize=8)
-    ax.set_ylabel("mean per-patient DSC")
+        ax.text(stage[0]["epoch"] - 0.4, 0.97, "stage 2 (re-learning):\nteacher frozen", fontsize=8, va="top")
+    ax.set_ylabel("mean per-patient test DSC")
     ax.set_ylim(0, 1)
-    ax.set_title(f"BMA teacher built from {high}: {len(moved)} teacher updates")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax_alpha.bar([d["epoch"] for d in moved], [d["alpha"] for d in moved], color="crimson")
-    ax_alpha.set_ylim(0, 1)
-    ax_alpha.set_ylabel("alpha (eq. 12)")
+    n = len(moved)
+    ax.set_title(f"BMA teacher built from {high}: moved at {n} epoch{'s' if n != 1 else ''} (init included)")
+    legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for handle in legend.legend_handles:  # the size-coded markers at one size in the legend
+        if hasattr(handle, "set_sizes"):
+            handle.set_sizes([40])
+    # a stem per update, so that alpha = 0 (the init copy) is visible too
+    ax_alpha.vlines([d["epoch"] for d in moved], 0, [d["alpha"] for d in moved], color="crimson", lw=3)
+    ax_alpha.scatter([d["epoch"] for d in moved], [d["alpha"] for d in moved], color="crimson", s=25, zorder=3)
+    for d in moved:
+        note = "init: copy" if d["action"] == "init" else f"{d['alpha']:.2f}"
+        ax_alpha.annotate(note, (d["epoch"], d["alpha"]), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    ax_alpha.set_ylim(0, 1.15)
+    ax_alpha.set_yticks([0, 0.5, 1])
+    ax_alpha.set_ylabel("alpha (eq. 12)\nweight of old teacher")
     ax_alpha.set_xlabel("epoch")
     ax_alpha.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()

@@ -1,0 +1,272 @@
+"""Cross-view mutual learning, CML (Wu, Wei, Chen, Ren, He, Pu, ACM MM '24).
+
+Two subnets (encoder E_i, decoder D_i, i in {0, 1}) with the same architecture and
+non-shared parameters (section 3.1; :class:`~workbench.nets.cross_view.CrossViewPair`).
+A "view" in the paper is what a subnet's encoder extracts from the *same* input: the
+conflict-based feature learning (CFL) loss of eq. 1 pushes the two encoders' features
+apart, so the two decoders make complementary predictions. The subnets get the same
+images; they differ by their (random, separate) initialisation and by eq. 1.
+
+Equations (f_i = E_i(X), P_i = D_i(E_i(X)), bar f = f without gradient):
+    (1)  L_dis,i^a = 1 + f_i^a . bar f_(1-i)^a / (||f_i^a|| ||bar f_(1-i)^a||),
+         L_dis^a = L_dis,0^a + L_dis,1^a,  a in {l, u}
+    (2)  L_sup,i^l(P_i, Y) = (L_ce(P_i, Y) + L_dice(P_i, Y)) / 2
+    (3)  L_sup^u = L_sup,0^u(P_0^u, ~Y_1^u) + L_sup,1^u(P_1^u, ~Y_0^u)      (CFL; replaced by eq. 10)
+    (4)  L = L_sup^l + lambda1 L_sup^u + lambda2 L_dis,   L_dis = L_dis^u + L_dis^l
+    (5)  X_mix^l = X_u^l * M + X_v^l * (1 - M)                              CutMix, labeled
+    (6)  Y_mix^l = Y_u^l * M + Y_v^l * (1 - M)
+         M: zero-centred mask, zero region beta H x beta W (x beta L in 3D), beta in (0, 1)
+    (7)  L_sup^l = L_sup,0^l(P_mix,0^l, Y_mix^l) + L_sup,1^l(P_mix,1^l, Y_mix^l)
+    (8)  X_mix^u = X_p^u * M + X_q^u * (1 - M)                              CutMix, unlabeled
+    (9)  Y_mix,i^u = ^Y_p,(1-i)^u * M + ^Y_q,i^u * (1 - M)                  heterogeneous labels
+         ^Y_q,i = NMS(argmax(D_i(E_i(X_q^u))))
+    (10) L_sup^u = L_sup,0^u(P_mix,0^u, Y_mix,0^u) + L_sup,1^u(P_mix,1^u, Y_mix,1^u)
+         (in CML the features of eq. 1 are f_i^a = E_i(X_mix^a))
+    (11) L_pre = L_sup^l + lambda2 L_dis^l                                  pre-training
+         self-training: eq. 4 with eqs. 7 and 10, starting from the pre-trained weights
+         test (section 3.3): Y_test = argmax((P_test,0 + P_test,1) / 2)
+
+Hyper-parameters (section 4.2, 4.5): lambda1 = 1, lambda2 = 0.2, beta = 2/3 for LA and
+BraTS2019 (3D V-Net, 96^3 patches); lambda1 = 0.5, lambda2 = 0.1, beta = 1/2 for ACDC
+(2D U-Net, 256^2); pre-training / self-training iterations 2k / 15k (LA), 10k / 30k
+(BraTS2019, ACDC); SGD, lr 0.01; batch 8 = 4 labeled + 4 unlabeled (LA, BraTS), 24 (ACDC).
+Defaults here: the BraTS2019 values (our task is the brain-tumour one; 2D slices of it),
+lambda1 = 1, lambda2 = 0.2, beta = 2/3 (``--set options.beta=0.5`` etc. for ACDC's), and
+pre-training for 25% of the epochs (10k of 10k + 30k). The optimiser, learning rate and
+its schedule belong to the training loop (Adam there), not to this method.
+
+How the modalities enter (``input`` option). The paper's inputs are single images (LA,
+ACDC are single-modality; its BraTS2019 setting follows URPC and does not say which of
+the four sequences it feeds); nothing in CML depends on the channel count, so:
+    * ``single`` (default): one cross-view pair per modality, each on its own modality
+      channel, trained side by side on the same batches (the losses are summed; the pairs
+      share nothing). ``predict`` and ``self.nets`` are keyed by modality name.
+    * ``both``: all modalities stacked as the input channels of one pair
+      (``self.nets["fused"]``). ``predict`` gives ``fused`` and, as in
+      :mod:`~workbench.methods.mm_supervised`, ``<m> only`` with the other channels zeroed.
+    ``self.nets`` is an ``nn.ModuleDict`` of :class:`CrossViewPair` (modality -> pair, or
+    ``fused`` -> pair); a pair's ``forward_with_features`` gives both subnets' bottleneck and
+    decoder maps concatenated along channels, so :meth:`features` (t-SNE) sees both views.
+
+Choices where the paper is silent, or where our binary setting needs a reading:
+    * Binary sigmoid outputs: L_ce is BCE on logits and L_dice the batch-pooled soft Dice of
+      :func:`~workbench.losses.soft_dice_loss`; eq. 2 is ``(BCE + Dice) / 2``, i.e.
+      ``supervised_loss(logits, y, 0.5, 0.5)``. This is the paper's loss, not the run's
+      ``bce_weight`` / ``dice_weight`` (``Method.sup_loss``), which are not used here.
+      argmax over {background, foreground} is ``sigmoid > 0.5``.
+    * "NMS [4]" on the argmax map (eq. 9; [4] is Canny's edge detector, which does not
+      apply to a label map) is read as keeping the largest connected component of the
+      foreground, per 2D slice, 8-connected (``scipy.ndimage.label``); an empty map stays
+      empty, ties keep the first component in scan order.
+    * eq. 1 on 2D bottlenecks ``(B, C, h, w)``: each item's map is flattened to one vector,
+      the cosine is per item, then averaged over the batch.
+    * Pairs for CutMix: image k of a batch is mixed with image ``(k - s) mod B``,
+      ``s = max(1, B // 2)`` (a roll; batches are already random draws), so the mixed
+      batch has B items and no image is paired with itself when B >= 2. The same pairing
+      and mask serve eqs. 5-6 (labeled batch) and 8-9 (unlabeled batch).
+    * M is exactly centred: the zero block's side is the integer nearest beta * H with the
+      parity of H (so equal margins), likewise for W; its area is about beta^2 H W.
+    * Pseudo-labels: the unmixed X_p, X_q go through both subnets without gradient, in the
+      current (train) mode, as a separate forward pass; labeled, unlabeled-mixed and
+      pseudo-label passes are separate (BatchNorm batch statistics per pass, as in
+      :mod:`~workbench.methods.semi_cml`).
+    * Stages by epoch: epochs 1..P pre-train (eq. 11, labeled data only), epochs P+1..
+      self-train (eq. 4); ``pretrain_epochs`` P, default round(0.25 * epochs). A ``stage``
+      event marks the first step of each stage. The network simply continues (the loop's
+      optimiser and schedule are not reset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import Tensor, nn
+
+from workbench.errors import ConfigError
+from workbench.losses import feature_discrepancy_loss, supervised_loss
+from workbench.methods.base import Batch, Method
+from workbench.methods.registry import register
+from workbench.nets.cross_view import CrossViewPair
+
+__all__ = ["CrossView", "CrossViewOptions", "zero_centred_mask", "cutmix", "partner",
+           "largest_component", "pseudo_labels", "heterogeneous_targets", "paper_sup_loss", "INPUTS"]
+
+INPUTS = ("single", "both")
+PRETRAIN_FRACTION = 10 / (10 + 30)  # BraTS2019 and ACDC: 10k pre-training, 30k self-training iterations
+
+
+@dataclass
+class CrossViewOptions:
+    input: str = "single"  # single: one pair per modality | both: modalities stacked into one pair
+    lambda1: float = 1.0  # eq. 4, weight of L_sup^u (LA, BraTS2019; ACDC 0.5)
+    lambda2: float = 0.2  # eqs. 4, 11, weight of L_dis (LA, BraTS2019; ACDC 0.1)
+    beta: float = 2 / 3  # side ratio of M's zero block (LA, BraTS2019; ACDC 1/2)
+    pretrain_epochs: int = -1  # P: epochs 1..P pre-train (eq. 11); < 0: 25% of the epochs
+
+
+# ---------------------------------------------------------------------- building blocks
+def zero_centred_mask(height: int, width: int, beta: float, device: torch.device | None = None,
+                      dtype: torch.dtype = torch.float32) -> Tensor:
+    """M of eqs. 5-9: ones, with a centred block of zeros about ``beta H x beta W``.
+
+    Each side of the block is the integer nearest ``beta * side`` that has the parity of
+    ``side`` (so the margins are equal: exactly centred). Returns ``(1, 1, H, W)``.
+    """
+    mask = torch.ones(1, 1, height, width, device=device, dtype=dtype)
+    sides = []
+    for n in (height, width):
+        z = int(round(beta * n))
+        if (n - z) % 2:  # move to the neighbour with the right parity that is closer to beta * n
+            z = z + 1 if beta * n > z else z - 1
+        sides.append(min(max(z, 0), n))
+    (zh, zw), top, left = sides, (height - sides[0]) // 2, (width - sides[1]) // 2
+    mask[..., top : top + zh, left : left + zw] = 0
+    return mask
+
+
+def partner(x: Tensor) -> Tensor:
+    """The CutMix partner of every item: item k gets item ``(k - s) mod B``, ``s = max(1, B // 2)``."""
+    return torch.roll(x, shifts=max(1, x.shape[0] // 2), dims=0)
+
+
+def cutmix(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
+    """Eqs. 5, 6, 8, 9: ``a * M + b * (1 - M)`` (a outside the zero block, b inside it)."""
+    return a * mask + b * (1 - mask)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected foreground component of a 2D boolean mask (empty stays empty)."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if count <= 1:
+        return labels > 0
+    sizes = np.bincount(labels.ravel())[1:]
+    return labels == int(np.argmax(sizes)) + 1
+
+
+def pseudo_labels(logits: Tensor) -> Tensor:
+    """^Y of eq. 9 for binary logits ``(B, 1, H, W)``: ``sigmoid > 0.5`` (the 2-class argmax),
+    then the largest connected component of each slice; float ``{0, 1}``, same device."""
+    hard = (logits.detach().float() > 0).cpu().numpy()
+    out = np.zeros_like(hard)
+    for b in range(hard.shape[0]):
+        for c in range(hard.shape[1]):
+            out[b, c] = largest_component(hard[b, c])
+    return torch.from_numpy(out).to(device=logits.device, dtype=torch.float32)
+
+
+def heterogeneous_targets(hat_0: Tensor, hat_1: Tensor, mask: Tensor) -> list[Tensor]:
+    """Eq. 9 for both subnets: ``Y_mix,i = ^Y_(1-i) * M + partner(^Y_i) * (1 - M)``.
+
+    ``hat_i`` are subnet i's pseudo-labels of the unmixed unlabeled batch X_p; X_q is
+    ``partner(X_p)``, so ``^Y_q,i = partner(hat_i)``. Subnet i learns the other subnet's
+    labels outside the zero block and its own inside it."""
+    hat = (hat_0, hat_1)
+    return [cutmix(hat[1 - i], partner(hat[i]), mask) for i in (0, 1)]
+
+
+def paper_sup_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Eq. 2 for a binary sigmoid output: ``(BCE + soft Dice) / 2``."""
+    return supervised_loss(logits, target, 0.5, 0.5)
+
+
+# ---------------------------------------------------------------------- the method
+@register
+class CrossView(Method):
+    """Cross-view mutual learning: CFL (eq. 1) + CutMix with heterogeneous pseudo-labels
+    (eqs. 5-10), pre-training (eq. 11) then self-training (eq. 4)."""
+
+    name = "cross-view"
+    uses_unlabeled = True
+    options_class = CrossViewOptions
+
+    def __init__(self, modalities: list[str], config) -> None:
+        super().__init__(modalities, config)
+        o = self.opts
+        if o.input not in INPUTS:
+            raise ConfigError(f"unknown input {o.input!r}; choose one of: {', '.join(INPUTS)}")
+        if not 0.0 < o.beta < 1.0:
+            raise ConfigError(f"beta={o.beta}: the zero block's side ratio must be in (0, 1), e.g. 0.667")
+        if o.lambda1 < 0 or o.lambda2 < 0:
+            raise ConfigError(f"lambda1={o.lambda1}, lambda2={o.lambda2}: weights must be >= 0")
+        self.pretrain_epochs = o.pretrain_epochs if o.pretrain_epochs >= 0 else round(PRETRAIN_FRACTION * config.epochs)
+        if self.pretrain_epochs > config.epochs:
+            raise ConfigError(f"pretrain_epochs={self.pretrain_epochs}: must be <= epochs={config.epochs}")
+        if o.input == "single":
+            self.nets = nn.ModuleDict({m: CrossViewPair(1, 1, config.base_channels) for m in self.modalities})
+        else:
+            self.nets = nn.ModuleDict({"fused": CrossViewPair(len(self.modalities), 1, config.base_channels)})
+
+    # ------------------------------------------------------------------ helpers
+    def stage(self, epoch: int) -> str:
+        """``pre-training`` for epochs 1..P, ``self-training`` after."""
+        return "pre-training" if epoch <= self.pretrain_epochs else "self-training"
+
+    def streams(self) -> list[tuple[str, slice]]:
+        """(key in ``self.nets``, input channels) of every cross-view pair."""
+        if self.opts.input == "both":
+            return [("fused", slice(None))]
+        return [(m, slice(i, i + 1)) for i, m in enumerate(self.modalities)]
+
+    def _announce_stage(self, step: int) -> None:
+        """A ``stage`` event at the first step of each stage (derived from epoch and step: resumes exactly)."""
+        first = (self.epoch - 1) * self.config.steps_per_epoch
+        if step != first or self.epoch not in (1, self.pretrain_epochs + 1):
+            return
+        self.emit("stage", stage=self.stage(self.epoch), pretrain_epochs=self.pretrain_epochs,
+                  lambda1=self.opts.lambda1, lambda2=self.opts.lambda2, beta=self.opts.beta, input=self.opts.input)
+
+    # ------------------------------------------------------------------ the step
+    def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
+        self._announce_stage(step)
+        self_training = self.stage(self.epoch) == "self-training"
+        if self_training and batch.x_u is None:
+            raise ValueError("cross-view self-training needs an unlabeled batch (batch.x_u)")
+        mask = zero_centred_mask(*batch.x_l.shape[-2:], self.opts.beta, batch.x_l.device, batch.x_l.dtype)
+        x_l = cutmix(batch.x_l, partner(batch.x_l), mask)  # eq. 5
+        y_l = cutmix(batch.y_l, partner(batch.y_l), mask)  # eq. 6
+        x_u = cutmix(batch.x_u, partner(batch.x_u), mask) if self_training else None  # eq. 8
+        losses: dict[str, Tensor] = {}
+        total = torch.zeros((), device=batch.x_l.device)
+        for key, channels in self.streams():
+            pair: CrossViewPair = self.nets[key]
+            logits, feats = pair.forward_pair(x_l[:, channels])
+            sup_l = paper_sup_loss(logits[0], y_l) + paper_sup_loss(logits[1], y_l)  # eqs. 2, 7
+            dis_l = feature_discrepancy_loss(feats[0], feats[1]) + feature_discrepancy_loss(feats[1], feats[0])  # eq. 1
+            losses[f"sup_l_{key}"], losses[f"dis_l_{key}"] = sup_l, dis_l
+            if not self_training:
+                total = total + sup_l + self.opts.lambda2 * dis_l  # eq. 11
+                continue
+            assert batch.x_u is not None and x_u is not None
+            with torch.no_grad():  # ^Y_i on the unmixed images (X_p = x_u, X_q = partner(x_u))
+                hat = [pseudo_labels(out) for out in pair.forward_pair(batch.x_u[:, channels])[0]]
+            targets = heterogeneous_targets(hat[0], hat[1], mask)  # eq. 9
+            logits, feats = pair.forward_pair(x_u[:, channels])
+            sup_u = paper_sup_loss(logits[0], targets[0]) + paper_sup_loss(logits[1], targets[1])  # eq. 10
+            dis_u = feature_discrepancy_loss(feats[0], feats[1]) + feature_discrepancy_loss(feats[1], feats[0])  # eq. 1
+            losses[f"sup_u_{key}"], losses[f"dis_u_{key}"] = sup_u, dis_u
+            losses[f"pseudo_fg_{key}"] = (hat[0].mean() + hat[1].mean()) / 2
+            total = total + sup_l + self.opts.lambda1 * sup_u + self.opts.lambda2 * (dis_l + dis_u)  # eq. 4
+        losses["loss"] = total
+        return losses
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, images: Tensor) -> dict[str, Tensor]:
+        """Section 3.3: the mean of the two subnets' probabilities, per pair."""
+        if self.opts.input == "single":
+            return {m: self.nets[m].probabilities(images[:, c]) for m, c in self.streams()}
+        pair = self.nets["fused"]
+        out = {"fused": pair.probabilities(images)}
+        if len(self.modalities) > 1:
+            for i, m in enumerate(self.modalities):
+                only = torch.zeros_like(images)
+                only[:, i] = images[:, i]
+                out[f"{m} only"] = pair.probabilities(only)
+        return out
+
+    def features(self, images: Tensor) -> dict[str, dict[str, Tensor]]:
+        """Both subnets' feature maps (concatenated along channels) per pair key (modality
+        names, or ``fused``); see :meth:`CrossViewPair.forward_with_features`."""
+        return {key: self.nets[key].forward_with_features(images[:, c])[1] for key, c in self.streams()}
