@@ -16,7 +16,6 @@ sub-command) shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys

@@ -55,7 +55,7 @@ from workbench.methods.base import Batch
 from workbench.methods.registry import register
 from workbench.methods.semi_cml import SemiCML, SemiCMLOptions
 from workbench.nets import UNet
-from workbench.teachers import BMAPool, copy_weights, ema_update, frozen_copy, mc_dropout_pseudo_labels
+from workbench.teachers import BMAPool, ema_update, frozen_copy, mc_dropout_pseudo_labels
 
 __all__ = ["SemiCMLPReL", "PReLOptions"]
 
