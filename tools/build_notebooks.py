@@ -631,6 +631,19 @@ code("""
 fig = plot_bma_timeline(trainer.run_dir)
 save_figure(fig, out / "bma_timeline"); plt.show()
 """),
+md("""
+The same decisions one epoch at a time: move the slider to see the pool after each epoch
+(bars), that epoch's $Acc_t$ (dashed) and what Algorithm 1 did.
+"""),
+code("""
+from workbench.viz.bma import bma_explorer
+
+explorer = bma_explorer(trainer.run_dir)
+display(explorer)
+slider, pool_figure = explorer.children
+slider.value = slider.options[-1]  # last stage-1 epoch
+save_figure(pool_figure, out / "bma_pool_last_epoch")
+"""),
 md(r"""
 **What to look for:** the teacher moves only on epochs that beat the pool's worst entry, and it
 moves more ($\alpha$ small) the bigger the improvement. Dips in accuracy never reach the teacher —

@@ -36,12 +36,12 @@ PNGS = {
     "03_semi_cml_step_by_step.ipynb": ["unlabeled_pairs", "asc_matrix_untrained", "curves_semi_cml"],
     "04_asc_explorer.ipynb": ["asc_explorer", "asc_epoch_1", "asc_epoch_3", "asc_first_last", "asc_pos_neg",
                               "curves", "asc_explorer_last_epoch"],
-    "05_prel_bma.ipynb": ["bma_timeline", "pseudo_labels", "stage2_gain"],
+    "05_prel_bma.ipynb": ["bma_timeline", "bma_pool_last_epoch", "pseudo_labels", "stage2_gain"],
     "06_tsne_features.ipynb": ["tsne_semi_cml_slices_by_source", "tsne_semi_cml_slices_by_tumour",
                                "tsne_compare_slices", "tsne_compare_pixels"],
     "07_napari_overlay.ipynb": ["overlay_slice", "napari_overlay"],
 }
-PLOTLY = {"asc_explorer", "asc_epoch_1", "asc_epoch_3", "asc_explorer_last_epoch", "tsne_semi_cml_slices_by_source",
+PLOTLY = {"bma_pool_last_epoch", "asc_explorer", "asc_epoch_1", "asc_epoch_3", "asc_explorer_last_epoch", "tsne_semi_cml_slices_by_source",
           "tsne_semi_cml_slices_by_tumour", "tsne_compare_slices", "tsne_compare_pixels"}
 #: notebooks that take a napari screenshot when a display exists (an Xvfb started here)
 NEEDS_DISPLAY = {"07_napari_overlay.ipynb"}

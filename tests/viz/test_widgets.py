@@ -11,7 +11,7 @@ from tests.conftest import tiny_config
 from workbench.events import EventLog, read_events
 from workbench.train import Trainer
 from workbench.viz.asc import asc_explorer, asc_matrices, epoch_title
-from workbench.viz.bma import plot_bma_timeline
+from workbench.viz.bma import bma_explorer, plot_bma_timeline
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +122,16 @@ def test_bma_timeline_follows_the_chosen_high_modality(bma_run):
     points = {c.get_label(): c for c in fig.axes[0].collections}
     assert points["teacher updated (bigger: smaller alpha)"].get_offsets().tolist() == [[3, 0.4], [4, 0.5]]
     plt.close(fig)
+
+
+def test_bma_explorer_slider_redraws_pool_and_title(bma_run):
+    box = bma_explorer(bma_run)
+    slider, figure = box.children
+    assert isinstance(slider, widgets.SelectionSlider) and isinstance(figure, go.FigureWidget)
+    assert list(slider.options) == [1, 2, 3, 4, 5]
+    assert "waiting" in figure.layout.title.text and list(figure.data[0].y) == [None]
+    slider.value = 4  # the update epoch: pool [0.5], Acc_t 0.5, alpha 0.6
+    assert list(figure.data[0].y) == [0.5] and figure.layout.shapes[0].y0 == 0.5
+    assert "epoch 4" in figure.layout.title.text and "alpha = 0.60" in figure.layout.title.text
+    slider.value = 5
+    assert "no update" in figure.layout.title.text and figure.layout.shapes[0].y0 == 0.45

@@ -88,13 +88,13 @@ from torch import Tensor, nn
 from workbench.errors import ConfigError
 from workbench.losses import feature_discrepancy_loss, supervised_loss
 from workbench.methods.base import Batch, Method
+from workbench.methods.options import INPUTS, check_choice
 from workbench.methods.registry import register
 from workbench.nets.cross_view import CrossViewPair
 
 __all__ = ["CrossView", "CrossViewOptions", "zero_centred_mask", "cutmix", "partner",
            "largest_component", "pseudo_labels", "heterogeneous_targets", "paper_sup_loss", "INPUTS"]
 
-INPUTS = ("single", "both")
 PRETRAIN_FRACTION = 10 / (10 + 30)  # BraTS2019 and ACDC: 10k pre-training, 30k self-training iterations
 
 
@@ -185,8 +185,7 @@ class CrossView(Method):
     def __init__(self, modalities: list[str], config) -> None:
         super().__init__(modalities, config)
         o = self.opts
-        if o.input not in INPUTS:
-            raise ConfigError(f"unknown input {o.input!r}; choose one of: {', '.join(INPUTS)}")
+        check_choice("input", o.input, INPUTS)
         if not 0.0 < o.beta < 1.0:
             raise ConfigError(f"beta={o.beta}: the zero block's side ratio must be in (0, 1), e.g. 0.667")
         if o.lambda1 < 0 or o.lambda2 < 0:

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from workbench.errors import ConfigError
 from workbench.losses import mse_consistency
 from workbench.methods.base import Batch, Method
+from workbench.methods.options import INPUTS, check_choice
 from workbench.methods.registry import register
 from workbench.methods.semi_cml import sigmoid_rampup
 from workbench.nets import DualEncoderUNet, UNet
@@ -73,7 +74,6 @@ __all__ = [
 ]
 
 #: values of the ``input`` option shared by the baselines (MT, UA-MT, CPS)
-INPUTS = ("single", "both")
 
 
 @dataclass
@@ -87,12 +87,6 @@ class MeanTeacherOptions:
     student_noise_std: float = 0.0  # student input noise (0: dropout only)
     consistency_on: str = "all"  # all: labeled + unlabeled slices | unlabeled
     predict_with: str = "student"  # student | teacher
-
-
-def check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
-    """One-line ConfigError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ConfigError(f"unknown {option} {value!r}; choose one of: {', '.join(choices)}")
 
 
 def add_input_noise(images: Tensor, noise_std: float) -> Tensor:

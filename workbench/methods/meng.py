@@ -55,6 +55,7 @@ from torch import Tensor
 from workbench.errors import ConfigError
 from workbench.losses import supervised_loss
 from workbench.methods.base import Batch, Method
+from workbench.methods.options import check_choice
 from workbench.methods.registry import register
 from workbench.methods.semi_cml import sigmoid_rampup
 from workbench.nets.meng import MengNet
@@ -104,8 +105,7 @@ class MengFusion(Method):
         super().__init__(modalities, config)
         if len(self.modalities) != 2:
             raise ConfigError(f"{self.name} needs exactly 2 modalities, got {self.modalities}")
-        if self.opts.sup_weights not in ("paper", "run"):
-            raise ConfigError(f"unknown sup_weights {self.opts.sup_weights!r}; choose one of: paper, run")
+        check_choice("sup_weights", self.opts.sup_weights, ("paper", "run"))
         if not 0.0 <= self.opts.dropout < 1.0:
             raise ConfigError(f"option dropout={self.opts.dropout}: must be in [0, 1)")
         self.net = MengNet(1, config.base_channels, dropout=self.opts.dropout,

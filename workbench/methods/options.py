@@ -7,7 +7,10 @@ from typing import Any, TypeVar
 
 from workbench.errors import ConfigError
 
-__all__ = ["parse_options"]
+__all__ = ["parse_options", "check_choice", "INPUTS"]
+
+#: how the modalities enter a single-modality method: one model per modality, or all as channels (MM-)
+INPUTS = ("single", "both")
 
 T = TypeVar("T")
 
@@ -36,3 +39,9 @@ def parse_options(cls: type[T], values: dict[str, Any], method: str) -> T:
     if unknown:
         raise ConfigError(f"method {method!r} has no option {unknown[0]!r}; options: {', '.join(sorted(fields))}")
     return cls(**{k: _coerce(k, v, fields[k].default) for k, v in values.items()})
+
+
+def check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    """One-line ConfigError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"unknown {option} {value!r}; choose one of: {', '.join(choices)}")

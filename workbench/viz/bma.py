@@ -5,26 +5,81 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import plotly.graph_objects as go
 from matplotlib.ticker import MaxNLocator
 
 from workbench.events import read_events
 
-__all__ = ["plot_bma_timeline"]
+__all__ = ["plot_bma_timeline", "bma_decisions", "bma_pool_figure", "bma_explorer"]
+
+
+def bma_decisions(run_dir: str | Path) -> tuple[str, list[dict]]:
+    """(high modality, its ``bma`` events in epoch order). A run that decides "high" itself
+    (``high_modality=auto``) logs a pool for every modality; the chosen one is returned."""
+    bma = read_events(run_dir, "bma")
+    if not bma:
+        raise ValueError(f"{run_dir}: no 'bma' events (train semi-cml-prel with teacher=bma)")
+    chosen = read_events(run_dir, "high_modality")
+    high = chosen[-1]["high"] if chosen else bma[0]["modality"]
+    return high, [d for d in bma if d["modality"] == high]
+
+
+def _pool_title(high: str, d: dict) -> str:
+    words = {"wait": "waiting (t <= m)", "fill": "filling the pool", "init": "teacher initialised (copy)",
+             "update": f"Acc_t > min(pool): replaced it, teacher moved with alpha = {d.get('alpha') or 0:.2f}",
+             "skip": "Acc_t <= min(pool): no update"}
+    return f"BMA pool of {high}, epoch {d['epoch']}: {words.get(d['action'], d['action'])}"
+
+
+def bma_pool_figure(high: str, d: dict, capacity: int) -> go.Figure:
+    """One epoch's BMA decision: the pool after it (bars), Acc_t (dashed line) and min(pool)
+    before it (dotted), eqs. 12-13."""
+    pool = list(d.get("pool_after") or [])
+    fig = go.Figure(go.Bar(x=[f"slot {i + 1}" for i in range(capacity)], y=pool + [None] * (capacity - len(pool)),
+                           marker_color="steelblue", name="pool after this epoch",
+                           hovertemplate="%{x}: DSC %{y:.3f}<extra></extra>"))
+    fig.add_hline(y=d["acc"], line_dash="dash", line_color="crimson")
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line={"dash": "dash", "color": "crimson"},
+                             name="Acc_t (this epoch)"))
+    fig.update_layout(title={"text": _pool_title(high, d), "font": {"size": 13}}, width=620, height=380,
+                      yaxis={"title": "validation DSC", "range": [0, 1]}, xaxis={"title": "pool slot"},
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def bma_explorer(run_dir: str | Path):
+    """An ipywidgets epoch slider over the BMA decisions of a run, driving a plotly
+    FigureWidget of the pool (:func:`bma_pool_figure`). Returns the ``VBox`` (slider,
+    figure); ``box.children[0].value = epoch`` redraws."""
+    import ipywidgets as widgets
+
+    high, decisions = bma_decisions(run_dir)
+    by_epoch = {d["epoch"]: d for d in decisions}
+    capacity = max((len(d.get("pool_after") or []) for d in decisions), default=1) or 1
+    epochs = sorted(by_epoch)
+    figure = go.FigureWidget(bma_pool_figure(high, by_epoch[epochs[0]], capacity))
+    slider = widgets.SelectionSlider(options=epochs, value=epochs[0], description="epoch",
+                                     continuous_update=False, layout={"width": "500px"})
+
+    def redraw(change) -> None:
+        d = by_epoch[change["new"]]
+        pool = list(d.get("pool_after") or [])
+        with figure.batch_update():
+            figure.data[0].y = pool + [None] * (capacity - len(pool))
+            figure.layout.shapes[0].y0 = figure.layout.shapes[0].y1 = d["acc"]
+            figure.layout.title.text = _pool_title(high, d)
+
+    slider.observe(redraw, names="value")
+    return widgets.VBox([slider, figure])
 
 
 def plot_bma_timeline(run_dir: str | Path) -> plt.Figure:
     """Top: the high-performance model's test DSC per epoch (Acc_t), the pool's minimum,
     and the epochs where the teacher moved (marker size ~ 1 - alpha, the new model's weight).
     Bottom: alpha of every teacher update. Shaded: stage 2."""
-    bma = read_events(run_dir, "bma")
+    high, bma = bma_decisions(run_dir)
     val = read_events(run_dir, "val")
     stage = read_events(run_dir, "stage")
-    if not bma:
-        raise ValueError(f"{run_dir}: no 'bma' events (train semi-cml-prel with teacher=bma)")
-    # the teacher that was used; a run deciding "high" itself may log a pool for every modality
-    chosen = read_events(run_dir, "high_modality")
-    high = chosen[-1]["high"] if chosen else bma[0]["modality"]
-    bma = [d for d in bma if d["modality"] == high]
     fig, (ax, ax_alpha) = plt.subplots(2, 1, figsize=(11, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
     for m in val[0]["dsc"]:
         ax.plot([r["epoch"] for r in val], [r["dsc"][m] for r in val], marker=".", lw=1,
