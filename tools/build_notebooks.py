@@ -876,7 +876,8 @@ import numpy as np
 from workbench.data.synthetic import generate
 from workbench.train import TrainConfig, Trainer
 from workbench.viz.export import save_figure
-from workbench.viz.napari_view import overlay_layers
+from matplotlib.colors import ListedColormap
+from workbench.viz.napari_view import COLOUR_NAMES, COLOURS, overlay_layers
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -923,11 +924,13 @@ for j, m in enumerate(modalities):
         axes[i, j].imshow(image.T, cmap="gray", origin="lower")
         axes[i, j].contour(truth[z].T, levels=[0.5], colors="gold", linewidths=1.2)
         axes[i, j].set_xticks([]); axes[i, j].set_yticks([])
+    colour = COLOURS["prediction"][j]  # the napari viewer's colour for this modality
     pred = np.ma.masked_equal(named[f"{m} prediction"][z], 0)
-    axes[0, j].imshow(pred.T, cmap="cool", alpha=0.5, origin="lower", vmin=0, vmax=1)
-    axes[0, j].set_title(f"{m}: prediction (filled), truth (gold)")
+    axes[0, j].imshow(pred.T, cmap=ListedColormap([colour]), alpha=0.55, origin="lower")
+    axes[0, j].set_title(f"{m}: prediction ({COLOUR_NAMES[colour]}), truth (gold)")
     errors = np.ma.masked_equal(named[f"{m} FP / FN"][z], 0)
-    axes[1, j].imshow(errors.T, cmap="bwr_r", alpha=0.8, origin="lower", vmin=1, vmax=2)
+    fp_fn = ListedColormap([COLOURS["false_positive"], COLOURS["false_negative"]])
+    axes[1, j].imshow(errors.T, cmap=fp_fn, alpha=0.85, origin="lower", vmin=1, vmax=2)
     axes[1, j].set_title(f"{m}: false positive (red), false negative (blue)")
 fig.suptitle(f"slice z = {z} (largest tumour)")
 fig.tight_layout()
