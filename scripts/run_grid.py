@@ -39,8 +39,8 @@ GRIDS: dict[str, list[tuple[str, str, float, dict]]] = {
         ("PReL Base", "semi-cml-prel", 0.1, {"teacher": "base"}),
         ("PReL EMA", "semi-cml-prel", 0.1, {"teacher": "ema"}),
         ("PReL BMA", "semi-cml-prel", 0.1, {"teacher": "bma"}),
-        # not in the paper: Algorithm 1 has no labeled term in stage 2; this row adds it
-        ("PReL BMA +lab", "semi-cml-prel", 0.1, {"teacher": "bma", "stage2_labeled": True}),
+        # the earlier default m = 10% of the epochs (m = 2 of 20: teacher initialised at epoch 5)
+        ("PReL BMA m2", "semi-cml-prel", 0.1, {"teacher": "bma", "m": 2}),
     ],
     # the rows of "semi-cml" as first measured: labeled and unlabeled slices in one forward pass
     "semi-cml-joint": [],  # filled below
@@ -60,7 +60,7 @@ GRIDS: dict[str, list[tuple[str, str, float, dict]]] = {
 GRIDS["semi-cml-joint"] = [
     (label, method, labeled, {**options, "joint_forward": True}) if method != "supervised" else
     (label, method, labeled, options) for label, method, labeled, options in GRIDS["semi-cml"]
-    if label != "PReL BMA +lab"
+    if label != "PReL BMA m2"
 ]
 for _label, _method, _labeled, _options in GRIDS["w-sweep"]:
     _options["joint_forward"] = True  # the sweep was run with the joint pass too

@@ -582,7 +582,7 @@ base_channels = 16
 size = 64
 k_unlabeled = 4
 w2 = 0.5
-m = 2                   # BMA starts after epoch m
+m = 6                   # BMA starts after epoch m (teacher initialised at m + p + 1)
 p = 2                   # pool capacity
 L1 = 11                 # first stage-2 epoch
 seed = 0
@@ -888,7 +888,7 @@ if not run_dir:
     L1 = max(2, round(0.7 * epochs))
     config = TrainConfig(method="semi-cml-prel", data=str(data_dir), labeled=labeled, epochs=epochs,
                          steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed,
-                         options={"m": 1, "p": 1, "L1": L1})
+                         options={"p": 1, "L1": L1})
     trainer = Trainer(config, out / "run", overwrite=True)
     trainer.fit()
     trainer.close()

@@ -91,3 +91,12 @@ def test_bad_prel_options(brats_dir):
         get_method("semi-cml-prel")(["t1", "flair"], _config(brats_dir, high_modality="ct"))
     with pytest.raises(ConfigError, match="L1=9"):
         get_method("semi-cml-prel")(["t1", "flair"], _config(brats_dir, L1=9))
+
+
+@pytest.mark.parametrize("epochs, m, L1", [(20, 8, 14), (12, 4, 8), (81, 32, 57)])
+def test_default_schedule_initialises_the_teacher_before_l1(brats_dir, epochs, m, L1):
+    """m = 40% of the epochs, but at most L1 - p - 2 so that m + p + 1 < L1."""
+    config = tiny_config(brats_dir, method="semi-cml-prel", epochs=epochs)
+    method = get_method("semi-cml-prel")(["t1", "flair"], config)
+    assert (method.m, method.L1) == (m, L1)
+    assert method.m + method.opts.p + 1 < method.L1
