@@ -5,6 +5,18 @@ import pytest
 from workbench.cli import main
 
 
+@pytest.fixture(scope="module")
+def tiny_cli_run(tmp_path_factory):
+    """One supervised run made through the CLI, read (never changed) by the tests below."""
+    root = tmp_path_factory.mktemp("cli")
+    data, run = root / "brats", root / "run"
+    main(["data", "make", "--kind", "brats", "--patients", "4", "--seed", "0", "--out", str(data)])
+    main(["train", "--method", "supervised", "--data", str(data), "--labeled", "0.5", "--epochs", "1",
+          "--steps-per-epoch", "1", "--batch-size", "2", "--base-channels", "4", "--size", "32",
+          "--out", str(run), "--quiet"])
+    return run
+
+
 def test_data_make_train_eval(tmp_path, capsys):
     data = tmp_path / "brats"
     assert main(["data", "make", "--kind", "brats", "--patients", "5", "--seed", "1", "--out", str(data)]) == 0
@@ -52,13 +64,8 @@ def test_methods_lists_supervised(capsys):
     assert "supervised" in capsys.readouterr().out
 
 
-def test_eval_with_the_papers_tumour_slice_protocol(tmp_path, capsys):
-    data = tmp_path / "brats"
-    main(["data", "make", "--kind", "brats", "--patients", "4", "--seed", "0", "--out", str(data)])
-    run = tmp_path / "run"
-    main(["train", "--method", "supervised", "--data", str(data), "--labeled", "0.5", "--epochs", "1",
-          "--steps-per-epoch", "1", "--batch-size", "2", "--base-channels", "4", "--size", "32",
-          "--out", str(run), "--quiet"])
+def test_eval_with_the_papers_tumour_slice_protocol(tiny_cli_run, tmp_path, capsys):
+    run = tiny_cli_run
     capsys.readouterr()
     out = tmp_path / "tumour.json"
     assert main(["eval", str(run), "--test-slices", "tumour", "--json", str(out), "--quiet"]) == 0
@@ -67,15 +74,10 @@ def test_eval_with_the_papers_tumour_slice_protocol(tmp_path, capsys):
     assert result["test_slices"] == "tumour" and result["per_patient"]
 
 
-def test_view_screenshot_and_unknown_patient(tmp_path, capsys, monkeypatch):
+def test_view_screenshot_and_unknown_patient(tiny_cli_run, tmp_path, capsys, monkeypatch):
     from tests.conftest import run_with_display, virtual_display
 
-    data = tmp_path / "brats"
-    main(["data", "make", "--kind", "brats", "--patients", "4", "--seed", "0", "--out", str(data)])
-    run = tmp_path / "run"
-    main(["train", "--method", "supervised", "--data", str(data), "--labeled", "0.5", "--epochs", "1",
-          "--steps-per-epoch", "1", "--batch-size", "2", "--base-channels", "4", "--size", "32",
-          "--out", str(run), "--quiet"])
+    run = tiny_cli_run
     capsys.readouterr()
     assert main(["view", str(run), "--patient", "BraTS-nobody", "--screenshot", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()
