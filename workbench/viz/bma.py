@@ -28,7 +28,7 @@ def _pool_title(high: str, d: dict) -> str:
     words = {"wait": "waiting (t <= m)", "fill": "filling the pool", "init": "teacher initialised (copy)",
              "update": f"Acc_t > min(pool): replaced it, teacher moved with alpha = {d.get('alpha') or 0:.2f}",
              "skip": "Acc_t <= min(pool): no update"}
-    return f"BMA pool of {high}, epoch {d['epoch']}: {words.get(d['action'], d['action'])}"
+    return f"BMA pool of {high}, epoch {d['epoch']}<br><sub>{words.get(d['action'], d['action'])}</sub>"
 
 
 def bma_pool_figure(high: str, d: dict, capacity: int) -> go.Figure:
