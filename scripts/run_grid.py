@@ -36,11 +36,27 @@ GRIDS: dict[str, list[tuple[str, str, float, dict]]] = {
         ("sup", "supervised", 0.1, {}),
         ("sup+mse", "semi-cml", 0.1, {"variant": "sup+mse"}),
         ("sup+mse+asc", "semi-cml", 0.1, {"variant": "sup+mse+asc"}),
+        # the other ablation rows of Table 3 and the multi-modal supervised baseline
+        ("sup+nce", "semi-cml", 0.1, {"variant": "sup+nce"}),
+        ("sup+asc", "semi-cml", 0.1, {"variant": "sup+asc"}),
+        ("sup+mse+nce", "semi-cml", 0.1, {"variant": "sup+mse+nce"}),
+        ("sup+mse+nce*", "semi-cml", 0.1, {"variant": "sup+mse+nce*"}),
+        ("MM-", "mm-supervised", 0.1, {}),
         ("PReL Base", "semi-cml-prel", 0.1, {"teacher": "base"}),
         ("PReL EMA", "semi-cml-prel", 0.1, {"teacher": "ema"}),
         ("PReL BMA", "semi-cml-prel", 0.1, {"teacher": "bma"}),
         # the earlier default m = 10% of the epochs (m = 2 of 20: teacher initialised at epoch 5)
         ("PReL BMA m2", "semi-cml-prel", 0.1, {"teacher": "bma", "m": 2}),
+    ],
+    "methods": [  # issue 6: the other seed methods and baselines next to sup and PReL (shared cells)
+        ("sup", "supervised", 0.1, {}),
+        ("PReL BMA", "semi-cml-prel", 0.1, {"teacher": "bma"}),
+        ("MT", "mean-teacher", 0.1, {"input": "single"}),
+        ("UA-MT", "ua-mt", 0.1, {"input": "single"}),
+        ("CPS", "cps", 0.1, {"input": "single"}),
+        ("MM-CPS", "cps", 0.1, {"input": "both"}),
+        ("cross-view", "cross-view", 0.1, {"input": "single"}),
+        ("Meng", "meng-fusion", 0.1, {}),
     ],
     # the rows of "semi-cml" as first measured: labeled and unlabeled slices in one forward pass
     "semi-cml-joint": [],  # filled below
@@ -60,7 +76,7 @@ GRIDS: dict[str, list[tuple[str, str, float, dict]]] = {
 GRIDS["semi-cml-joint"] = [
     (label, method, labeled, {**options, "joint_forward": True}) if method != "supervised" else
     (label, method, labeled, options) for label, method, labeled, options in GRIDS["semi-cml"]
-    if label != "PReL BMA m2"
+    if label in ("sup", "sup+mse", "sup+mse+asc", "PReL Base", "PReL EMA", "PReL BMA")
 ]
 for _label, _method, _labeled, _options in GRIDS["w-sweep"]:
     _options["joint_forward"] = True  # the sweep was run with the joint pass too
@@ -139,7 +155,7 @@ def main() -> None:
             if args.rows and label not in args.rows:
                 continue
             for seed in args.seeds:
-                slug = label.replace(" ", "_").replace("%", "pct").replace("+", "-")
+                slug = label.replace(" ", "_").replace("%", "pct").replace("+", "-").replace("*", "star")
                 cells.append(dict(settings, method=method, data=str(data), labeled=labeled, seed=seed,
                                   options=dict(options), label=label, kind=kind,
                                   run_dir=str(out / f"{kind}-{slug}-s{seed}"), metrics_file=args.metrics_file,

@@ -964,4 +964,141 @@ assert truth.sum() > 0 and len(modalities) == 2
 assert all(set(np.unique(named[f"{m} prediction"])) <= {0, 1} for m in modalities)
 """),
 ], NB / "07_napari_overlay.ipynb")
+save([
+md(r"""
+# 08 · The methods side by side
+
+Every method of the workbench on the same data, the same split, the same network width and
+the same training budget, so that the only difference is the method. Each one is a module in
+`workbench/methods/` with its paper's equations in the docstring; here we only train and
+compare.
+
+| name | paper | what the unlabeled slices do |
+|---|---|---|
+| `supervised` | — | nothing: one U-Net per modality on the labeled slices (the baseline) |
+| `mean-teacher` | Tarvainen & Valpola 2017 | $\lVert f(x;\theta') - f(x;\theta)\rVert^2$ to an EMA teacher $\theta' \leftarrow a\theta' + (1-a)\theta$ |
+| `ua-mt` | Yu et al. 2019 | the same, counted only where the teacher's MC-dropout entropy $u < H(t)$ |
+| `cps` | Chen et al. 2021 | two networks, each trained on the other's hard pseudo-label $[\sigma(f) > 0.5]$ |
+| `cross-view` | Wu et al. 2024 | two subnets pushed apart by $1 + \cos(f_i, \bar f_{1-i})$, CutMix and heterogeneous pseudo-labels |
+| `meng-fusion` | Meng et al. | one dual-branch network with multi-stage fusion; MSE between the branches' predictions |
+| `semi-cml-prel` | Semi-CML + PReL | MSE and the ASC loss between the modalities, then re-learning from the BMA teacher |
+
+The single-modality methods (`mean-teacher`, `ua-mt`, `cps`, `cross-view`) train one model per
+modality, each on its own channel, so every method reports one DSC per modality. Set a
+method's `input` option to `both` for its multi-modal variant (MM-MT, MM-CPS, ...), which
+reports `fused` and `<modality> only` rows instead.
+
+To compare the full 3-seed runs of `scripts/run_grid.py methods` instead of training here,
+set `grid_dir` to that grid's output folder.
+"""),
+code("""
+# Parameters (papermill overrides this cell)
+kind = "brats"          # built-in data: "brats" (T1, FLAIR) or "hecktor" (CT, PET)
+patients = 20
+labeled = 0.1
+epochs = 12
+steps_per_epoch = 15
+base_channels = 16
+size = 64
+methods = ["supervised", "mean-teacher", "ua-mt", "cps", "cross-view", "meng-fusion", "semi-cml-prel"]
+seed = 0
+grid_dir = ""           # a scripts/run_grid.py output folder: tabulate its runs of `kind`, train nothing
+out_dir = "runs/08_methods_side_by_side"
+""", tags=["parameters"]),
+code("""
+import time
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from workbench.data.synthetic import generate
+from workbench.train import TrainConfig, Trainer
+from workbench.viz.compare import collect_runs, methods_table, plot_methods_dsc, plot_val_curves
+from workbench.viz.export import save_figure
+
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+"""),
+md("""
+## 1. Train each method
+
+One `Trainer` per method, same `seed` (same split, same batch order where the methods draw the
+same batches). The wall time is measured on this machine and printed with the scores.
+"""),
+code("""
+runs, seconds = {}, {}
+if grid_dir:  # run folders named <kind>-<row>-s<seed> by scripts/run_grid.py
+    for folder in sorted(Path(grid_dir).glob(f"{kind}-*-s*")):
+        if (folder / "per_patient.csv").is_file():
+            label = folder.name.removeprefix(f"{kind}-").rsplit("-s", 1)[0]
+            runs.setdefault(label, []).append(folder)
+    print(f"{sum(map(len, runs.values()))} finished runs of {len(runs)} rows in {grid_dir}")
+else:
+    data_dir = out / f"data-{kind}"
+    if not data_dir.exists():
+        generate(kind, data_dir, patients, seed=0)
+    for method in tqdm(methods, desc="methods"):
+        config = TrainConfig(method=method, data=str(data_dir), labeled=labeled, epochs=epochs,
+                             steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed)
+        start = time.perf_counter()
+        trainer = Trainer(config, out / method, overwrite=True, quiet=True)
+        result = trainer.fit()
+        trainer.close()
+        seconds[method] = time.perf_counter() - start
+        runs[method] = [trainer.run_dir]
+        print(f"{method:<14} {seconds[method]:6.1f} s  DSC",
+              {m: round(s["dsc"], 3) for m, s in result["summary"].items()})
+"""),
+md("""
+## 2. One table
+
+Mean per-patient DSC, sensitivity and HD95 (mm) on the test patients, per method and per
+modality; with several seeds, the mean over seeds and its standard deviation (`*_std`).
+"""),
+code("""
+rows = collect_runs(runs)
+table = methods_table(rows)
+table.to_csv(out / "methods_table.csv")
+table.round(3)
+"""),
+md("""
+## 3. One plot
+
+Each bar is a method's mean DSC for one modality, each dot one test patient (one dot per seed
+and patient). The dashed line is the first method's mean: the supervised baseline by default.
+"""),
+code("""
+reference = next(iter(runs))
+fig = plot_methods_dsc(rows, title=f"{kind}: per-patient DSC, {labeled:.0%} labeled (dashed: {reference})")
+save_figure(fig, out / "methods_dsc")
+"""),
+md("""
+**What to look for:** the weak modality (T1 on BraTS, CT on HECKTOR) is where the unlabeled
+data can help: the strong one is near its ceiling with two labeled patients already. A method
+that lifts the weak modality's *mean* but spreads its dots wider is not more reliable. With one
+seed, differences of a few hundredths are within the seed-to-seed spread (see
+`docs/results.md` for 3 seeds).
+"""),
+md("""
+## 4. How they got there
+
+The evaluation DSC after every epoch (the same test patients), one line per method.
+"""),
+code("""
+fig = plot_val_curves({label: dirs[0] for label, dirs in runs.items()})
+save_figure(fig, out / "methods_curves")
+"""),
+md("""
+**What to look for:** methods with a pre-training or teacher stage (`cross-view`, `semi-cml-prel`)
+change slope where their second stage starts; a method whose curve is still rising at the end
+is under-trained at this budget, not beaten.
+"""),
+code("""
+assert set(table.index.get_level_values("method")) == set(runs)
+assert table["dsc"].between(0, 1).all()
+if seconds:
+    print(pd.Series(seconds, name="seconds").round(1).to_string())
+"""),
+], NB / "08_methods_side_by_side.ipynb")
 print("notebooks written to", NB)

@@ -1,0 +1,122 @@
+"""Several methods side by side: one table and one plot of per-modality, per-patient DSC.
+
+Input is a mapping ``label -> run folder`` (runs trained by :class:`workbench.train.Trainer`,
+``workbench train`` or ``scripts/run_grid.py``); each folder's ``per_patient.csv`` holds one
+row per test patient and result row ("modality": ``t1``, ``flair``, or ``fused`` /
+``t1 only`` for the dual-encoder baselines). Runs of several seeds under one label are
+averaged per seed first, then mean ± std over seeds (as in ``docs/results.md``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from workbench.errors import ConfigError
+from workbench.events import read_events
+
+__all__ = ["collect_runs", "methods_table", "plot_methods_dsc", "plot_val_curves"]
+
+
+def _as_list(runs: str | Path | Sequence[str | Path]) -> list[Path]:
+    return [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
+
+
+def collect_runs(runs: Mapping[str, str | Path | Sequence[str | Path]]) -> pd.DataFrame:
+    """Per-patient rows of every run: columns method, seed, modality, case_id, dsc, sens, hd95, ...
+
+    ``runs`` maps a label (the method's name in the table) to one run folder or a list of
+    folders (seeds). The seed is read from each run's ``config.json``.
+    """
+    import json
+
+    frames = []
+    for label, dirs in runs.items():
+        for run_dir in _as_list(dirs):
+            csv = run_dir / "per_patient.csv"
+            if not csv.is_file():
+                raise ConfigError(f"{run_dir}: no per_patient.csv (has this run finished its test?)")
+            frame = pd.read_csv(csv)
+            config = run_dir / "config.json"
+            saved = json.loads(config.read_text()) if config.is_file() else {}
+            frame.insert(0, "seed", saved.get("config", saved).get("seed", 0))
+            frame.insert(0, "method", label)
+            frames.append(frame)
+    if not frames:
+        raise ConfigError("collect_runs: no runs given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def methods_table(rows: pd.DataFrame, metrics: Sequence[str] = ("dsc", "sens", "hd95")) -> pd.DataFrame:
+    """One line per (method, modality): the mean per-patient metric, mean ± std over seeds.
+
+    Columns: ``seeds``, then per metric its mean over seeds and (when more than one seed)
+    ``<metric>_std``. Methods keep the order in which they first appear in ``rows``.
+    """
+    per_seed = rows.groupby(["method", "modality", "seed"], sort=False)[list(metrics)].mean()
+    grouped = per_seed.groupby(level=["method", "modality"], sort=False)
+    table = grouped.mean()
+    stds = grouped.std(ddof=0)
+    for metric in metrics:
+        table[f"{metric}_std"] = stds[metric]
+    table.insert(0, "seeds", grouped.size())
+    return table[["seeds"] + [c for m in metrics for c in (m, f"{m}_std")]]
+
+
+def plot_methods_dsc(rows: pd.DataFrame, title: str = "") -> plt.Figure:
+    """One panel per modality: a bar per method (mean per-patient DSC) with every patient as a dot.
+
+    With several seeds a patient has one dot per seed; the bar is the mean of all dots. The
+    first method is taken as the reference and drawn as a dashed line across the panel.
+    """
+    modalities = list(dict.fromkeys(rows["modality"]))
+    methods = list(dict.fromkeys(rows["method"]))
+    fig, axes = plt.subplots(1, len(modalities), figsize=(max(4.0, 0.75 * len(methods) + 1.5) * len(modalities), 4.2),
+                             squeeze=False, sharey=True)
+    rng = np.random.default_rng(0)  # horizontal jitter of the dots only
+    for ax, modality in zip(axes[0], modalities):
+        sub = rows[rows["modality"] == modality]
+        means = [sub.loc[sub["method"] == m, "dsc"].mean() for m in methods]
+        x = np.arange(len(methods))
+        colours = plt.cm.tab10(np.arange(len(methods)) % 10)
+        ax.bar(x, np.nan_to_num(means), color=colours, alpha=0.45, edgecolor=colours)
+        for i, method in enumerate(methods):
+            values = sub.loc[sub["method"] == method, "dsc"].to_numpy(dtype=float)
+            ax.scatter(i + rng.uniform(-0.18, 0.18, len(values)), values, s=10, color=colours[i], zorder=3)
+            if not np.isnan(means[i]):
+                ax.text(i, 0.02, f"{means[i]:.3f}", ha="center", fontsize=8, fontweight="bold")
+        if not np.isnan(means[0]):
+            ax.axhline(means[0], color="grey", ls="--", lw=0.8)
+        ax.set_xticks(x, methods, rotation=35, ha="right", fontsize=8)
+        ax.set_title(modality)
+        ax.set_ylim(0, 1)
+    axes[0, 0].set_ylabel("per-patient DSC (bar: mean)")
+    fig.suptitle(title or "methods side by side (dashed: first method's mean)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_val_curves(runs: Mapping[str, str | Path]) -> plt.Figure:
+    """The per-epoch evaluation DSC (``val`` events) of each method, one panel per modality."""
+    curves = {label: read_events(run_dir, "val") for label, run_dir in runs.items()}
+    modalities = list(dict.fromkeys(m for records in curves.values() for r in records for m in r["dsc"]))
+    if not modalities:
+        raise ConfigError("plot_val_curves: no run has 'val' events")
+    fig, axes = plt.subplots(1, len(modalities), figsize=(5.0 * len(modalities), 3.6), squeeze=False, sharey=True)
+    for ax, modality in zip(axes[0], modalities):
+        for label, records in curves.items():
+            points = [(r["epoch"], r["dsc"][modality]) for r in records if modality in r["dsc"]]
+            if points:
+                ax.plot(*zip(*points), marker="o", ms=2.5, label=label)
+        ax.set_title(modality)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylim(0, 1)
+    axes[0, 0].set_ylabel("mean per-patient DSC")
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
