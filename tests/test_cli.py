@@ -59,9 +59,15 @@ def test_bad_labeled_fraction(capsys):
     assert "must be in (0, 1]" in capsys.readouterr().err
 
 
-def test_methods_lists_supervised(capsys):
+def test_methods_lists_every_registered_method_with_a_description(capsys):
+    from workbench.methods import METHODS
+
     assert main(["methods"]) == 0
-    assert "supervised" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    for name in METHODS:
+        listed = [line for line in lines if line.split()[:1] == [name]]
+        assert len(listed) == 1, f"{name} is not listed once by `workbench methods`"
+        assert len(listed[0].split()) > 1, f"{name} is listed without a description"
 
 
 def test_eval_with_the_papers_tumour_slice_protocol(tiny_cli_run, tmp_path, capsys):

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from tests.conftest import tiny_config
-from workbench.cli import main
 from workbench.errors import ConfigError
 from workbench.events import read_events
 from workbench.losses import supervised_loss
@@ -194,7 +193,3 @@ def test_bad_options_are_one_line_config_errors(options, message):
         _method(**options)
     assert "\n" not in str(info.value)
 
-
-def test_listed_by_workbench_methods(capsys):
-    assert main(["methods"]) == 0
-    assert any(line.startswith("mean-teacher ") for line in capsys.readouterr().out.splitlines())
