@@ -3,6 +3,8 @@
     workbench data make --kind brats|hecktor --patients N --seed S --out DIR
     workbench train --method NAME --data DIR --labeled 0.1 [--epochs E] [--out RUN]
     workbench train --resume RUN
+    workbench pretrain --method multi-condos --data DIR [--epochs E] [--out RUN]
+    workbench train --method supervised --data DIR --init RUN   (fine-tune a pre-training)
     workbench eval RUN
     workbench view RUN [--patient ID] [--screenshot PNG]
     workbench methods
@@ -89,7 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run folder (default: runs/<method>-<data>-l<labeled>-s<seed>)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     train.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its checkpoint")
+    train.add_argument("--init", metavar="RUN", help="start the U-Nets from a `workbench pretrain` run")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    pre = sub.add_parser("pretrain", help="self-supervised pre-training (Multi-ConDoS DSGAN) into a run folder")
+    pre.add_argument("--method", choices=["multi-condos"], help="pre-training method")
+    pre.add_argument("--data", help="dataset folder; only the training patients' images are used, no labels")
+    pre.add_argument("--format", dest="fmt", choices=["auto", "brats", "hecktor", "generic"], default="auto")
+    pre.add_argument("--modalities", help="the two modalities X,Y, e.g. t1,flair or ct,pet")
+    pre.add_argument("--epochs", type=int, help="paper: 200")
+    pre.add_argument("--steps-per-epoch", type=int, help="0: one pass over the slices")
+    pre.add_argument("--batch-size", type=int, help="paper: 36 (BraTS), 48 (HECKTOR)")
+    pre.add_argument("--lr", type=float)
+    pre.add_argument("--seed", type=int)
+    pre.add_argument("--size", type=int, help="slice size after resize (multiple of 16, >= 32)")
+    pre.add_argument("--crop", type=int, help="centre crop in voxels before resize")
+    pre.add_argument("--base-channels", type=int, help="U-Net width f (paper: 32); fine-tuning must match")
+    pre.add_argument("--device", choices=["cpu", "cuda", "auto"])
+    pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="any other PretrainConfig field, or options.NAME=VALUE (gamma, beta, lam, shared_layers...)")
+    pre.add_argument("--out", help="run folder (default: runs/pretrain-<method>-<data>-s<seed>)")
+    pre.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    pre.add_argument("--resume", metavar="RUN", help="continue the pre-training in this folder")
+    pre.add_argument("--quiet", action="store_true", help="no progress bars")
 
     ev = sub.add_parser("eval", help="recompute a run's per-patient test metrics from its checkpoint")
     ev.add_argument("run", help="run folder")
@@ -126,11 +150,16 @@ def _train_config(args: argparse.Namespace):
     if args.modalities:
         values["modalities"] = [m.strip() for m in args.modalities.split(",") if m.strip()]
     for name in ("epochs", "steps_per_epoch", "batch_size", "lr", "seed", "size", "crop",
-                 "base_channels", "device", "precision"):
+                 "base_channels", "device", "precision", "init"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
+    return TrainConfig.from_dict(_with_sets(values, args.set))
+
+
+def _with_sets(values: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """``values`` updated by ``--set KEY=VALUE`` items (``options.NAME`` go into ``options``)."""
     options: dict[str, Any] = {}
-    for item in args.set:
+    for item in sets:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         key, raw = item.split("=", 1)
@@ -139,7 +168,7 @@ def _train_config(args: argparse.Namespace):
         else:
             values[key] = _parse_value(raw)
     values.setdefault("options", {}).update(options)
-    return TrainConfig.from_dict(values)
+    return values
 
 
 def format_summary(result: dict[str, Any]) -> str:
@@ -179,8 +208,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     quiet = args.quiet or os.environ.get("CI") == "true"
     if args.resume:
-        if args.method or args.data:
-            raise ConfigError("--resume continues a run with its own config: drop --method / --data")
+        if args.method or args.data or args.init:
+            raise ConfigError("--resume continues a run with its own config: drop --method / --data / --init")
         trainer = Trainer.resume(args.resume, quiet=quiet)
     else:
         config = _train_config(args)
@@ -192,6 +221,40 @@ def _cmd_train(args: argparse.Namespace) -> int:
         trainer.close()
     print(f"run folder: {trainer.run_dir}")
     print(format_summary(result))
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from workbench.methods.multi_condos import PretrainConfig, Pretrainer
+
+    quiet = args.quiet or os.environ.get("CI") == "true"
+    if args.resume:
+        if args.method or args.data:
+            raise ConfigError("--resume continues a pre-training with its own config: drop --method / --data")
+        trainer = Pretrainer.resume(args.resume, quiet=quiet)
+    else:
+        if not args.method:
+            raise ConfigError("--method is required; choose one of: multi-condos")
+        values: dict[str, Any] = {"method": args.method, "data": args.data or "", "fmt": args.fmt}
+        if args.modalities:
+            values["modalities"] = [m.strip() for m in args.modalities.split(",") if m.strip()]
+        for name in ("epochs", "steps_per_epoch", "batch_size", "lr", "seed", "size", "crop", "base_channels",
+                     "device"):
+            if getattr(args, name) is not None:
+                values[name] = getattr(args, name)
+        config = PretrainConfig.from_dict(_with_sets(values, args.set))
+        out = args.out or f"runs/pretrain-{config.method}-{Path(config.data).name}-s{config.seed}"
+        trainer = Pretrainer(config, out, quiet=quiet, overwrite=args.overwrite)
+    try:
+        losses = trainer.fit()
+    finally:
+        trainer.close()
+    print(f"run folder: {trainer.run_dir} ({trainer.epoch} epochs, {trainer.data.info['n_slices']} slices of "
+          f"{len(trainer.data.train_cases)} training patients, translations in {trainer.run_dir / 'samples'})")
+    if losses:
+        print("last epoch: " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+    print(f"fine-tune: workbench train --method supervised --data {trainer.config.data} --init {trainer.run_dir} "
+          f"--base-channels {trainer.config.base_channels}")
     return 0
 
 
@@ -272,8 +335,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"data": _cmd_data_make, "train": _cmd_train, "eval": _cmd_eval, "view": _cmd_view,
-            "methods": _cmd_methods, "demo": _cmd_demo}
+COMMANDS = {"data": _cmd_data_make, "train": _cmd_train, "pretrain": _cmd_pretrain, "eval": _cmd_eval,
+            "view": _cmd_view, "methods": _cmd_methods, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

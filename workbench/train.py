@@ -87,6 +87,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     test_slices: str = "all"  # all: every slice of the test volumes | tumour: the paper's protocol
     options: dict[str, Any] = field(default_factory=dict)  # method-specific options
+    init: str | None = None  # a `workbench pretrain` run folder the U-Nets start from (Multi-ConDoS)
 
     def validate(self) -> None:
         """ConfigError (one line, naming the value) for a bad option."""
@@ -242,6 +243,12 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.quiet = quiet
+        # --init: checked before the data is loaded; a resumed run gets its weights from its checkpoint
+        pretraining = None
+        if config.init and not _resuming:
+            from workbench.methods.multi_condos import read_pretraining
+
+            pretraining = read_pretraining(config.init)
         if not _resuming:
             if (self.run_dir / "checkpoint.pt").exists() and not overwrite:
                 raise ConfigError(f"run folder {self.run_dir} already has a run: use --resume or another --out")
@@ -257,6 +264,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         method_cls = get_method(config.method)
         self.method: Method = method_cls(self.splits.modalities, config).to(self.device)
+        self.init_info = pretraining.apply(self.method, self.splits.test_cases) if pretraining else None
         if self.device.type == "cuda":
             self.method = self.method.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(
@@ -279,6 +287,8 @@ class Trainer:
             self.events.write("run_start", epoch=0, step=0, data=self.splits.info, fmt=self.fmt,
                               modalities=self.splits.modalities, labeled_cases=self.splits.labeled_cases,
                               test_cases=self.splits.test_cases, device=str(self.device))
+            if self.init_info is not None:
+                self.events.write("init", epoch=0, step=0, **self.init_info)
 
     # ----------------------------------------------------------------- bookkeeping
     def _emit(self, event: str, **fields: Any) -> None:
@@ -289,6 +299,8 @@ class Trainer:
     def _write_config(self) -> None:
         record = {"config": asdict(self.config), "versions": _versions(), "data": self.splits.info,
                   "fmt": self.fmt, "command": sys.argv}
+        if self.init_info is not None:
+            record["init"] = self.init_info
         _atomic_write_text(json.dumps(record, indent=2), self.run_dir / "config.json")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
