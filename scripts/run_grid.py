@@ -26,6 +26,9 @@ import numpy as np
 #: shared CPU-scale settings of every cell
 SETTINGS = dict(epochs=20, steps_per_epoch=20, base_channels=16, size=64, batch_size=8, unlabeled_batch_size=4)
 
+#: a row option naming a pre-training method: the cell pre-trains first (or reuses a finished one)
+PRETRAIN = "_pretrain"
+
 #: grid name -> rows: (row label, method, labeled fraction, options)
 GRIDS: dict[str, list[tuple[str, str, float, dict]]] = {
     "difficulty": [
@@ -57,6 +60,9 @@ GRIDS: dict[str, list[tuple[str, str, float, dict]]] = {
         ("MM-CPS", "cps", 0.1, {"input": "both"}),
         ("cross-view", "cross-view", 0.1, {"input": "single"}),
         ("Meng", "meng-fusion", 0.1, {}),
+        ("CMC", "cmc", 0.1, {}),
+        # a supervised U-Net started from a Multi-ConDoS pre-training of the same seed (see _pretrain)
+        ("Multi-ConDoS", "supervised", 0.1, {PRETRAIN: "multi-condos"}),
     ],
     # the rows of "semi-cml" as first measured: labeled and unlabeled slices in one forward pass
     "semi-cml-joint": [],  # filled below
@@ -91,6 +97,9 @@ def _run_cell(cell: dict) -> list[dict]:
     run_dir = Path(cell.pop("run_dir"))
     label, kind = cell.pop("label"), cell.pop("kind")
     metrics_path = run_dir / cell.pop("metrics_file")
+    pretrain = cell["options"].pop(PRETRAIN, None)
+    if pretrain and not metrics_path.exists():
+        cell["init"] = str(_pretrain(cell, run_dir.with_name(f"{run_dir.name}-pretrain")))
     if metrics_path.exists():
         result = json.loads(metrics_path.read_text())
     else:
@@ -99,6 +108,24 @@ def _run_cell(cell: dict) -> list[dict]:
         trainer.close()
     print(kind, label, cell["seed"], {m: round(s["dsc"], 3) for m, s in result["summary"].items()}, flush=True)
     return [{"kind": kind, "row": label, "seed": cell["seed"], **row} for row in result["per_patient"]]
+
+
+def _pretrain(cell: dict, pretrain_dir: Path) -> Path:
+    """A Multi-ConDoS pre-training with the cell's data, split, size, width and seed (10 x 20 steps)."""
+    from workbench.errors import ConfigError
+    from workbench.methods.multi_condos import PretrainConfig, Pretrainer, read_pretraining
+
+    try:
+        read_pretraining(pretrain_dir)
+        return pretrain_dir
+    except ConfigError:  # missing or unfinished: (re)run it
+        pass
+    config = PretrainConfig(data=cell["data"], size=cell["size"], base_channels=cell["base_channels"],
+                            seed=cell["seed"])
+    trainer = Pretrainer(config, pretrain_dir, quiet=True, overwrite=True)
+    trainer.fit()
+    trainer.close()
+    return pretrain_dir
 
 
 def _summary(rows: list[dict], labels: list[str], kinds: list[str], seeds: list[int]) -> str:
