@@ -982,6 +982,8 @@ compare.
 | `cross-view` | Wu et al. 2024 | two subnets pushed apart by $1 + \cos(f_i, \bar f_{1-i})$, CutMix and heterogeneous pseudo-labels |
 | `meng-fusion` | Meng et al. | one dual-branch network with multi-stage fusion; MSE between the branches' predictions |
 | `semi-cml-prel` | Semi-CML + PReL | MSE and the ASC loss between the modalities, then re-learning from the BMA teacher |
+| `cmc` | Zhou et al. 2024 | modality-specific encoders + MIA fusion; channel-wise consistency (CSC) and anatomical contrast (CAC) |
+| `multi-condos` | Multi-ConDoS | nothing during fine-tuning: a DSGAN translating A <-> B is pre-trained on all images first, and its encoder and shared layers start the supervised U-Nets |
 
 The single-modality methods (`mean-teacher`, `ua-mt`, `cps`, `cross-view`) train one model per
 modality, each on its own channel, so every method reports one DSC per modality. Set a
@@ -1000,7 +1002,9 @@ epochs = 12
 steps_per_epoch = 15
 base_channels = 16
 size = 64
-methods = ["supervised", "mean-teacher", "ua-mt", "cps", "cross-view", "meng-fusion", "semi-cml-prel"]
+methods = ["supervised", "mean-teacher", "ua-mt", "cps", "cross-view", "meng-fusion", "cmc", "multi-condos",
+           "semi-cml-prel"]
+pretrain_epochs = 10    # Multi-ConDoS pre-training (x steps_per_epoch steps); the paper: 200 full passes
 seed = 0
 grid_dir = ""           # a scripts/run_grid.py output folder: tabulate its runs of `kind`, train nothing
 out_dir = "runs/08_methods_side_by_side"
@@ -1014,8 +1018,10 @@ from tqdm.auto import tqdm
 
 from workbench.data.synthetic import generate
 from workbench.train import TrainConfig, Trainer
+from workbench.methods.multi_condos import PretrainConfig, Pretrainer
 from workbench.viz.compare import collect_runs, methods_table, plot_methods_dsc, plot_val_curves
 from workbench.viz.export import save_figure
+from workbench.viz.translation import plot_translations
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -1039,9 +1045,18 @@ else:
     if not data_dir.exists():
         generate(kind, data_dir, patients, seed=0)
     for method in tqdm(methods, desc="methods"):
-        config = TrainConfig(method=method, data=str(data_dir), labeled=labeled, epochs=epochs,
-                             steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed)
         start = time.perf_counter()
+        init = None
+        if method == "multi-condos":  # pre-train the DSGAN, then fine-tune supervised U-Nets from it
+            pretrainer = Pretrainer(PretrainConfig(data=str(data_dir), size=size, base_channels=base_channels,
+                                                   seed=seed, epochs=pretrain_epochs, steps_per_epoch=steps_per_epoch),
+                                    out / "multi-condos-pretrain", overwrite=True, quiet=True)
+            pretrainer.fit()
+            pretrainer.close()
+            init = str(pretrainer.run_dir)
+        config = TrainConfig(method="supervised" if init else method, data=str(data_dir), labeled=labeled,
+                             epochs=epochs, steps_per_epoch=steps_per_epoch, base_channels=base_channels,
+                             size=size, seed=seed, init=init)
         trainer = Trainer(config, out / method, overwrite=True, quiet=True)
         result = trainer.fit()
         trainer.close()
@@ -1093,6 +1108,30 @@ md("""
 **What to look for:** methods with a pre-training or teacher stage (`cross-view`, `semi-cml-prel`)
 change slope where their second stage starts; a method whose curve is still rising at the end
 is under-trained at this budget, not beaten.
+"""),
+md("""
+## 5. Inside Multi-ConDoS: what the pre-training learned
+
+Multi-ConDoS never sees a label before fine-tuning. Its DSGAN learns to translate one modality
+into the other and back (eqs. 5-6: translation and reconstruction L1, plus the GAN and the
+contrastive terms); the features that make this possible start the segmentation U-Nets. Each
+row is one pre-training epoch; the slice is one of the training slices the run saved.
+"""),
+code("""
+pretrain_dirs = sorted(Path(grid_dir).glob(f"{kind}-Multi-ConDoS-s*-pretrain")) if grid_dir else \\
+    [out / "multi-condos-pretrain"] * ("multi-condos" in methods)
+if pretrain_dirs:
+    fig = plot_translations(pretrain_dirs[0])
+    save_figure(fig, out / "multi_condos_translations")
+else:
+    print("no Multi-ConDoS pre-training in this comparison")
+"""),
+md("""
+**What to look for:** in the first epoch the translations are noise around the mean intensity;
+later the anatomy (skull, ventricles, the tumour) appears in the other modality's contrast. The
+round trip (third and sixth columns) should look like the input: that is the reconstruction
+term. A translation that reproduces the anatomy but not the tumour's contrast is what one
+expects when the tumour looks different in the two modalities (T1 vs FLAIR).
 """),
 code("""
 assert set(table.index.get_level_values("method")) == set(runs)
