@@ -9,6 +9,7 @@
     workbench view RUN [--patient ID] [--screenshot PNG]
     workbench methods
     workbench demo
+    workbench reproduce --grid GRID.yaml [--out DIR] [--jobs N] [--only-finished]
 
 Errors the workbench raises on purpose (bad path, malformed NIfTI, unknown method, bad
 option) print one line ``error: ...`` and exit with status 2; ``--debug`` (before the
@@ -23,7 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from workbench.errors import ConfigError, WorkbenchError
 
@@ -54,8 +55,15 @@ def _fraction(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (sub-command parsers inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="workbench", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Semi-supervised multi-modal medical image segmentation: data, training, evaluation.",
         epilog="examples:\n" + __doc__.split("\n\n")[1])
@@ -138,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="built-in data; supervised vs Semi-CML + PReL at 10%% labels (CPU, minutes)")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--quiet", action="store_true")
+
+    rep = sub.add_parser("reproduce", help="run a grid of methods x labeled fractions x seeds and write the "
+                         "paper-layout tables (resumable)")
+    rep.add_argument("--grid", required=True, metavar="GRID",
+                     help="a grid YAML file, or a shipped grid: semi-cml-table1-cpu, semi-cml-table3-cpu, "
+                          "semi-cml-table1-gpu, semi-cml-table3-gpu")
+    rep.add_argument("--out", help="output folder (default: runs/reproduce-<grid name>)")
+    rep.add_argument("--jobs", type=int, default=1, help="cells in parallel, each in its own process")
+    rep.add_argument("--threads", type=int, default=0, help="torch threads per cell (0: cores / jobs)")
+    rep.add_argument("--only-finished", action="store_true",
+                     help="train nothing: tabulate the cells whose run folder has metrics.json")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -165,6 +185,8 @@ def _with_sets(values: dict[str, Any], sets: list[str]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         if key.startswith("options."):
             options[key[len("options."):]] = _parse_value(raw)
+        elif key == "options":
+            raise ConfigError(f"--set {item!r}: set one option at a time, e.g. --set options.w2=0.5")
         else:
             values[key] = _parse_value(raw)
     values.setdefault("options", {}).update(options)
@@ -335,8 +357,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    """Run (or with --only-finished, tabulate) a grid; exit status 1 when a cell failed."""
+    from workbench.reproduce import GridError, load_grid, reproduce
+
+    quiet = args.quiet or os.environ.get("CI") == "true"
+    try:
+        grid = load_grid(args.grid, check_paths=not args.only_finished, check_device=not args.only_finished)
+    except GridError as exc:  # every problem of the file, one line each
+        if args.debug:
+            raise
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"runs/reproduce-{grid.name}")
+    report = reproduce(grid, out, jobs=args.jobs, only_finished=args.only_finished, threads=args.threads,
+                       quiet=quiet)
+    print((out / "tables.md").read_text())
+    print(report.summary())
+    return 1 if report.failures else 0
+
+
 COMMANDS = {"data": _cmd_data_make, "train": _cmd_train, "pretrain": _cmd_pretrain, "eval": _cmd_eval,
-            "view": _cmd_view, "methods": _cmd_methods, "demo": _cmd_demo}
+            "view": _cmd_view, "methods": _cmd_methods, "demo": _cmd_demo, "reproduce": _cmd_reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -350,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C; training says which checkpoint it kept
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return 130
 
 

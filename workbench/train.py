@@ -9,7 +9,7 @@ each epoch, atomic checkpoints, exact resume and the event log. A method only tu
 A run is a folder::
 
     RUN/config.json        the TrainConfig (plus versions, data summary)
-    RUN/checkpoint.pt      written atomically (temp file + rename) after every epoch
+    RUN/checkpoint.pt      written atomically (temp file + rename) at the start and after every epoch
     RUN/events.jsonl       one JSON record per line: train losses, val scores, method events
     RUN/metrics.json       final per-patient metrics and their summary
     RUN/per_patient.csv    the same rows as a table
@@ -32,10 +32,13 @@ import contextlib
 import dataclasses
 import json
 import math
+import numbers
 import os
 import platform
 import subprocess
 import sys
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -50,7 +53,7 @@ from workbench.events import EventLog
 from workbench.methods import Batch, Method, get_method
 from workbench.metrics import MetricAccumulator, dice
 
-__all__ = ["TrainConfig", "Trainer", "lr_factor", "load_splits", "predict_volume"]
+__all__ = ["TrainConfig", "Trainer", "TrainingInterrupted", "lr_factor", "load_splits", "predict_volume"]
 
 BOUNDARY_WIDTH = {"brats": 5, "hecktor": 4}  # Boundary IoU d (Semi-CML section 4.6.1)
 
@@ -89,8 +92,18 @@ class TrainConfig:
     options: dict[str, Any] = field(default_factory=dict)  # method-specific options
     init: str | None = None  # a `workbench pretrain` run folder the U-Nets start from (Multi-ConDoS)
 
+    def __post_init__(self) -> None:
+        for name in ("data", "init"):  # a Path is fine (kept as a string: the config is JSON)
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+
     def validate(self) -> None:
         """ConfigError (one line, naming the value) for a bad option."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _has_type(value, hints[f.name]):
+                raise ConfigError(f"{f.name}={value!r}: expected {_describe(hints[f.name])}")
         get_method(self.method)
         if not self.data:
             raise ConfigError("no data folder given (--data DIR)")
@@ -120,6 +133,44 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits a TrainConfig field type (int, float, str, bool, list[...],
+    dict, unions with None); bools are not numbers, ints are floats, tuples are lists."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (types.UnionType, typing.Union):
+        return any(_has_type(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        kind = numbers.Integral if hint is int else numbers.Real
+        return isinstance(value, kind) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        return isinstance(value, (list, tuple)) and all(_has_type(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    """``int | None`` -> "an integer or null" (for ConfigError messages)."""
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        item = typing.get_args(hint)[0]
+        example = {str: '["t1", "flair"]', float: "[0.6, 0.85]", int: "[1, 2]"}.get(item, "[...]")
+        return f"a JSON list like {example}"
+    if typing.get_origin(hint) is dict:
+        return "a mapping"
+    return names.get(hint, str(hint))
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, milestones: list[float], gamma: float) -> float:
@@ -226,6 +277,13 @@ def _epoch_indices(n: int, count: int, generator: torch.Generator) -> torch.Tens
     return torch.cat(chunks)[:count]
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`Trainer.fit`. The run folder keeps its last checkpoint (the end
+    of the last completed epoch, or the start of training), from which ``--resume`` (or
+    :meth:`Trainer.resume`) continues exactly; the message says which and how. The
+    interrupted Trainer object itself is left mid-epoch: do not call its ``fit`` again."""
+
+
 class Trainer:
     """Trains one method on one dataset into a run folder.
 
@@ -274,6 +332,7 @@ class Trainer:
         self.warmup_steps = config.warmup_epochs * config.steps_per_epoch
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps completed
+        self.checkpoint_epoch: int | None = None  # epoch of the checkpoint on disk, None before the first
         # Data lives on the device once (it is small: 2D slices of a few dozen patients).
         self._x_l = self.splits.train_labeled.images.to(self.device)
         self._y_l = self.splits.train_labeled.labels.to(self.device)
@@ -320,6 +379,7 @@ class Trainer:
             "config": asdict(self.config),
         }
         _atomic_torch_save(state, self.run_dir / "checkpoint.pt")
+        self.checkpoint_epoch = self.epoch
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, quiet: bool = False, read_only: bool = False,
@@ -351,6 +411,7 @@ class Trainer:
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         trainer.epoch, trainer.step = state["epoch"], state["step"]
+        trainer.checkpoint_epoch = trainer.epoch
         if not read_only:
             trainer.events.truncate(state["events_offset"])
             trainer.events.write("resume", epoch=trainer.epoch, step=trainer.step)
@@ -406,23 +467,39 @@ class Trainer:
 
     def fit(self, stop_after: int | None = None) -> dict[str, Any] | None:
         """Train until ``config.epochs`` (or until epoch ``stop_after``, checkpointed, for
-        tests of resume); then evaluate and return the metrics summary."""
+        tests of resume); then evaluate and return the metrics summary.
+
+        A new run first writes an epoch-0 checkpoint, so that a run stopped at any point
+        (killed, or Ctrl-C: :class:`TrainingInterrupted`) can be resumed. The epoch in
+        progress when it stopped is redone on resume, which keeps resumed numbers exact."""
         cfg = self.config
         last = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
-        bar = tqdm(range(self.epoch + 1, last + 1), desc=f"{cfg.method}", unit="epoch",
-                   disable=self.quiet, initial=0, total=last - self.epoch)
-        for epoch in bar:
-            losses = self._train_epoch(epoch)
-            self.epoch = epoch
-            self.events.write("train", epoch=epoch, step=self.step, lr=self.optimizer.param_groups[0]["lr"], **losses)
-            scores = self.validate()
-            self.events.write("val", epoch=epoch, step=self.step, dsc=scores)
-            self.method.on_validation_end(epoch, scores)
-            self.save_checkpoint()
-            bar.set_postfix(loss=f"{losses['loss']:.3f}", **{f"dsc_{m}": f"{s:.3f}" for m, s in scores.items()})
-        if self.epoch < cfg.epochs:
-            return None
-        return self.evaluate()
+        try:
+            if self.checkpoint_epoch is None:
+                self.save_checkpoint()
+            bar = tqdm(range(self.epoch + 1, last + 1), desc=f"{cfg.method}", unit="epoch",
+                       disable=self.quiet, initial=0, total=last - self.epoch)
+            for epoch in bar:
+                losses = self._train_epoch(epoch)
+                self.epoch = epoch
+                self.events.write("train", epoch=epoch, step=self.step, lr=self.optimizer.param_groups[0]["lr"],
+                                  **losses)
+                scores = self.validate()
+                self.events.write("val", epoch=epoch, step=self.step, dsc=scores)
+                self.method.on_validation_end(epoch, scores)
+                self.save_checkpoint()
+                bar.set_postfix(loss=f"{losses['loss']:.3f}", **{f"dsc_{m}": f"{s:.3f}" for m, s in scores.items()})
+            if self.epoch < cfg.epochs:
+                return None
+            return self.evaluate()
+        except KeyboardInterrupt:
+            if self.checkpoint_epoch is None:
+                raise TrainingInterrupted(f"{self.run_dir}: stopped before the first checkpoint; start again") from None
+            kept = self.checkpoint_epoch
+            where = "after training, during the evaluation" if kept >= cfg.epochs else f"in epoch {kept + 1}"
+            raise TrainingInterrupted(
+                f"{self.run_dir}: stopped {where}; its checkpoint of epoch {kept} is kept: "
+                f"continue with `workbench train --resume {self.run_dir}`") from None
 
     # ----------------------------------------------------------------- evaluation
     def evaluate(self, write: bool = True) -> dict[str, Any]:

@@ -28,6 +28,8 @@ TINY = {
                                 "labeled": 0.5},
     "08_methods_side_by_side.ipynb": {"patients": 5, "epochs": 3, "steps_per_epoch": 2, "base_channels": 4,
                                       "size": 32, "labeled": 0.5, "pretrain_epochs": 2},
+    # a 2 methods x 2 fractions x 1 seed grid on 5 built-in patients (tests/notebooks/tiny_grid.yaml)
+    "09_reproduction_tables.ipynb": {"grid": str(Path(__file__).resolve().parent / "tiny_grid.yaml"), "jobs": 1},
 }
 
 # Every figure a notebook shows is saved into out_dir (workbench.viz.export.save_figure);
@@ -43,6 +45,7 @@ PNGS = {
                                "tsne_compare_slices", "tsne_compare_pixels"],
     "07_napari_overlay.ipynb": ["overlay_slice", "napari_overlay"],
     "08_methods_side_by_side.ipynb": ["methods_dsc", "methods_curves", "multi_condos_translations"],
+    "09_reproduction_tables.ipynb": ["dsc_vs_labeled_brats", "methods_dsc_brats"],
 }
 PLOTLY = {"bma_pool_last_epoch", "asc_explorer", "asc_epoch_1", "asc_epoch_3", "asc_explorer_last_epoch", "tsne_semi_cml_slices_by_source",
           "tsne_semi_cml_slices_by_tumour", "tsne_compare_slices", "tsne_compare_pixels"}

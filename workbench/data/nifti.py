@@ -33,7 +33,11 @@ only when the grids do not overlap physically, or when nothing of the source vol
 lands on the reference grid.
 
 Unknown or extra files in the dataset folders are ignored, and so are hidden entries
-(names starting with ``.``, e.g. macOS ``._*`` files) and ``__MACOSX`` folders.
+(names starting with ``.``, e.g. macOS ``._*`` files) and ``__MACOSX`` folders. A BraTS
+folder holding only its ``<case>_seg`` file is still a case (whose images are reported
+missing), not a folder to skip. A label without any foreground voxel is kept (a patient
+without tumour is scored by the metrics' empty-mask rule) and logged as a warning, since
+it is more often a wrong file.
 
 Arrays come back with positive strides, in C or Fortran memory order (NIfTI data is
 stored Fortran-ordered and is not transposed in memory).
@@ -41,12 +45,13 @@ stored Fortran-ordered and is not transposed in memory).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import stat
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,13 +271,47 @@ def _check_file(path: Path, what: str) -> None:
 # --------------------------------------------------------------------------- reading
 
 
-def _open_nifti(path: Path, what: str) -> nib.Nifti1Image:
-    """Open a NIfTI header (data not read yet)."""
+class _Collect(logging.Handler):
+    """A logging handler that keeps the messages instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _nibabel_messages() -> Iterator[list[str]]:
+    """Collect what nibabel's header checks log (it prints them to stderr itself)."""
+    logger = nib.imageglobals.logger
+    handlers, propagate = list(logger.handlers), logger.propagate
+    collect = _Collect()
+    for handler in handlers:
+        logger.removeHandler(handler)
+    logger.addHandler(collect)
+    logger.propagate = False
     try:
-        img = nib.load(path, mmap=False)
-    except _READ_ERRORS as exc:
-        reason = _reason(exc, path)
-        raise _error(path, f"{what} file is not a readable NIfTI file ({reason})") from None
+        yield collect.messages
+    finally:
+        logger.removeHandler(collect)
+        for handler in handlers:
+            logger.addHandler(handler)
+        logger.propagate = propagate
+
+
+def _open_nifti(path: Path, what: str) -> nib.Nifti1Image:
+    """Open a NIfTI header (data not read yet). A header nibabel rejects is a DataError
+    (its log line is dropped: the error says the same); one it repairs is a warning."""
+    with _nibabel_messages() as notes:
+        try:
+            img = nib.load(path, mmap=False)
+        except _READ_ERRORS as exc:
+            reason = _reason(exc, path)
+            raise _error(path, f"{what} file is not a readable NIfTI file ({reason})") from None
+    for note in notes:
+        _LOG.warning("%s: %s header: %s", path, what, " ".join(note.split()))
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise _error(path, f"{what} file is not a NIfTI file ({type(img).__name__})")
     return img
@@ -321,6 +360,10 @@ def _check_affine(img: nib.Nifti1Image, path: Path, what: str) -> np.ndarray:
         raise _error(path, f"{what} has a non-finite affine")
     if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise _error(path, f"{what} has a singular affine (zero voxel size or degenerate axes)")
+    if np.isnan(nib.orientations.io_orientation(affine)).any():
+        sizes = ", ".join(f"{v:.3g}" for v in _spacing(affine))
+        raise _error(path, f"{what} has a degenerate affine (voxel sizes {sizes} mm): its axes cannot be "
+                           "matched to the RAS axes")
     return affine
 
 
@@ -410,6 +453,8 @@ def _load_label(path: Path, allowed: frozenset[int] | None) -> _Volume:
                 f"label has unexpected values {_short_list(bad)} "
                 f"(allowed: {_short_list(sorted(allowed))})",
             )
+    if not np.any(label):
+        _LOG.warning("%s: label has no foreground voxels (an empty segmentation); the case is kept", path)
     label, affine = _to_ras(label, affine)
     return _Volume(_positive_strides(label), affine, path)
 
@@ -601,10 +646,13 @@ def _match_folder(folder: Path, names: list[str], pattern: re.Pattern[str],
     return groups
 
 
-def _brats_is_case(names: list[str]) -> bool:
+def _brats_is_case(names: list[str], folder_name: str | None = None) -> bool:
+    """Whether a folder's file names make it a BraTS case folder: it holds a BraTS image
+    file, or (given ``folder_name``) any BraTS file named after the folder, e.g. only
+    ``<case>/<case>_seg.nii.gz`` (a case whose images are missing, reported when loading)."""
     for name in names:
         m = _BRATS_RE.match(name)
-        if m and _BRATS_TAGS[m["tag"].lower()][0] != _LABEL:
+        if m and (_BRATS_TAGS[m["tag"].lower()][0] != _LABEL or m["prefix"] == folder_name):
             return True
     return False
 
@@ -649,7 +697,7 @@ def _walk_brats(root: Path, depth: int, seen: set[str], out: list[tuple[Path, li
     seen.add(real)
     for sub in _subdirs(root):
         names = _names(sub)
-        if _brats_is_case(names):
+        if _brats_is_case(names, sub.name):
             out.append((sub, names))
             if first_only:
                 return

@@ -282,7 +282,9 @@ def build_splits(
     train_labeled = SliceSet.from_volumes([volumes[c] for c in labeled])
     train_unlabeled = SliceSet.from_volumes([volumes[c] for c in unlabeled])
     if len(train_labeled) == 0:
-        raise DataError(f"labeled patients {labeled} have no tumour slices: nothing to train on")
+        where = by_id[labeled[0]].paths.get("label", labeled[0])
+        raise DataError(f"labeled patients {labeled} have no tumour voxels in their labels after preprocessing "
+                        f"(e.g. {where}): nothing to train on")
     sizes = {tuple(v.images.shape[-2:]) for v in volumes.values()}
     if len(sizes) > 1:
         raise DataError(f"slices come out in several sizes {sorted(sizes)}: set a fixed --size")

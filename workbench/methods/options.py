@@ -37,7 +37,8 @@ def parse_options(cls: type[T], values: dict[str, Any], method: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(f"method {method!r} has no option {unknown[0]!r}; options: {', '.join(sorted(fields))}")
+        choices = f"options: {', '.join(sorted(fields))}" if fields else "it takes no options"
+        raise ConfigError(f"method {method!r} has no option {unknown[0]!r}; {choices}")
     return cls(**{k: _coerce(k, v, fields[k].default) for k, v in values.items()})
 
 

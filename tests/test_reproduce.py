@@ -1,0 +1,342 @@
+"""workbench.reproduce: grid validation, running cells (skip, fail, resume), tables and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from workbench.cli import main
+from workbench.reproduce import (GridError, load_grid, load_paper_values, plan_cells, reproduce, results_tables,
+                                 shipped_grids, slugify)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY_SETTINGS = {"epochs": 2, "steps_per_epoch": 2, "base_channels": 4, "size": 32, "batch_size": 4,
+                 "unlabeled_batch_size": 2}
+TINY_DATA = {"name": "brats", "kind": "brats", "patients": 5}
+
+
+def write_grid(path: Path, **overrides) -> Path:
+    """A 2 methods x 2 fractions x 1 seed grid on 5 built-in patients, with ``overrides``."""
+    grid = {
+        "name": "tiny",
+        "paper_table": "semi-cml-prel/table1",
+        "datasets": [dict(TINY_DATA)],
+        "methods": [{"label": "Sup", "method": "supervised", "paper": "Sup"},
+                    {"label": "Semi-CML", "method": "semi-cml", "options": {"variant": "sup+mse+asc"}}],
+        "labeled": [0.05, 0.1],
+        "seeds": [0],
+        "settings": dict(TINY_SETTINGS),
+    }
+    grid.update(overrides)
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return path
+
+
+def with_data(out: Path, finished: Path) -> Path:
+    """``out`` with the built-in data folder of ``finished`` copied in (no regeneration)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for folder in finished.glob("data-*"):
+        shutil.copytree(folder, out / folder.name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The tiny grid run once, in 2 spawned worker processes; read, never changed, by the tests."""
+    root = tmp_path_factory.mktemp("reproduce")
+    grid = write_grid(root / "grid.yaml")
+    report = reproduce(grid, root / "out", jobs=2, quiet=True)
+    return root / "out", grid, report
+
+
+# ------------------------------------------------------------------------------------ running
+def test_grid_runs_end_to_end(finished):
+    out, grid, report = finished
+    assert report.counts() == {"trained": 4} and not report.failures
+    assert sorted(p.name for p in out.glob("brats-*")) == ["brats-Semi-CML-l0.05-s0", "brats-Semi-CML-l0.1-s0",
+                                                         "brats-Sup-l0.05-s0", "brats-Sup-l0.1-s0"]
+    rows = pd.read_csv(out / "per_patient.csv")
+    assert list(rows.columns[:6]) == ["dataset", "method", "labeled", "seed", "modality", "case_id"]
+    assert {"dsc", "sens", "hd95", "asd", "biou"} <= set(rows.columns)
+    assert len(rows) == 4 * 2  # 4 cells x 1 test patient x 2 modalities
+    assert set(rows["labeled"]) == {0.05, 0.1} and set(rows["modality"]) == {"t1", "flair"}
+    md = (out / "tables.md").read_text()
+    assert "### brats, 5% labeled" in md and "### brats, 10% labeled" in md
+    assert "| method | seeds | T1 DSC | T1 Sens | FLAIR DSC | FLAIR Sens |" in md
+    # the paper's Sup row at 10% (Table 1, BraTS T1 / FLAIR), marked as real data
+    assert '↳ *paper (real data): Table 1 "Sup"* | – | *0.2724* | *0.2597* | *0.4264* | *0.4410* |' in md
+    html = (out / "tables.html").read_text()
+    assert html.count("<table") == 2 and "paper (real data)" in html and "FLAIR" in html
+    assert (out / "dsc_vs_labeled_brats.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "cells.csv").is_file() and (out / "grid.yaml").read_text() == grid.read_text()
+
+
+def test_a_rerun_skips_finished_cells(finished):
+    out, grid, _ = finished
+    stamps = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("brats-*/*") if p.is_file()}
+    report = reproduce(grid, out, quiet=True)
+    assert report.counts() == {"finished": 4}
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in stamps} == stamps  # no run folder touched
+
+
+def test_a_failing_cell_is_reported_and_the_others_finish(finished, tmp_path, capsys):
+    out = with_data(tmp_path / "out", finished[0])
+    grid = write_grid(tmp_path / "grid.yaml", labeled=[0.1], methods=[
+        {"label": "Sup", "method": "supervised"},
+        {"label": "bad", "method": "semi-cml", "options": {"variant": "bogus"}},  # raises when built
+    ])
+    assert main(["reproduce", "--grid", str(grid), "--out", str(out), "--quiet"]) == 1
+    printed = capsys.readouterr().out
+    assert "FAILED brats-bad-l0.1-s0: unknown variant 'bogus'" in printed
+    cells = pd.read_csv(out / "cells.csv").set_index("method")
+    assert cells.at["Sup", "status"] == "trained" and cells.at["bad", "status"] == "failed"
+    assert (out / "brats-Sup-l0.1-s0" / "metrics.json").is_file()
+    assert "unknown variant 'bogus'" in (out / "brats-bad-l0.1-s0" / "error.log").read_text()
+    md = (out / "tables.md").read_text()
+    assert "## Failed cells" in md and "`brats-bad-l0.1-s0`: unknown variant 'bogus'" in md
+    assert "| Sup | 1 |" in md and "| bad | 0 | – |" in md
+
+
+def test_a_killed_cell_resumes_and_ends_like_an_uninterrupted_one(finished, tmp_path):
+    from workbench.train import TrainConfig, Trainer
+
+    out = with_data(tmp_path / "out", finished[0])
+    grid = load_grid(finished[1])
+    cell = next(c for c in plan_cells(grid, out) if c.key == "brats-Semi-CML-l0.1-s0")
+    trainer = Trainer(TrainConfig.from_dict(cell.config), cell.run_dir, quiet=True)
+    assert trainer.fit(stop_after=1) is None  # "killed" after epoch 1: a checkpoint, no metrics.json
+    trainer.close()
+    assert (cell.run_dir / "checkpoint.pt").is_file() and not (cell.run_dir / "metrics.json").exists()
+
+    report = reproduce(grid, out, quiet=True)
+    assert report.results[cell.key].status == "resumed"
+    assert report.counts() == {"trained": 3, "resumed": 1}
+    events = [json.loads(line)["event"] for line in (cell.run_dir / "events.jsonl").read_text().splitlines()]
+    assert "resume" in events
+    resumed = json.loads((cell.run_dir / "metrics.json").read_text())["per_patient"]
+    straight = json.loads((finished[0] / cell.key / "metrics.json").read_text())["per_patient"]
+    assert resumed == straight
+
+
+def test_an_unreadable_checkpoint_is_recomputed(finished, tmp_path):
+    out = with_data(tmp_path / "out", finished[0])
+    grid = write_grid(tmp_path / "grid.yaml", labeled=[0.1], methods=[{"label": "Sup", "method": "supervised"}])
+    run = out / "brats-Sup-l0.1-s0"
+    run.mkdir()
+    shutil.copy(finished[0] / "brats-Sup-l0.1-s0" / "config.json", run / "config.json")
+    (run / "checkpoint.pt").write_bytes(b"truncated by a full disk")
+    report = reproduce(grid, out, quiet=True)
+    assert report.results[run.name].status == "restarted"
+    assert (json.loads((run / "metrics.json").read_text())
+            == json.loads((finished[0] / run.name / "metrics.json").read_text()))
+
+
+def test_a_run_folder_with_other_settings_is_not_overwritten(finished, tmp_path):
+    out = with_data(tmp_path / "out", finished[0])
+    grid = write_grid(tmp_path / "grid.yaml", labeled=[0.1], methods=[{"label": "Sup", "method": "supervised"}])
+    run = out / "brats-Sup-l0.1-s0"
+    shutil.copytree(finished[0] / run.name, run)
+    record = json.loads((run / "config.json").read_text())
+    record["config"]["epochs"] = 3
+    (run / "config.json").write_text(json.dumps(record))
+    before = (run / "metrics.json").read_bytes()
+    report = reproduce(grid, out, quiet=True)
+    [(cell, result)] = report.failures
+    assert cell.key == run.name and "epochs: 3 there, 2 in the grid" in result.error
+    assert (run / "metrics.json").read_bytes() == before
+
+
+def test_only_finished_trains_nothing(finished, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copytree(finished[0] / "brats-Sup-l0.1-s0", out / "brats-Sup-l0.1-s0")
+    report = reproduce(finished[1], out, only_finished=True, quiet=True)
+    assert report.counts() == {"not run": 3, "finished": 1}
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["brats-Sup-l0.1-s0"]  # no data, no runs
+    assert set(report.rows["method"]) == {"Sup"} and len(report.tables) == 1
+
+
+def test_a_pretraining_row_pretrains_once_per_seed(tmp_path):
+    grid = write_grid(tmp_path / "grid.yaml", methods=[
+        {"label": "Multi-ConDoS", "method": "supervised", "pretrain": {"epochs": 1, "steps_per_epoch": 2}}])
+    report = reproduce(grid, tmp_path / "out", quiet=True)
+    assert report.counts() == {"trained": 2}
+    pretrain = tmp_path / "out" / "brats-Multi-ConDoS-pretrain-s0"
+    assert json.loads((pretrain / "config.json").read_text())["kind"] == "multi-condos-pretrain"
+    for fraction in ("0.05", "0.1"):
+        record = json.loads((tmp_path / "out" / f"brats-Multi-ConDoS-l{fraction}-s0" / "config.json").read_text())
+        assert record["config"]["init"] == str(pretrain)
+
+
+# ------------------------------------------------------------------------------------ tables
+def test_tables_are_mean_and_std_over_seeds_with_the_papers_rows(tmp_path):
+    grid = load_grid(write_grid(tmp_path / "grid.yaml", seeds=[0, 1], labeled=[0.1]))
+    rows = pd.DataFrame([
+        # two patients per run: the run's value is their mean, then mean ± std over the seeds
+        {"dataset": "brats", "method": "Sup", "labeled": 0.1, "seed": s, "modality": m, "case_id": c,
+         "dsc": d, "sens": 0.5}
+        for s, m, c, d in [(0, "t1", "a", 0.1), (0, "t1", "b", 0.3), (1, "t1", "a", 0.3), (1, "t1", "b", 0.5),
+                           (0, "flair", "a", 0.8), (0, "flair", "b", 0.8), (1, "flair", "a", 0.9),
+                           (1, "flair", "b", 0.9)]
+    ])
+    [table] = results_tables(rows, grid)
+    text = table.formatted()
+    assert text.at["Sup", ("T1", "DSC")] == "0.300 ± 0.100"
+    assert text.at["Sup", ("FLAIR", "DSC")] == "0.850 ± 0.050"
+    assert text.at["Sup", ("", "seeds")] == "2"
+    paper = 'paper (real data): Table 1 "Sup"'
+    assert list(text.index) == ["Sup", paper, "Semi-CML"]
+    assert text.at[paper, ("T1", "DSC")] == "0.2724" and text.at[paper, ("FLAIR", "Sens")] == "0.4410"
+    assert text.at["Semi-CML", ("T1", "DSC")] == "–" and text.at["Semi-CML", ("", "seeds")] == "0"
+
+
+def test_slugs_and_run_folders(tmp_path):
+    assert slugify("sup+mse+NCE*") == "sup-mse-NCEstar"
+    assert slugify("PReL (BMA)") == "PReL_BMA"
+    grid = load_grid(write_grid(tmp_path / "grid.yaml", seeds=[0, 3]))
+    cells = plan_cells(grid, tmp_path / "out")
+    assert len(cells) == 2 * 2 * 2
+    assert cells[0].run_dir == tmp_path / "out" / "brats-Sup-l0.05-s0"
+    assert cells[0].config["data"] == str(tmp_path / "out" / "data-brats-p5-s0")
+    assert {c.config["epochs"] for c in cells} == {2}
+
+
+def test_settings_merge_in_order(tmp_path):
+    grid = load_grid(write_grid(
+        tmp_path / "grid.yaml", settings={**TINY_SETTINGS, "lr": 1e-3},
+        datasets=[{**TINY_DATA, "settings": {"lr": 2e-3, "size": 48}}],
+        settings_by_labeled={0.05: {"epochs": 3, "lr": 3e-3}},
+        methods=[{"label": "Sup", "method": "supervised", "settings": {"lr": 4e-3}},
+                 {"label": "Sup 100%", "method": "supervised", "labeled": [1.0]}],
+        labeled=[0.05, 0.1]))
+    configs = {(c.method.label, c.labeled): c.config for c in plan_cells(grid, tmp_path)}
+    assert set(configs) == {("Sup", 0.05), ("Sup", 0.1), ("Sup 100%", 1.0)}
+    assert configs["Sup", 0.05]["lr"] == 4e-3 and configs["Sup", 0.05]["epochs"] == 3
+    assert configs["Sup 100%", 1.0]["lr"] == 2e-3 and configs["Sup 100%", 1.0]["size"] == 48
+
+
+# -------------------------------------------------------------------------------- validation
+@pytest.mark.parametrize("overrides, expected", [
+    ({"methods": [{"label": "x", "method": "semi-cmll"}]},
+     "methods[0] (x).method: unknown method 'semi-cmll'; choose one of:"),
+    ({"labeled": [0.1, 1.5]}, "labeled[1]: 1.5 is not a labeled fraction in (0, 1]"),
+    ({"labeled": [0.1, "ten"]}, "labeled[1]: 'ten' is not a labeled fraction"),
+    ({"methdos": []}, "methdos: unknown key; known keys: name, description, paper_table, datasets"),
+    ({"settings": {"epochz": 3}}, "settings.epochz: unknown setting; TrainConfig fields:"),
+    ({"settings": {"epochs": "20"}}, "settings.epochs: '20' is not a valid int"),
+    ({"settings": {"seed": 1}}, "settings.seed: set by the grid itself"),
+    ({"seeds": [0, -1]}, "seeds[1]: -1 is not a non-negative integer"),
+    ({"datasets": [{"name": "real", "path": "no/such/folder", "format": "brats"}]},
+     "datasets[0].path: '{root}/no/such/folder' does not exist or is not a folder (edit datasets[0].path)"),
+    ({"datasets": [{"name": "real", "path": "/EDIT/path/to/brats", "format": "brats"}]},
+     "datasets[0].path: '/EDIT/path/to/brats' is a placeholder; copy grid.yaml and set datasets[0].path"),
+    ({"datasets": [{"name": "b", "kind": "lungs"}]}, "datasets[0].kind: unknown built-in dataset 'lungs'"),
+    ({"methods": [{"label": "s", "method": "semi-cml", "options": {"varient": "sup"}}]},
+     "methods[0] (s).options: method 'semi-cml' has no option 'varient'"),
+    ({"methods": [{"label": "s", "method": "supervised", "paper": "Nope"}]},
+     "methods[0] (s).paper: 'Nope' is not a row of semi-cml-prel/table1"),
+    ({"settings_by_labeled": {0.2: {"epochs": 3}}}, "settings_by_labeled.0.2: not one of the grid's labeled"),
+    ({"settings": {**TINY_SETTINGS, "size": 40}},
+     "settings of brats / Sup / labeled 0.05: size=40: must be a multiple of 16"),
+])
+def test_each_problem_is_one_line_naming_the_key_and_value(tmp_path, overrides, expected):
+    path = write_grid(tmp_path / "grid.yaml", **overrides)
+    with pytest.raises(GridError) as info:
+        load_grid(path)
+    problems = info.value.problems
+    assert len(problems) == 1, problems
+    assert "\n" not in problems[0]
+    assert problems[0].startswith(f"{path}: ")
+    assert expected.format(root=tmp_path) in problems[0], problems[0]
+
+
+def test_every_problem_is_reported_at_once(tmp_path, capsys):
+    path = write_grid(tmp_path / "grid.yaml", labeled=[2], seeds=["a"], methods=[{"method": "nope"}])
+    with pytest.raises(GridError) as info:
+        load_grid(path)
+    assert len(info.value.problems) == 3
+    assert main(["reproduce", "--grid", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith(f"error: {path}: ") for line in err)
+
+
+def test_broken_yaml_and_missing_grid_are_one_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("datasets: [\nmethods: x: y\n")
+    with pytest.raises(GridError) as info:
+        load_grid(path)
+    [problem] = info.value.problems
+    assert "not valid YAML (line" in problem
+    with pytest.raises(GridError, match="no such grid file"):
+        load_grid(tmp_path / "missing.yaml")
+
+
+def test_shipped_grids_validate():
+    assert {"quick-cpu", "semi-cml-table1-cpu", "semi-cml-table3-cpu", "semi-cml-table1-gpu",
+            "semi-cml-table3-gpu"} <= set(shipped_grids())
+    quick = load_grid("quick-cpu")  # notebook 09's default: minutes, not hours
+    assert len(quick.datasets) * len(quick.methods) * len(quick.labeled) * len(quick.seeds) == 4
+    table1 = load_grid("semi-cml-table1-cpu")
+    assert [m.method for m in table1.methods] == ["supervised", "mean-teacher", "ua-mt", "cps", "cross-view",
+                                                  "meng-fusion", "cmc", "semi-cml", "semi-cml-prel"]
+    assert table1.labeled == [0.05, 0.1] and table1.seeds == [0, 1, 2]
+    # the settings of scripts/run_grid.py
+    assert table1.settings == {"epochs": 20, "steps_per_epoch": 20, "base_channels": 16, "size": 64,
+                               "batch_size": 8, "unlabeled_batch_size": 4}
+    table3 = load_grid("semi-cml-table3-cpu")
+    assert [m.options.get("variant") for m in table3.methods if m.method == "semi-cml"] == [
+        "sup+mse", "sup+nce", "sup+asc", "sup+mse+nce", "sup+mse+nce*", "sup+mse+asc"]
+    assert [m.options["teacher"] for m in table3.methods if m.method == "semi-cml-prel"] == ["base", "ema", "bma"]
+    for name in ("semi-cml-table1-gpu", "semi-cml-table3-gpu"):
+        grid = load_grid(name, check_paths=False, check_device=False)
+        assert all(d.path is not None for d in grid.datasets)
+        with pytest.raises(GridError) as info:
+            load_grid(name)
+        paths = [p for p in info.value.problems if ".path: '/EDIT/" in p]
+        assert len(paths) == len(grid.datasets) and all("is a placeholder; copy" in p for p in paths)
+        import torch
+
+        others = [p for p in info.value.problems if p not in paths]
+        assert others == ([] if torch.cuda.is_available() else
+                          [f"{grid.path}: settings.device: 'cuda' but this machine has no CUDA GPU; set "
+                           "settings.device to cpu or auto, or run on a GPU"])
+
+
+def test_paper_values_agree_with_the_papers_text():
+    """Every difference the Semi-CML + PReL text quotes (sections 4.4.1 and 4.5.2) from its tables."""
+    t1, t3 = (load_paper_values()[f"semi-cml-prel/table{i}"] for i in (1, 3))
+
+    def v(table, dataset, labeled, row, modality, metric=0):
+        return table.get(dataset, labeled, row)[modality][metric]
+
+    assert (v(t1, "hecktor", 0.01, "Ours", "ct"), v(t1, "hecktor", 0.01, "Ours", "pet")) == (0.2837, 0.4260)
+    assert (v(t1, "hecktor", 0.01, "Sup", "ct"), v(t1, "hecktor", 0.01, "Sup", "pet")) == (0.1106, 0.2807)
+    for labeled, modality, gain in [(0.05, "t2", 0.1577), (0.05, "t1ce", 0.2269), (0.1, "t1", 0.1784),
+                                    (0.1, "flair", 0.1038)]:
+        got = v(t1, "brats", labeled, "Ours", modality) - v(t1, "brats", labeled, "Sup", modality)
+        assert got == pytest.approx(gain, abs=5e-5), (labeled, modality)
+    for row, dataset, (low, high), gaps in [("sup+mse+ASC", "hecktor", ("ct", "pet"), (0.2253, 0.262)),
+                                            ("sup+mse+ASC", "brats", ("t2", "t1ce"), (0.126, 0.1192)),
+                                            ("PReL (BMA)", "hecktor", ("ct", "pet"), (0.213, 0.2023)),
+                                            ("PReL (BMA)", "brats", ("t2", "t1ce"), (0.1044, 0.0728))]:
+        for metric, gap in enumerate(gaps):
+            got = v(t3, dataset, 0.1, row, high, metric) - v(t3, dataset, 0.1, row, low, metric)
+            assert got == pytest.approx(gap, abs=5e-5), (row, dataset, metric)
+    # Table 3's first and last rows are Table 1's Sup and Ours at 10%
+    for dataset, modalities in (("hecktor", ("ct", "pet")), ("brats", ("t2", "t1ce"))):
+        for m in modalities:
+            assert t3.get(dataset, 0.1, "sup")[m] == t1.get(dataset, 0.1, "Sup")[m]
+            assert t3.get(dataset, 0.1, "PReL (BMA)")[m] == t1.get(dataset, 0.1, "Ours")[m]
+
+
+def test_cli_only_finished_tabulates(finished, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(finished[0], out, ignore=shutil.ignore_patterns("data-*"))
+    assert main(["reproduce", "--grid", str(finished[1]), "--out", str(out), "--only-finished", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 cells (4 finished)" in printed and "### brats, 10% labeled" in printed
