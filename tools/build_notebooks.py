@@ -1039,6 +1039,7 @@ if grid_dir:  # run folders named <kind>-<row>-s<seed> by scripts/run_grid.py
         if (folder / "per_patient.csv").is_file():
             label = folder.name.removeprefix(f"{kind}-").rsplit("-s", 1)[0]
             runs.setdefault(label, []).append(folder)
+    runs = dict(sorted(runs.items(), key=lambda item: item[0] != "sup"))  # the baseline first: the dashed line
     print(f"{sum(map(len, runs.values()))} finished runs of {len(runs)} rows in {grid_dir}")
 else:
     data_dir = out / f"data-{kind}"

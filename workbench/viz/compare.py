@@ -70,32 +70,39 @@ def methods_table(rows: pd.DataFrame, metrics: Sequence[str] = ("dsc", "sens", "
 def plot_methods_dsc(rows: pd.DataFrame, title: str = "") -> plt.Figure:
     """One panel per modality: a bar per method (mean per-patient DSC) with every patient as a dot.
 
-    With several seeds a patient has one dot per seed; the bar is the mean of all dots. The
-    first method is taken as the reference and drawn as a dashed line across the panel.
+    A panel shows only the methods with results for its modality (``fused`` / ``<m> only``
+    rows of the dual-encoder baselines get their own panels), and a method keeps its colour
+    in every panel. With several seeds a patient has one dot per seed; the bar is the mean of
+    all dots. The first method is the reference, drawn as a dashed line across its panels.
     """
     modalities = list(dict.fromkeys(rows["modality"]))
     methods = list(dict.fromkeys(rows["method"]))
-    fig, axes = plt.subplots(1, len(modalities), figsize=(max(4.0, 0.75 * len(methods) + 1.5) * len(modalities), 4.2),
-                             squeeze=False, sharey=True)
+    colours = dict(zip(methods, plt.cm.tab20(np.arange(len(methods)) % 20)))
+    present = {m: [x for x in methods if ((rows["modality"] == m) & (rows["method"] == x)).any()] for m in modalities}
+    counts = [len(present[m]) for m in modalities]
+    width = min(26.0, max(5.0, 0.62 * sum(counts) + 1.2 * len(modalities)))
+    fig, axes = plt.subplots(1, len(modalities), figsize=(width, 4.4), squeeze=False, sharey=True,
+                             gridspec_kw={"width_ratios": counts})
     rng = np.random.default_rng(0)  # horizontal jitter of the dots only
     for ax, modality in zip(axes[0], modalities):
         sub = rows[rows["modality"] == modality]
-        means = [sub.loc[sub["method"] == m, "dsc"].mean() for m in methods]
-        x = np.arange(len(methods))
-        colours = plt.cm.tab10(np.arange(len(methods)) % 10)
-        ax.bar(x, np.nan_to_num(means), color=colours, alpha=0.45, edgecolor=colours)
-        for i, method in enumerate(methods):
+        shown = present[modality]
+        for i, method in enumerate(shown):
             values = sub.loc[sub["method"] == method, "dsc"].to_numpy(dtype=float)
-            ax.scatter(i + rng.uniform(-0.18, 0.18, len(values)), values, s=10, color=colours[i], zorder=3)
-            if not np.isnan(means[i]):
-                ax.text(i, 0.02, f"{means[i]:.3f}", ha="center", fontsize=8, fontweight="bold")
-        if not np.isnan(means[0]):
-            ax.axhline(means[0], color="grey", ls="--", lw=0.8)
-        ax.set_xticks(x, methods, rotation=35, ha="right", fontsize=8)
+            mean = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            colour = colours[method]
+            ax.bar(i, np.nan_to_num(mean), color=colour, alpha=0.45, edgecolor=colour)
+            ax.scatter(i + rng.uniform(-0.18, 0.18, len(values)), values, s=10, color=colour, zorder=3)
+            if not np.isnan(mean):
+                ax.text(i, 0.02, f"{mean:.3f}", ha="center", fontsize=8, fontweight="bold")
+            if method == methods[0] and not np.isnan(mean):
+                ax.axhline(mean, color="grey", ls="--", lw=0.8)
+        ax.set_xticks(np.arange(len(shown)), shown, rotation=35, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(shown) - 0.4)
         ax.set_title(modality)
         ax.set_ylim(0, 1)
     axes[0, 0].set_ylabel("per-patient DSC (bar: mean)")
-    fig.suptitle(title or "methods side by side (dashed: first method's mean)")
+    fig.suptitle(title or f"methods side by side (dashed: {methods[0]})")
     fig.tight_layout()
     return fig
 
