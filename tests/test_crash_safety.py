@@ -135,11 +135,16 @@ def test_sigkill_mid_run_then_resume_gives_the_same_metrics(method, data, refere
     assert [e["epoch"] for e in read_events(run, "resume")] == [kept]
 
 
-def test_ctrl_c_keeps_a_checkpoint_and_exits_cleanly(data, reference, tmp_path):
+def test_ctrl_c_keeps_a_checkpoint_and_exits_cleanly(data, tmp_path):
+    # long epochs (the tiny default run can finish before a busy machine delivers the signal),
+    # stopped right after the epoch-0 checkpoint: three long epochs and the evaluation are left
+    def slow(out: Path) -> list[str]:
+        return [*_train_argv(data, SUPERVISED, out), "--steps-per-epoch", "80"]  # after COMMON's 8: it wins
+
+    reference = tmp_path / "reference"
+    _run(slow(reference))
     run = tmp_path / "interrupted"
-    # stopped right after the epoch-0 checkpoint: three epochs and the evaluation are left, so the
-    # signal lands inside training even when this process is slow to notice the checkpoint
-    code, _, err = _stop_after_checkpoint(_train_argv(data, SUPERVISED, run), run, 0, signal.SIGINT, delay=0.05)
+    code, _, err = _stop_after_checkpoint(slow(run), run, 0, signal.SIGINT, delay=0.05)
     assert code == 130, err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
@@ -148,7 +153,7 @@ def test_ctrl_c_keeps_a_checkpoint_and_exits_cleanly(data, reference, tmp_path):
     assert f"checkpoint of epoch {kept} is kept" in lines[0] and f"--resume {run}" in lines[0]
     assert not list(run.glob("*.tmp"))
     _run(["train", "--resume", str(run), "--quiet"])
-    _assert_same_run(run, reference["supervised"])
+    _assert_same_run(run, reference)
 
 
 def test_ctrl_c_in_the_first_epoch_can_resume_from_the_epoch_0_checkpoint(brats_dir, tmp_path, monkeypatch):
