@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from workbench.data.slices import DEFAULT_MODALITIES, DataSplits, PreprocessConfig, Volume, build_splits
+from workbench.data.slices import DataSplits, PreprocessConfig, Volume, build_splits, format_and_modalities
 from workbench.errors import ConfigError, DataError
 from workbench.events import EventLog
 from workbench.methods import Batch, Method, get_method
@@ -190,16 +190,10 @@ def _resolve_device(name: str) -> torch.device:
 
 def load_splits(config: TrainConfig, progress: bool = True) -> tuple[DataSplits, str]:
     """Load the data folder and build the deterministic splits; returns (splits, format)."""
-    from workbench.data.nifti import detect_format, load_dataset
+    from workbench.data.nifti import load_dataset
 
     root = Path(config.data)
-    fmt = detect_format(root) if config.fmt == "auto" else config.fmt
-    if config.modalities:
-        modalities = list(config.modalities)
-    elif fmt in DEFAULT_MODALITIES:
-        modalities = list(DEFAULT_MODALITIES[fmt])
-    else:
-        raise ConfigError(f"{root}: a {fmt} folder needs --modalities (e.g. --modalities t1,t2)")
+    fmt, modalities = format_and_modalities(root, config.fmt, config.modalities)
     if len(modalities) < 1:
         raise ConfigError("--modalities: give at least one modality")
     cases = load_dataset(root, fmt=fmt, modalities=modalities, require_label=True, progress=progress)

@@ -26,6 +26,7 @@ slice, so the 3D per-patient metrics see the false positives outside the tumour.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from workbench.errors import ConfigError, DataError
 
 __all__ = [
     "DEFAULT_MODALITIES",
+    "format_and_modalities",
     "PreprocessConfig",
     "Volume",
     "SliceSet",
@@ -55,6 +57,19 @@ DEFAULT_MODALITIES: dict[str, tuple[str, ...]] = {
     "brats": ("t1", "flair"),
     "hecktor": ("ct", "pet"),
 }
+
+
+def format_and_modalities(root: Path, fmt: str, modalities: list[str] | None) -> tuple[str, list[str]]:
+    """The folder's format (``fmt``, or detected when ``"auto"``) and the modalities to load:
+    the given ones, or the format's default pair; a generic folder must name them."""
+    from workbench.data.nifti import detect_format
+
+    fmt = detect_format(root) if fmt == "auto" else fmt
+    if modalities:
+        return fmt, list(modalities)
+    if fmt in DEFAULT_MODALITIES:
+        return fmt, list(DEFAULT_MODALITIES[fmt])
+    raise ConfigError(f"{root}: a {fmt} folder needs --modalities (e.g. --modalities t1,t2)")
 
 CT_WINDOW = (-150.0, 150.0)
 

@@ -395,17 +395,11 @@ class PretrainData:
 
 def load_pretraining_slices(config: PretrainConfig, progress: bool = True) -> PretrainData:
     """Every non-blank axial slice of the training patients (module docstring, "Data")."""
-    from workbench.data.nifti import detect_format, load_dataset
-    from workbench.data.slices import DEFAULT_MODALITIES, PreprocessConfig, preprocess_case, split_patients
+    from workbench.data.nifti import load_dataset
+    from workbench.data.slices import PreprocessConfig, format_and_modalities, preprocess_case, split_patients
 
     root = Path(config.data)
-    fmt = detect_format(root) if config.fmt == "auto" else config.fmt
-    if config.modalities:
-        modalities = list(config.modalities)
-    elif fmt in DEFAULT_MODALITIES:
-        modalities = list(DEFAULT_MODALITIES[fmt])
-    else:
-        raise ConfigError(f"{root}: a {fmt} folder needs --modalities (e.g. --modalities t1,t2)")
+    fmt, modalities = format_and_modalities(root, config.fmt, config.modalities)
     if len(modalities) != 2:
         raise ConfigError(f"multi-condos pre-trains on exactly 2 modalities, got {modalities}")
     # The loader validates the labels as fine-tuning will; pre-training never reads them.

@@ -55,9 +55,9 @@ import torch
 from torch import Tensor, nn
 
 from workbench.errors import ConfigError
-from workbench.nets.meng import ConvBlock, layers_for
+from workbench.nets.meng import BranchDecoder, ConvBlock, layers_for
 
-__all__ = ["CMCNet", "CMCOutput", "CMCEncoder", "CMCDecoder", "MIAModule"]
+__all__ = ["CMCNet", "CMCOutput", "CMCEncoder", "MIAModule"]
 
 _N_LEVELS = 5  # 4 max-pools
 
@@ -78,29 +78,6 @@ class CMCEncoder(nn.Module):
             x = level(x if i == 0 else self.pool(x))
             features.append(x)
         return features
-
-
-class CMCDecoder(nn.Module):
-    """D^m: 4 transposed convs, a double conv on [upsampled, skip] after each, a 1x1 head."""
-
-    def __init__(self, widths: list[int], out_channels: int, spatial_dims: int = 2) -> None:
-        super().__init__()
-        nd = layers_for(spatial_dims)
-        self.ups = nn.ModuleList()
-        self.blocks = nn.ModuleList()
-        prev = widths[-1]
-        for width in reversed(widths[:-1]):
-            self.ups.append(nd.up(prev, width, kernel_size=2, stride=2))
-            self.blocks.append(ConvBlock(2 * width, width, spatial_dims))
-            prev = width
-        self.head = nd.conv(prev, out_channels, kernel_size=1)
-
-    def forward(self, skips: list[Tensor], bottleneck: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits and the last feature map before the head, from the 4 skips (finest first)."""
-        x = bottleneck
-        for up, block, skip in zip(self.ups, self.blocks, reversed(skips)):
-            x = block(torch.cat([up(x), skip], dim=1))
-        return self.head(x), x
 
 
 class MIAModule(nn.Module):
@@ -168,7 +145,7 @@ class CMCNet(nn.Module):
         self.encoders = nn.ModuleList(CMCEncoder(1, base_channels, spatial_dims) for _ in range(n_encoders))
         self.widths = self.encoders[0].widths
         self.mia = MIAModule(self.widths[-1], spatial_dims) if mia else None
-        self.decoders = nn.ModuleList(CMCDecoder(self.widths, out_channels, spatial_dims)
+        self.decoders = nn.ModuleList(BranchDecoder(self.widths, out_channels, spatial_dims)  # D^a, D^b
                                       for _ in range(self.n_modalities))
 
     def encoder(self, i: int) -> CMCEncoder:

@@ -63,7 +63,7 @@ from torch import Tensor, nn
 
 from workbench.errors import ConfigError
 
-__all__ = ["MengNet", "StageFusion", "ModalityAwareEnhancement", "ConvBlock", "layers_for"]
+__all__ = ["MengNet", "StageFusion", "ModalityAwareEnhancement", "BranchDecoder", "ConvBlock", "layers_for"]
 
 _N_LEVELS = 5  # 4 fused stages + the bottleneck
 
@@ -139,8 +139,10 @@ class ModalityAwareEnhancement(nn.Module):
         return w[:, 0][expand] * branches[0] + w[:, 1][expand] * branches[1]
 
 
-class _BranchDecoder(nn.Module):
-    """One branch's expanding path: 4 transposed convs, double convs on [up, skip], 1x1 head."""
+class BranchDecoder(nn.Module):
+    """One branch's expanding path: 4 transposed convs, double convs on [up, skip], 1x1 head.
+
+    Dimension-agnostic (``spatial_dims`` 2 or 3); shared by :mod:`workbench.nets.cmc` (D^m)."""
 
     def __init__(self, widths: list[int], out_channels: int, spatial_dims: int) -> None:
         super().__init__()
@@ -155,6 +157,7 @@ class _BranchDecoder(nn.Module):
         self.head = nd.conv(prev, out_channels, kernel_size=1)
 
     def forward(self, skips: list[Tensor], bottleneck: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and the last feature map before the head, from the 4 skips (finest first)."""
         x = bottleneck
         for up, block, skip in zip(self.ups, self.blocks, reversed(skips)):
             x = block(torch.cat([up(x), skip], dim=1))
@@ -201,7 +204,7 @@ class MengNet(nn.Module):
                                                     for w in stages) for _ in range(self.n_branches))
                         if enhancement else None)
         self.drop = nd.dropout(dropout) if dropout > 0 else nn.Identity()
-        self.decoders = nn.ModuleList(_BranchDecoder(self.widths, out_channels, spatial_dims)
+        self.decoders = nn.ModuleList(BranchDecoder(self.widths, out_channels, spatial_dims)
                                       for _ in range(self.n_branches))
 
     def encode(self, x: Tensor) -> dict[str, list]:
