@@ -51,6 +51,7 @@ from workbench.data.slices import DataSplits, PreprocessConfig, Volume, build_sp
 from workbench.errors import ConfigError, DataError
 from workbench.events import EventLog
 from workbench.methods import Batch, Method, get_method
+from workbench.methods.options import config_from_dict
 from workbench.metrics import MetricAccumulator, dice
 
 __all__ = ["TrainConfig", "Trainer", "TrainingInterrupted", "lr_factor", "load_splits", "predict_volume"]
@@ -128,11 +129,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
 
 def _has_type(value: Any, hint: Any) -> bool:

@@ -82,7 +82,6 @@ Choices (where the paper is vague or silent):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import sys
@@ -98,7 +97,7 @@ from tqdm.auto import tqdm
 
 from workbench.errors import ConfigError, DataError
 from workbench.events import EventLog
-from workbench.methods.options import parse_options
+from workbench.methods.options import config_from_dict, parse_options
 from workbench.nets.dsgan import DSGAN, transfer_keys, transfer_rows
 from workbench.nets.unet import UNet
 
@@ -374,11 +373,7 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "PretrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from workbench.errors import ConfigError
 
-__all__ = ["parse_options", "check_choice", "INPUTS"]
+__all__ = ["parse_options", "check_choice", "config_from_dict", "INPUTS"]
 
 #: how the modalities enter a single-modality method: one model per modality, or all as channels (MM-)
 INPUTS = ("single", "both")
@@ -46,3 +46,12 @@ def check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
     """One-line ConfigError unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ConfigError(f"unknown {option} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:
+    """``cls(**values)`` for a config dataclass, with a one-line ConfigError naming an unknown key."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    return cls(**values)
