@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--crop", type=int, help="centre crop in voxels before resize (paper: 160 / 144)")
     train.add_argument("--base-channels", type=int, help="U-Net width (paper: 32)")
     train.add_argument("--device", choices=["cpu", "cuda", "auto"])
-    train.add_argument("--precision", choices=["fp32", "bf16"])
+    train.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16"],
+                       help="auto (default): bf16 autocast on CUDA, fp32 on CPU; tf32 needs CUDA")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any other TrainConfig field, or options.NAME=VALUE for method options")
     train.add_argument("--out", help="run folder (default: runs/<method>-<data>-l<labeled>-s<seed>)")
@@ -241,6 +242,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result = trainer.fit()
     finally:
         trainer.close()
+    if not trainer.world.is_main:  # under torchrun, rank 0 reports
+        return 0
     print(f"run folder: {trainer.run_dir}")
     print(format_summary(result))
     return 0
@@ -249,6 +252,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from workbench.methods.multi_condos import PretrainConfig, Pretrainer
 
+    from workbench.distributed import world_from_env
+
+    if world_from_env().distributed:
+        raise ConfigError("pretrain runs in one process: launch it without torchrun")
     quiet = args.quiet or os.environ.get("CI") == "true"
     if args.resume:
         if args.method or args.data:

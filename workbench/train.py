@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from workbench import distributed
 from workbench.data.slices import DataSplits, PreprocessConfig, Volume, build_splits, format_and_modalities
 from workbench.errors import ConfigError, DataError
 from workbench.events import EventLog
@@ -54,7 +55,8 @@ from workbench.methods import Batch, Method, get_method
 from workbench.methods.options import config_from_dict
 from workbench.metrics import MetricAccumulator, dice
 
-__all__ = ["TrainConfig", "Trainer", "TrainingInterrupted", "lr_factor", "load_splits", "predict_volume"]
+__all__ = ["TrainConfig", "Trainer", "TrainingInterrupted", "lr_factor", "load_splits", "predict_volume",
+           "PRECISIONS", "resolve_precision", "autocast_context", "set_tf32", "make_optimizer"]
 
 BOUNDARY_WIDTH = {"brats": 5, "hecktor": 4}  # Boundary IoU d (Semi-CML section 4.6.1)
 
@@ -78,6 +80,9 @@ class TrainConfig:
     steps_per_epoch: int = 20
     batch_size: int = 8  # paper: 20 (BraTS), 30 (HECKTOR) labeled slices
     unlabeled_batch_size: int = 4  # paper: K = 4 (BraTS), 26 (HECKTOR)
+    # gradient accumulation: each step's batches split into this many strided chunks (what as
+    # many DDP processes compute; see workbench.distributed). Batch sizes stay per step.
+    micro_batches: int = 1
     lr: float = 2e-3  # paper: searched in [2e-4, 8e-3]
     weight_decay: float = 1e-4  # paper: searched in {1e-4, 1e-3, 1e-2, 1e-1}
     warmup_epochs: int = 2
@@ -87,7 +92,7 @@ class TrainConfig:
     bce_weight: float = 10.0  # beta, eq. 3
     dice_weight: float = 7.0  # gamma, eq. 3
     device: str = "cpu"  # cpu | cuda | auto
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | tf32 (CUDA) | bf16 (autocast)
     eval_batch_size: int = 64
     test_slices: str = "all"  # all: every slice of the test volumes | tumour: the paper's protocol
     options: dict[str, Any] = field(default_factory=dict)  # method-specific options
@@ -114,11 +119,12 @@ class TrainConfig:
             raise ConfigError(f"unknown device {self.device!r}; choose one of: cpu, cuda, auto")
         if self.test_slices not in ("all", "tumour"):
             raise ConfigError(f"unknown test_slices {self.test_slices!r}; choose one of: all, tumour")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"unknown precision {self.precision!r}; choose one of: fp32, bf16")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
-        for name in ("epochs", "steps_per_epoch", "batch_size", "unlabeled_batch_size", "base_channels"):
+        for name in ("epochs", "steps_per_epoch", "batch_size", "unlabeled_batch_size", "base_channels",
+                     "micro_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if not 0.0 < self.labeled <= 1.0:
@@ -183,6 +189,41 @@ def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CUDA, ``fp32`` elsewhere. ``tf32`` (TensorFloat-32 matmuls
+    and convolutions) exists only on CUDA: asking for it elsewhere is a ConfigError."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "tf32" and device.type != "cuda":
+        raise ConfigError(f"precision 'tf32' needs a CUDA device, not {device.type!r}; use fp32 or bf16")
+    return precision
+
+
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The forward-pass context of a resolved precision: bf16 autocast, or nothing. TF32 is
+    not a context but a global switch: :func:`set_tf32` sets it for the process."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def set_tf32(enabled: bool) -> None:
+    """Let CUDA matmuls and cuDNN convolutions use TensorFloat-32 (or forbid it)."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def make_optimizer(method: torch.nn.Module, lr: float, weight_decay: float,
+                   device: torch.device) -> torch.optim.Adam:
+    """Adam over the trainable parameters; the fused CUDA kernel (one launch for all
+    parameters) on CUDA, the default implementation elsewhere."""
+    params = [p for p in method.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
 
 
 def load_splits(config: TrainConfig, progress: bool = True) -> tuple[DataSplits, str]:
@@ -291,7 +332,13 @@ class Trainer:
         config.validate()
         self.config = config
         self.run_dir = Path(run_dir)
-        self.quiet = quiet
+        self.world = distributed.world_from_env()  # several processes under torchrun
+        self.quiet = quiet or not self.world.is_main
+        parts = self.world.size * config.micro_batches
+        for name in ("batch_size", "unlabeled_batch_size"):
+            if getattr(config, name) % parts:
+                raise ConfigError(f"{name}={getattr(config, name)} does not split into {parts} equal parts "
+                                  f"({self.world.size} process(es) x micro_batches={config.micro_batches})")
         # --init: checked before the data is loaded; a resumed run gets its weights from its checkpoint
         pretraining = None
         if config.init and not _resuming:
@@ -301,11 +348,12 @@ class Trainer:
         if not _resuming:
             if (self.run_dir / "checkpoint.pt").exists() and not overwrite:
                 raise ConfigError(f"run folder {self.run_dir} already has a run: use --resume or another --out")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for name in ("events.jsonl", "checkpoint.pt", "metrics.json", "per_patient.csv"):
-                (self.run_dir / name).unlink(missing_ok=True)
-        self.device = _resolve_device(config.device)
-        self.splits, self.fmt = load_splits(config, progress=not quiet)
+            if self.world.is_main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                for name in ("events.jsonl", "checkpoint.pt", "metrics.json", "per_patient.csv"):
+                    (self.run_dir / name).unlink(missing_ok=True)
+        self.device = distributed.init(self.world, _resolve_device(config.device))
+        self.splits, self.fmt = load_splits(config, progress=not self.quiet)
         self.boundary_width = BOUNDARY_WIDTH.get(self.fmt, 4)
         self.test_volumes = (self.splits.test if config.test_slices == "all"
                              else [v.tumour_only() for v in self.splits.test])
@@ -314,11 +362,12 @@ class Trainer:
         method_cls = get_method(config.method)
         self.method: Method = method_cls(self.splits.modalities, config).to(self.device)
         self.init_info = pretraining.apply(self.method, self.splits.test_cases) if pretraining else None
+        self.precision = resolve_precision(config.precision, self.device)
         if self.device.type == "cuda":
+            set_tf32(self.precision == "tf32")
             self.method = self.method.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(
-            [p for p in self.method.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
-        )
+        self.model = distributed.wrap(self.method, self.world, self.device)  # what training calls
+        self.optimizer = make_optimizer(self.method, config.lr, config.weight_decay, self.device)
         self.total_steps = config.epochs * config.steps_per_epoch
         self.warmup_steps = config.warmup_epochs * config.steps_per_epoch
         self.epoch = 0  # epochs completed
@@ -330,13 +379,14 @@ class Trainer:
         self._x_u = self.splits.train_unlabeled.images.to(self.device) if len(self.splits.train_unlabeled) else None
         if method_cls.uses_unlabeled and self._x_u is None:
             raise DataError(f"method {config.method!r} needs unlabeled data but every training patient is labeled")
-        self.events = EventLog(self.run_dir / "events.jsonl")
+        self.events = EventLog(self.run_dir / "events.jsonl") if self.world.is_main else _NoEvents()
         self.method.bind_events(self._emit)
-        if not _resuming:
+        if not _resuming and self.world.is_main:
             self._write_config()
             self.events.write("run_start", epoch=0, step=0, data=self.splits.info, fmt=self.fmt,
                               modalities=self.splits.modalities, labeled_cases=self.splits.labeled_cases,
-                              test_cases=self.splits.test_cases, device=str(self.device))
+                              test_cases=self.splits.test_cases, device=str(self.device), precision=self.precision,
+                              processes=self.world.size)
             if self.init_info is not None:
                 self.events.write("init", epoch=0, step=0, **self.init_info)
 
@@ -354,11 +404,13 @@ class Trainer:
         _atomic_write_text(json.dumps(record, indent=2), self.run_dir / "config.json")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.config.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_context(self.precision, self.device)
 
     def save_checkpoint(self) -> None:
+        """Write the checkpoint (rank 0 only under torchrun; every rank records its epoch)."""
+        self.checkpoint_epoch = self.epoch
+        if not self.world.is_main:
+            return
         state = {
             "epoch": self.epoch,
             "step": self.step,
@@ -370,7 +422,6 @@ class Trainer:
             "config": asdict(self.config),
         }
         _atomic_torch_save(state, self.run_dir / "checkpoint.pt")
-        self.checkpoint_epoch = self.epoch
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, quiet: bool = False, read_only: bool = False,
@@ -403,45 +454,58 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         trainer.epoch, trainer.step = state["epoch"], state["step"]
         trainer.checkpoint_epoch = trainer.epoch
-        if not read_only:
+        if not read_only and trainer.world.is_main:
             trainer.events.truncate(state["events_offset"])
             trainer.events.write("resume", epoch=trainer.epoch, step=trainer.step)
         return trainer
 
     # ----------------------------------------------------------------- training
-    def _batches(self, epoch: int) -> Iterator[Batch]:
+    def _batches(self, epoch: int) -> Iterator[list[Batch]]:
+        """Each step's batch, as the list of its micro-batches on this process.
+
+        The global batch of a step is the same on every process (one seeded permutation per
+        epoch); under torchrun this process keeps its strided shard (:func:`distributed.shard`),
+        which ``micro_batches`` then splits the same way."""
         cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         n = cfg.steps_per_epoch
-        idx_l = _epoch_indices(self._x_l.shape[0], n * cfg.batch_size, gen).view(n, cfg.batch_size)
+        # index tensors go to the device once per epoch: no host-to-device copy per step
+        idx_l = _epoch_indices(self._x_l.shape[0], n * cfg.batch_size, gen).view(n, cfg.batch_size).to(self.device)
         idx_u = None
         if self.method.uses_unlabeled and self._x_u is not None:
             k = cfg.unlabeled_batch_size
-            idx_u = _epoch_indices(self._x_u.shape[0], n * k, gen).view(n, k)
+            idx_u = _epoch_indices(self._x_u.shape[0], n * k, gen).view(n, k).to(self.device)
+        parts = cfg.micro_batches
         for i in range(n):
-            il = idx_l[i].to(self.device)
-            x_u = self._x_u[idx_u[i].to(self.device)] if idx_u is not None else None
-            yield Batch(self._x_l[il], self._y_l[il], x_u)
+            il = distributed.shard(idx_l[i], self.world)
+            iu = distributed.shard(idx_u[i], self.world) if idx_u is not None else None
+            yield [Batch(self._x_l[il[j::parts]], self._y_l[il[j::parts]],
+                         self._x_u[iu[j::parts]] if iu is not None else None) for j in range(parts)]
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.config
         self.method.train()
         self.method.epoch = epoch
         sums: dict[str, torch.Tensor] = {}
-        for batch in self._batches(epoch):
+        streams = _PartStreams(cfg.seed, epoch, self.world, cfg.micro_batches, self.device)
+        for micro_batches in self._batches(epoch):
             factor = lr_factor(self.step, self.total_steps, self.warmup_steps, cfg.milestones, cfg.lr_gamma)
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * factor
-            with self._autocast():
-                losses = self.method.training_step(batch, self.step)
-            loss = losses["loss"]
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for j, batch in enumerate(micro_batches):
+                last = j == len(micro_batches) - 1  # DDP averages gradients over processes here only
+                with contextlib.nullcontext() if last or self.model is self.method else self.model.no_sync(), \
+                        streams.of(j):
+                    with self._autocast():
+                        losses = self.model(batch, self.step)
+                    (losses["loss"] / len(micro_batches)).backward()
+                for name, value in losses.items():  # no host sync: summed on the device
+                    sums[name] = sums.get(name, 0.0) + value.detach().float() / len(micro_batches)
             self.optimizer.step()
             self.step += 1
             self.method.after_optimizer_step(self.step)
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().float()
+        sums = distributed.all_mean(sums, self.world)  # one collective per epoch
         means = {name: float(total) / cfg.steps_per_epoch for name, total in sums.items()}
         if not all(math.isfinite(v) for v in means.values()):
             raise DataError(f"training diverged at epoch {epoch}: non-finite loss {means} (try a smaller --lr)")
@@ -475,12 +539,15 @@ class Trainer:
                 self.epoch = epoch
                 self.events.write("train", epoch=epoch, step=self.step, lr=self.optimizer.param_groups[0]["lr"],
                                   **losses)
-                scores = self.validate()
+                # rank 0 validates; every rank's teacher sees the same scores
+                scores = distributed.broadcast(self.validate() if self.world.is_main else None, self.world)
                 self.events.write("val", epoch=epoch, step=self.step, dsc=scores)
                 self.method.on_validation_end(epoch, scores)
+                if self.world.distributed:
+                    self._check_ranks_in_sync(epoch)
                 self.save_checkpoint()
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", **{f"dsc_{m}": f"{s:.3f}" for m, s in scores.items()})
-            if self.epoch < cfg.epochs:
+            if self.epoch < cfg.epochs or not self.world.is_main:
                 return None
             return self.evaluate()
         except KeyboardInterrupt:
@@ -491,6 +558,14 @@ class Trainer:
             raise TrainingInterrupted(
                 f"{self.run_dir}: stopped {where}; its checkpoint of epoch {kept} is kept: "
                 f"continue with `workbench train --resume {self.run_dir}`") from None
+
+    def _check_ranks_in_sync(self, epoch: int) -> None:
+        identical = distributed.parameters_identical(self.method, self.world)
+        self.events.write("ranks_in_sync", epoch=epoch, step=self.step, processes=self.world.size,
+                          identical=identical)
+        if not identical:
+            raise DataError(f"epoch {epoch}: the {self.world.size} processes' parameters differ "
+                            "(a method with per-process state outside the gradient?); stopped")
 
     # ----------------------------------------------------------------- evaluation
     def evaluate(self, write: bool = True) -> dict[str, Any]:
@@ -513,6 +588,63 @@ class Trainer:
 
     def close(self) -> None:
         self.events.close()
+
+
+class _PartStreams:
+    """The random stream (dropout, noise, CutMix) of each part of a step's batch.
+
+    One process without micro-batches keeps the global torch RNG as it is (saved in the
+    checkpoint: exact resume). When a step's batch is split, into W processes and/or
+    ``micro_batches`` chunks, part ``v = rank + W * j`` (rank ``rank``, chunk ``j``) draws from
+    its own stream seeded by ``(seed, epoch, v)``: the processes draw different dropout
+    masks, resume stays exact (the streams restart each epoch), and one process with
+    ``micro_batches = W`` draws exactly what W processes draw."""
+
+    def __init__(self, seed: int, epoch: int, world: distributed.World, micro_batches: int,
+                 device: torch.device) -> None:
+        self.world, self.device = world, device
+        self.split = world.size * micro_batches > 1
+        self.states: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        if self.split:
+            for j in range(micro_batches):
+                v = world.rank + world.size * j
+                torch.manual_seed(seed * 1_000_003 + epoch * 10_007 + v)
+                self.states[j] = self._get()
+
+    def _get(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return torch.get_rng_state(), cuda
+
+    @contextlib.contextmanager
+    def of(self, j: int) -> Iterator[None]:
+        """Run the block on chunk ``j``'s stream (nothing changes when the batch is not split)."""
+        if not self.split:
+            yield
+            return
+        cpu, cuda = self.states[j]
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, self.device)
+        try:
+            yield
+        finally:
+            self.states[j] = self._get()
+
+
+class _NoEvents:
+    """The event log of a process other than rank 0: writes nothing."""
+
+    def write(self, event: str, **fields: Any) -> None:
+        pass
+
+    def offset(self) -> int:
+        return 0
+
+    def truncate(self, offset: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:

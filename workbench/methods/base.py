@@ -76,6 +76,11 @@ class Method(nn.Module):
         """Named losses for one batch; key ``loss`` is what the loop back-propagates."""
         raise NotImplementedError
 
+    def forward(self, batch: Batch, step: int) -> dict[str, Tensor]:
+        """The training step, so that DistributedDataParallel (which hooks ``forward``) can
+        wrap a method (see :mod:`workbench.distributed`)."""
+        return self.training_step(batch, step)
+
     def predict(self, images: Tensor) -> dict[str, Tensor]:
         """Foreground probabilities ``(B, 1, H, W)`` per modality name, from ``(B, M, H, W)``."""
         raise NotImplementedError
