@@ -10,6 +10,8 @@
     workbench methods
     workbench demo
     workbench reproduce --grid GRID.yaml [--out DIR] [--jobs N] [--only-finished]
+    workbench bench [--method NAME] [--config paper|custom] [--precision fp32 tf32 bf16]
+    torchrun --nproc-per-node N -m workbench train ...   (several GPUs / processes)
 
 Errors the workbench raises on purpose (bad path, malformed NIfTI, unknown method, bad
 option) print one line ``error: ...`` and exit with status 2; ``--debug`` (before the
@@ -159,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--only-finished", action="store_true",
                      help="train nothing: tabulate the cells whose run folder has metrics.json")
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    from workbench.bench import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="training speed: img/s and ms/step per precision, a full epoch, "
+                           "and the ASC loss against a literal loop")
+    add_bench_arguments(bench)
     return parser
 
 
@@ -385,7 +393,13 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
-COMMANDS = {"data": _cmd_data_make, "train": _cmd_train, "pretrain": _cmd_pretrain, "eval": _cmd_eval,
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from workbench.bench import run
+
+    return run(args)
+
+
+COMMANDS = {"bench": _cmd_bench, "data": _cmd_data_make, "train": _cmd_train, "pretrain": _cmd_pretrain, "eval": _cmd_eval,
             "view": _cmd_view, "methods": _cmd_methods, "demo": _cmd_demo, "reproduce": _cmd_reproduce}
 
 

@@ -1,0 +1,106 @@
+"""The training-speed benchmark: tiny sizes, no timing assertions."""
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+from workbench import bench
+from workbench.errors import ConfigError
+from workbench.losses import asc_loss
+
+TINY = dict(size=32, batch=2, unlabeled=2, base_channels=4, steps=2, device="cpu")
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_asc_loss_loop_matches_vectorised_value_and_gradient(k):
+    gen = torch.Generator().manual_seed(k)
+    maps = torch.sigmoid(3 * torch.randn(2, k, 1, 12, 12, generator=gen, dtype=torch.float64))
+    grads = []
+    for fn in (asc_loss, bench.asc_loss_loop):
+        a, b = maps[0].clone().requires_grad_(), maps[1].clone().requires_grad_()
+        loss = fn(a, b)
+        loss.backward()
+        grads.append((loss.detach(), a.grad, b.grad))
+    (fast, fa, fb), (slow, sa, sb) = grads
+    assert torch.allclose(fast, slow, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(fa, sa, rtol=1e-8, atol=1e-12) and torch.allclose(fb, sb, rtol=1e-8, atol=1e-12)
+
+
+def test_asc_benchmark_checks_and_reports_each_k():
+    rows = bench.asc_benchmark(k_values=(2, 3), size=16, repeats=1)
+    assert [r["k"] for r in rows] == [2, 3]
+    assert all(r["vectorised_ms"] > 0 and r["loop_ms"] > 0 and r["speedup"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("method, images", [("semi-cml", (2 + 2) * 2), ("supervised", 2 * 2)])
+def test_step_benchmark_counts_images_of_both_modalities(method, images):
+    row = bench.step_benchmark(method, warmup=1, **TINY)
+    assert row["method"] == method and row["precision"] == "fp32" and row["channels_last"] is False
+    assert row["images_per_step"] == images
+    assert row["ms_per_step"] > 0
+    assert row["img_per_s"] == pytest.approx(images * 1000.0 / row["ms_per_step"])
+    assert math.isfinite(row["loss"])
+    assert row["device"].startswith("cpu (") and row["torch"] == torch.__version__
+    json.dumps(row)
+
+
+def test_epoch_benchmark_runs_the_trainer_on_generated_data():
+    row = bench.epoch_benchmark("semi-cml", patients=4, **TINY)
+    assert row["ms_per_step"] > 0 and row["img_per_s"] > 0 and math.isfinite(row["loss"])
+    assert row["images_per_step"] == (2 + 2) * 2
+
+
+def test_bad_settings_are_one_line_config_errors():
+    with pytest.raises(ConfigError, match="tf32") as err:
+        bench.step_benchmark(precision="tf32", device="cpu", size=32, batch=2, unlabeled=2, base_channels=4)
+    assert "\n" not in str(err.value)
+    for bad in (dict(size=40), dict(size=0), dict(batch=0)):
+        with pytest.raises(ConfigError) as err:
+            bench.step_benchmark(**{**TINY, **bad})
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="unknown method"):
+        bench.step_benchmark("no-such-method", **TINY)
+
+
+def test_format_table_is_markdown_with_the_method():
+    row = {"method": "semi-cml", "size": 32, "img_per_s": 1234.5, "loss": 0.25, "channels_last": True}
+    table = bench.format_table([row])
+    lines = table.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("| method") and lines[1].startswith("|---")
+    assert "semi-cml" in table and "1234" in table and "yes" in table
+
+
+def _args(*argv):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_run_prints_tables_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = _args("--config", "custom", "--size", "32", "--batch", "2", "--unlabeled", "2", "--base-channels", "4",
+                 "--steps", "1", "--warmup", "0", "--device", "cpu", "--no-epoch", "--no-asc", "--quiet",
+                 "--json", str(out))
+    assert bench.run(args) == 0
+    text = capsys.readouterr().out
+    assert "torch" in text and "| semi-cml |" in text
+    payload = json.loads(out.read_text())
+    assert len(payload["step"]) == 1 and payload["epoch"] == [] and payload["asc"] == []
+
+
+def test_run_rejects_tf32_on_cpu_and_sizes_with_paper_config():
+    with pytest.raises(ConfigError, match="tf32"):
+        bench.run(_args("--device", "cpu", "--precision", "tf32", "--quiet"))
+    with pytest.raises(ConfigError, match="--config custom"):
+        bench.run(_args("--size", "64", "--quiet"))
+
+
+def test_cli_bench_error_is_one_line(capsys):
+    from workbench.cli import main
+
+    assert main(["bench", "--device", "cpu", "--precision", "tf32", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: precision 'tf32' needs a CUDA device") and err.count("\n") == 1

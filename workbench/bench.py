@@ -1,0 +1,450 @@
+"""Training-speed benchmark (``workbench bench``).
+
+Three measurements, each a list of rows printed as Markdown tables:
+
+* **step** (:func:`step_benchmark`): the training step alone of a registered method -
+  forward under the precision's autocast, ``zero_grad``, backward, optimiser step and the
+  method's ``after_optimizer_step`` hook - on synthetic tensors already on the device
+  (random-normal images, disc-shaped binary labels). The method, optimiser, precision
+  and memory format are built as :class:`~workbench.train.Trainer` builds them; on CUDA
+  the model and inputs are channels_last for every precision. Nothing is read back
+  inside the timed loop: the device is synchronised only before and after it.
+* **epoch** (:func:`epoch_benchmark`): one full training epoch of the real ``Trainer``
+  (batch sampling from the data on the device, learning-rate schedule, loss bookkeeping,
+  event log) on the built-in synthetic BraTS data, after one warm-up epoch. Comparing
+  its images/s with the step's shows the loop's overhead; the target is an epoch at
+  >= 90% of the pure step throughput.
+* **asc** (:func:`asc_benchmark`): the vectorised ASC loss of
+  :func:`workbench.losses.asc_loss` (forward + backward) against :func:`asc_loss_loop`, a
+  literal Python double loop over eqs. 6-10 of Semi-CML; both must give the same value.
+
+Images are counted per modality: a step sees ``(batch + unlabeled) * M`` images (M = 2
+modalities, both counted); a method that uses no unlabeled data counts ``batch * M``.
+On CPU the benchmark stays fp32, the precision the workbench trains with there (``auto``);
+tf32 is a CUDA switch and a ConfigError on CPU, and bf16 autocast runs only when asked for.
+On CUDA the default compares fp32, tf32 and bf16.
+
+Reference figure (from the issue that asked for this benchmark): on an H100, a plain
+PyTorch implementation of the same Semi-CML step runs at about 1460 img/s at 160x160
+(20 labeled + 4 unlabeled) and about 3530 img/s at 144x144 (30 + 26), with bf16 autocast
+and channels_last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from workbench.errors import ConfigError
+from workbench.losses import asc_loss
+from workbench.methods import Batch, Method, get_method
+from workbench.train import (
+    PRECISIONS,
+    TrainConfig,
+    Trainer,
+    _resolve_device,
+    autocast_context,
+    make_optimizer,
+    resolve_precision,
+    set_tf32,
+)
+
+__all__ = ["PAPER_CONFIGS", "step_benchmark", "epoch_benchmark", "make_synthetic_data", "asc_loss_loop",
+           "asc_benchmark", "format_table", "add_arguments", "run"]
+
+#: (size, labeled batch, unlabeled batch K) of the paper: BraTS and HECKTOR (Semi-CML section 4.2)
+PAPER_CONFIGS: tuple[tuple[int, int, int], ...] = ((160, 20, 4), (144, 30, 26))
+MODALITIES = ["a", "b"]
+REFERENCE = ("reference (issue): plain PyTorch Semi-CML step on an H100, bf16 + channels_last: "
+             "~1460 img/s at 160x160 (20+4), ~3530 img/s at 144x144 (30+26)")
+
+
+# --------------------------------------------------------------------------- helpers
+def _device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` -> a torch device; ConfigError for a missing GPU."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"unknown device {name!r}; choose one of: auto, cpu, cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+    return _resolve_device(name)
+
+
+def _precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    return resolve_precision(precision, device)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    threads = torch.get_num_threads()
+    return f"{device.type} ({threads} thread{'s' if threads != 1 else ''})"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _check_shape(size: int, batch: int, unlabeled: int, steps: int, base_channels: int) -> None:
+    """One-line ConfigError for a size, batch or count the U-Nets cannot take."""
+    if size < 16 or size % 16:
+        raise ConfigError(f"size={size}: must be a multiple of 16 and >= 16 (four U-Net poolings)")
+    if batch < 1:
+        raise ConfigError(f"batch={batch}: must be >= 1")
+    if unlabeled < 0:
+        raise ConfigError(f"unlabeled={unlabeled}: must be >= 0")
+    if steps < 1:
+        raise ConfigError(f"steps={steps}: must be >= 1")
+    if base_channels < 1:
+        raise ConfigError(f"base_channels={base_channels}: must be >= 1")
+
+
+def _images_per_step(batch: int, unlabeled: int, modalities: int, uses_unlabeled: bool) -> int:
+    return (batch + (unlabeled if uses_unlabeled else 0)) * modalities
+
+
+def _discs(n: int, size: int, generator: torch.Generator) -> Tensor:
+    """``(n, 1, size, size)`` binary labels: one disc per slice, random centre and radius."""
+    grid = torch.arange(size, dtype=torch.float32)
+    centre = (0.25 + 0.5 * torch.rand(n, 2, generator=generator)) * size
+    radius = (0.08 + 0.17 * torch.rand(n, generator=generator)) * size
+    dy = (grid[None, :, None] - centre[:, 0, None, None]) ** 2
+    dx = (grid[None, None, :] - centre[:, 1, None, None]) ** 2
+    return (dy + dx <= radius[:, None, None] ** 2).float()[:, None]
+
+
+def _timed_steps(model: Method, optimizer: torch.optim.Optimizer, data: Batch, precision: str,
+                 device: torch.device, warmup: int, steps: int) -> tuple[float, float]:
+    """Seconds of ``steps`` training steps after ``warmup`` untimed ones, and the last loss.
+    One step is the Trainer's: forward under autocast, zero_grad, backward, step, hook."""
+    losses: dict[str, Tensor] = {}
+    for step in range(warmup + steps):
+        if step == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        with autocast_context(precision, device):
+            losses = model.training_step(data, step)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        model.after_optimizer_step(step + 1)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return seconds, float(losses["loss"].detach())
+
+
+# --------------------------------------------------------------------------- step
+def step_benchmark(method: str = "semi-cml", size: int = 160, batch: int = 20, unlabeled: int = 4,
+                   precision: str = "fp32", device: str = "cpu", steps: int = 10, warmup: int = 3,
+                   base_channels: int = 32, options: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
+    """Time ``steps`` training steps (after ``warmup``) of ``method`` on synthetic tensors.
+
+    Returns a row: method, device, precision, channels_last, torch, size, batch,
+    unlabeled, steps, images_per_step, ms_per_step, img_per_s and the last step's loss."""
+    method_cls = get_method(method)
+    _check_shape(size, batch, unlabeled, steps, base_channels)
+    if warmup < 0:
+        raise ConfigError(f"warmup={warmup}: must be >= 0")
+    if method_cls.uses_unlabeled and unlabeled < 1:
+        raise ConfigError(f"method {method!r} uses unlabeled data: unlabeled must be >= 1")
+    dev = _device(device)
+    resolved = _precision(precision, dev)
+    config = TrainConfig(method=method, data="<synthetic>", size=size, batch_size=batch,
+                         unlabeled_batch_size=unlabeled, base_channels=base_channels, options=dict(options or {}),
+                         precision=precision, device=device)
+    torch.manual_seed(seed)
+    model = method_cls(MODALITIES, config).to(dev)
+    channels_last = dev.type == "cuda"
+    if channels_last:
+        set_tf32(resolved == "tf32")
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay, dev)
+
+    gen = torch.Generator().manual_seed(seed)
+    x_l = torch.randn(batch, len(MODALITIES), size, size, generator=gen)
+    y_l = _discs(batch, size, gen)
+    x_u = torch.randn(unlabeled, len(MODALITIES), size, size, generator=gen) if method_cls.uses_unlabeled else None
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    data = Batch(*(t.to(dev, memory_format=fmt) if t is not None else None for t in (x_l, y_l, x_u)))
+
+    model.epoch = 1
+    model.train()
+    seconds, loss = _timed_steps(model, optimizer, data, resolved, dev, warmup, steps)
+
+    images = _images_per_step(batch, unlabeled, len(MODALITIES), method_cls.uses_unlabeled)
+    ms = 1000.0 * seconds / steps
+    del model, optimizer, data
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"method": method, "device": _device_name(dev), "precision": resolved, "channels_last": channels_last,
+            "torch": torch.__version__, "size": size, "batch": batch,
+            "unlabeled": unlabeled if method_cls.uses_unlabeled else 0, "steps": steps,
+            "images_per_step": images, "ms_per_step": ms, "img_per_s": images * 1000.0 / ms, "loss": loss}
+
+
+# --------------------------------------------------------------------------- epoch
+def make_synthetic_data(out: str | Path, patients: int = 6, seed: int = 0) -> Path:
+    """Write the built-in synthetic BraTS data (``patients`` virtual patients) to ``out``."""
+    from workbench.data.synthetic import generate
+
+    generate("brats", out, patients, seed=seed)
+    return Path(out)
+
+
+def epoch_benchmark(method: str = "semi-cml", size: int = 160, batch: int = 20, unlabeled: int = 4,
+                    precision: str = "fp32", device: str = "cpu", steps: int = 10, base_channels: int = 32,
+                    data_dir: str | Path | None = None, patients: int = 6,
+                    options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Time one ``steps``-step epoch of the real :class:`Trainer` (after a warm-up epoch).
+
+    ``data_dir`` is a data folder the Trainer reads; None generates ``patients`` built-in
+    synthetic BraTS patients into a temporary folder (their slices are resized to
+    ``size``). Returns a row like :func:`step_benchmark`'s, ``loss`` the epoch's mean."""
+    method_cls = get_method(method)
+    _check_shape(size, batch, unlabeled, steps, base_channels)
+    dev = _device(device)
+    _precision(precision, dev)
+    with tempfile.TemporaryDirectory(prefix="workbench-bench-") as tmp:
+        folder = Path(data_dir) if data_dir is not None else make_synthetic_data(Path(tmp) / "brats", patients)
+        config = TrainConfig(method=method, data=str(folder), size=size, batch_size=batch,
+                             unlabeled_batch_size=max(unlabeled, 1), steps_per_epoch=steps, epochs=2,
+                             base_channels=base_channels, options=dict(options or {}), precision=precision,
+                             device=device)
+        trainer = Trainer(config, Path(tmp) / "run", quiet=True)
+        try:
+            trainer._train_epoch(1)
+            trainer.epoch = 1
+            _sync(dev)
+            start = time.perf_counter()
+            means = trainer._train_epoch(2)
+            _sync(dev)
+            seconds = time.perf_counter() - start
+            n_modalities = len(trainer.splits.modalities)
+            resolved = trainer.precision
+        finally:
+            trainer.close()
+            del trainer
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    images = _images_per_step(batch, unlabeled, n_modalities, method_cls.uses_unlabeled)
+    ms = 1000.0 * seconds / steps
+    return {"method": method, "device": _device_name(dev), "precision": resolved, "channels_last": dev.type == "cuda",
+            "torch": torch.__version__, "size": size, "batch": batch,
+            "unlabeled": unlabeled if method_cls.uses_unlabeled else 0, "steps": steps,
+            "images_per_step": images, "ms_per_step": ms, "img_per_s": images * 1000.0 / ms, "loss": means["loss"]}
+
+
+# --------------------------------------------------------------------------- ASC
+def asc_loss_loop(pred_a: Tensor, pred_b: Tensor, eps: float = 1e-6) -> Tensor:
+    """The ASC loss (eqs. 6-10) written literally, one pair and one anchor at a time.
+
+    The 2K maps are ``[a_1..a_K, b_1..b_K]``; ``S(i, j) = 2 <y_i, y_j> / (|y_i| + |y_j| + eps)``
+    (eq. 8), anchor i has its positive at ``(i + K) mod 2K`` and every other map but itself
+    as a negative, ``l_i = -log(exp S(i, pos) / sum_{j != i} exp S(i, j))`` (eq. 9), and the
+    loss is the mean over the 2K anchors (eq. 10). Slow; the reference for :func:`asc_loss`."""
+    if pred_a.shape != pred_b.shape or pred_a.shape[0] < 2:
+        raise ValueError(f"need paired maps of one shape with K >= 2, got {tuple(pred_a.shape)}, {tuple(pred_b.shape)}")
+    both = torch.cat([pred_a, pred_b])
+    items = list(both if both.dtype in (torch.float32, torch.float64) else both.float())
+    n, k = len(items), pred_a.shape[0]
+    sim: list[list[Tensor | None]] = [[None] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(n):
+            if j != i:
+                sim[i][j] = 2.0 * (items[i] * items[j]).sum() / (items[i].sum() + items[j].sum() + eps)
+    total = torch.zeros((), dtype=items[0].dtype, device=pred_a.device)
+    for i in range(n):
+        positive = sim[i][(i + k) % n]
+        denominator = sum(torch.exp(sim[i][j]) for j in range(n) if j != i)
+        total = total - torch.log(torch.exp(positive) / denominator)
+    return total / n
+
+
+def _time_ms(fn: Any, repeats: int, device: torch.device) -> float:
+    """Mean milliseconds of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+    fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return 1000.0 * (time.perf_counter() - start) / repeats
+
+
+def asc_benchmark(k_values: tuple[int, ...] | list[int] = (4, 26), size: int = 160, device: str = "cpu",
+                  repeats: int = 20, seed: int = 0) -> list[dict[str, Any]]:
+    """Forward + backward time of :func:`asc_loss` against :func:`asc_loss_loop` for each K.
+
+    Raises RuntimeError when the two disagree. Returns rows: k, size, vectorised_ms,
+    loop_ms, speedup."""
+    if repeats < 1:
+        raise ConfigError(f"repeats={repeats}: must be >= 1")
+    dev = _device(device)
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    try:
+        set_tf32(False)  # fp32 matmuls: the two versions must agree to float32 rounding
+        for k in k_values:
+            if k < 2:
+                raise ConfigError(f"K={k}: the ASC loss needs K >= 2 pairs")
+            maps = torch.sigmoid(torch.randn(2, k, 1, size, size, generator=gen)).to(dev)
+            pred_a, pred_b = maps[0].clone().requires_grad_(), maps[1].clone().requires_grad_()
+            with torch.no_grad():
+                fast, slow = asc_loss(pred_a, pred_b), asc_loss_loop(pred_a, pred_b)
+            if not torch.allclose(fast, slow, rtol=1e-4, atol=1e-6):
+                raise RuntimeError(f"asc_loss {fast.item():.6f} != loop version {slow.item():.6f} at K={k}")
+
+            def forward_backward(fn: Any) -> None:
+                pred_a.grad = pred_b.grad = None
+                fn(pred_a, pred_b).backward()
+
+            vec_ms = _time_ms(lambda: forward_backward(asc_loss), repeats, dev)
+            loop_ms = _time_ms(lambda: forward_backward(asc_loss_loop), repeats, dev)
+            rows.append({"k": k, "size": size, "vectorised_ms": vec_ms, "loop_ms": loop_ms,
+                         "speedup": loop_ms / vec_ms})
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    return rows
+
+
+# --------------------------------------------------------------------------- output
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value or abs(value) >= 100:
+            return f"{value:.0f}"
+        return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
+    return str(value)
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """A Markdown table of ``rows`` (dicts); ``columns`` picks and orders the keys."""
+    if not rows:
+        return "(no rows)"
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+STEP_COLUMNS = ["method", "size", "batch", "unlabeled", "precision", "channels_last", "steps", "ms_per_step",
+                "img_per_s", "loss"]
+EPOCH_COLUMNS = ["method", "size", "batch", "unlabeled", "precision", "steps", "ms_per_step", "img_per_s",
+                 "step_img_per_s", "epoch_vs_step_pct", "loss"]
+
+
+# --------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``workbench bench``."""
+    parser.add_argument("--method", default="semi-cml", help="registered method to time (default: semi-cml)")
+    parser.add_argument("--config", choices=["paper", "custom"], default="paper",
+                        help="paper (default): 160x160 batch 20+4 and 144x144 batch 30+26; "
+                             "custom: --size/--batch/--unlabeled")
+    parser.add_argument("--size", type=int, help="slice size with --config custom (multiple of 16; default 160)")
+    parser.add_argument("--batch", type=int, help="labeled slices per step with --config custom (default 20)")
+    parser.add_argument("--unlabeled", type=int, help="unlabeled slices K per step with --config custom (default 4)")
+    parser.add_argument("--precision", nargs="+", choices=["fp32", "tf32", "bf16"],
+                        help="default: fp32 tf32 bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--steps", type=int, help="timed steps per measurement (default: 20 on CUDA, 3 on CPU)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default: 3 on CUDA, 2 on CPU)")
+    parser.add_argument("--base-channels", type=int, default=32, help="U-Net width (default 32, the paper's)")
+    parser.add_argument("--no-epoch", action="store_true", help="skip the full-epoch benchmark")
+    parser.add_argument("--no-asc", action="store_true", help="skip the ASC loss benchmark")
+    parser.add_argument("--json", metavar="FILE", help="also write every row as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _configs(args: argparse.Namespace) -> list[tuple[int, int, int]]:
+    given = [f"--{name}" for name in ("size", "batch", "unlabeled") if getattr(args, name, None) is not None]
+    if args.config == "paper":
+        if given:
+            raise ConfigError(f"{', '.join(given)} need --config custom")
+        return list(PAPER_CONFIGS)
+    size, batch, unlabeled = PAPER_CONFIGS[0]
+    return [(args.size if args.size is not None else size, args.batch if args.batch is not None else batch,
+             args.unlabeled if args.unlabeled is not None else unlabeled)]
+
+
+def run(args: argparse.Namespace) -> int:
+    """``workbench bench``: print the step, epoch and ASC tables; 0 on success."""
+    method_cls = get_method(args.method)
+    dev = _device(args.device)
+    cuda = dev.type == "cuda"
+    precisions = list(dict.fromkeys(args.precision or (["fp32", "tf32", "bf16"] if cuda else ["fp32"])))
+    for p in precisions:
+        _precision(p, dev)
+    steps = args.steps if args.steps is not None else (20 if cuda else 3)
+    warmup = args.warmup if args.warmup is not None else (3 if cuda else 2)
+    if warmup < 0:
+        raise ConfigError(f"--warmup {warmup}: must be >= 0")
+    configs = _configs(args)
+    for size, batch, unlabeled in configs:
+        _check_shape(size, batch, unlabeled, steps, args.base_channels)
+        if method_cls.uses_unlabeled and unlabeled < 1:
+            raise ConfigError(f"method {args.method!r} uses unlabeled data: --unlabeled must be >= 1")
+    quiet = getattr(args, "quiet", False)
+    device_name = _device_name(dev)
+    threads = f", {torch.get_num_threads()} CPU threads" if cuda else ""
+    print(f"bench: {device_name}, torch {torch.__version__}{threads}; method {args.method}, "
+          f"{steps} timed steps after {warmup} warm-up, base channels {args.base_channels}")
+
+    jobs = [(kind, cfg, p) for kind in ("step", "epoch") if kind == "step" or not args.no_epoch
+            for cfg in configs for p in precisions]
+    results: dict[str, list[dict[str, Any]]] = {"step": [], "epoch": [], "asc": []}
+    bar = tqdm(total=len(jobs) + (0 if args.no_asc else 1), unit="run", disable=quiet, leave=False)
+    with tempfile.TemporaryDirectory(prefix="workbench-bench-") as tmp:
+        data_dir: Path | None = None
+        for kind, (size, batch, unlabeled), p in jobs:
+            if kind == "epoch" and data_dir is None:
+                bar.set_description("generating synthetic data")
+                data_dir = make_synthetic_data(Path(tmp) / "brats")
+            bar.set_description(f"{kind} {size}px {batch}+{unlabeled} {p}")
+            if kind == "step":
+                results["step"].append(step_benchmark(args.method, size, batch, unlabeled, p, args.device, steps,
+                                                      warmup, args.base_channels))
+            else:
+                results["epoch"].append(epoch_benchmark(args.method, size, batch, unlabeled, p, args.device, steps,
+                                                        args.base_channels, data_dir=data_dir))
+            bar.update()
+    if not args.no_asc:
+        bar.set_description("asc loss")
+        results["asc"] = asc_benchmark(device=args.device, repeats=20 if cuda else 5)
+        bar.update()
+    bar.close()
+
+    step_speed = {(r["size"], r["batch"], r["unlabeled"], r["precision"]): r["img_per_s"] for r in results["step"]}
+    for row in results["epoch"]:
+        step = step_speed.get((row["size"], row["batch"], row["unlabeled"], row["precision"]))
+        row["step_img_per_s"] = step
+        row["epoch_vs_step_pct"] = round(100.0 * row["img_per_s"] / step, 1) if step else None
+
+    print("\n## Training step (synthetic tensors on the device; img/s counts both modalities)\n")
+    print(format_table(results["step"], STEP_COLUMNS))
+    print(f"\n{REFERENCE}")
+    if results["epoch"]:
+        print("\n## Training epoch (Trainer on built-in synthetic BraTS data; target: epoch >= 90% of step img/s)\n")
+        print(format_table(results["epoch"], EPOCH_COLUMNS))
+    if results["asc"]:
+        print("\n## ASC loss, forward + backward: vectorised asc_loss vs. a Python loop over pairs\n")
+        print(format_table(results["asc"]))
+    if args.json:
+        payload = {"device": device_name, "torch": torch.__version__, "threads": torch.get_num_threads(), **results}
+        Path(args.json).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        print(f"\nwrote {args.json}")
+    return 0
