@@ -84,6 +84,9 @@ def test_existing_run_folder_is_not_overwritten(brats_dir, tmp_path):
         ({"device": "tpu"}, "unknown device 'tpu'"),
         ({"size": 40}, "size=40: must be a multiple of 16"),
         ({"epochs": 0}, "epochs=0"),
+        ({"precision": "fp16"}, "unknown precision 'fp16'; choose one of: auto, fp32, tf32, bf16"),
+        ({"precision": "tf32"}, "precision 'tf32' needs a CUDA device, not 'cpu'"),
+        ({"micro_batches": 0}, "micro_batches=0: must be >= 1"),
     ],
 )
 def test_bad_config_is_one_clear_line(brats_dir, overrides, message):
@@ -95,6 +98,13 @@ def test_bad_config_is_one_clear_line(brats_dir, overrides, message):
 def test_unknown_config_key():
     with pytest.raises(ConfigError, match="unknown config key 'epoch'"):
         TrainConfig.from_dict({"epoch": 3})
+
+
+def test_precision_auto_is_fp32_on_cpu(brats_dir, tmp_path):
+    trainer = Trainer(tiny_config(brats_dir, epochs=1), tmp_path / "auto", quiet=True)
+    assert trainer.config.precision == "auto" and trainer.precision == "fp32"
+    start = json.loads((tmp_path / "auto" / "events.jsonl").read_text().splitlines()[0])
+    assert start["precision"] == "fp32" and start["processes"] == 1
 
 
 def test_bf16_autocast_runs_on_cpu(brats_dir, tmp_path):

@@ -121,6 +121,8 @@ class TrainConfig:
             raise ConfigError(f"unknown test_slices {self.test_slices!r}; choose one of: all, tumour")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if self.precision == "tf32" and self.device == "cpu":
+            resolve_precision("tf32", torch.device("cpu"))  # the one-line ConfigError
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
         for name in ("epochs", "steps_per_epoch", "batch_size", "unlabeled_batch_size", "base_channels",
