@@ -49,7 +49,8 @@ from torch import Tensor, nn
 
 from workbench.errors import ConfigError
 
-__all__ = ["World", "world_from_env", "init", "shard", "broadcast", "parameters_identical", "wrap"]
+__all__ = ["World", "world_from_env", "init", "shard", "broadcast", "all_mean", "parameters_identical", "wrap",
+           "barrier", "shutdown"]
 
 
 @dataclass(frozen=True)
@@ -149,3 +150,16 @@ def wrap(method: nn.Module, world: World, device: torch.device) -> nn.Module:
         return method
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(method, device_ids=device_ids, find_unused_parameters=True)
+
+
+def barrier(world: World) -> None:
+    """Wait until every process gets here (e.g. rank 1 for rank 0's evaluation)."""
+    if world.distributed and dist.is_initialized():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group. A process that exits without it can abort in gloo's
+    threads ("terminate called without an active exception") and take the run down."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

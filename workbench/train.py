@@ -524,7 +524,8 @@ class Trainer:
 
     def fit(self, stop_after: int | None = None) -> dict[str, Any] | None:
         """Train until ``config.epochs`` (or until epoch ``stop_after``, checkpointed, for
-        tests of resume); then evaluate and return the metrics summary.
+        tests of resume); then evaluate and return the metrics summary (on rank 0 only under
+        torchrun; the other processes get None).
 
         A new run first writes an epoch-0 checkpoint, so that a run stopped at any point
         (killed, or Ctrl-C: :class:`TrainingInterrupted`) can be resumed. The epoch in
@@ -549,9 +550,9 @@ class Trainer:
                     self._check_ranks_in_sync(epoch)
                 self.save_checkpoint()
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", **{f"dsc_{m}": f"{s:.3f}" for m, s in scores.items()})
-            if self.epoch < cfg.epochs or not self.world.is_main:
-                return None
-            return self.evaluate()
+            result = self.evaluate() if self.epoch >= cfg.epochs and self.world.is_main else None
+            distributed.barrier(self.world)  # no process leaves while rank 0 still evaluates
+            return result
         except KeyboardInterrupt:
             if self.checkpoint_epoch is None:
                 raise TrainingInterrupted(f"{self.run_dir}: stopped before the first checkpoint; start again") from None
@@ -589,7 +590,10 @@ class Trainer:
         return result
 
     def close(self) -> None:
+        """Close the event log (and, under torchrun, leave the process group)."""
         self.events.close()
+        if self.world.distributed:
+            distributed.shutdown()
 
 
 class _PartStreams:
