@@ -318,6 +318,16 @@ class TrainingInterrupted(KeyboardInterrupt):
     interrupted Trainer object itself is left mid-epoch: do not call its ``fit`` again."""
 
 
+def training_interrupted(run_dir: Path, kept: int | None, epochs: int,
+                         command: str = "workbench train") -> TrainingInterrupted:
+    """The error for Ctrl-C during a run: which checkpoint is kept and how to continue."""
+    if kept is None:
+        return TrainingInterrupted(f"{run_dir}: stopped before the first checkpoint; start again")
+    where = "after training, during the evaluation" if kept >= epochs else f"in epoch {kept + 1}"
+    return TrainingInterrupted(f"{run_dir}: stopped {where}; its checkpoint of epoch {kept} is kept: "
+                               f"continue with `{command} --resume {run_dir}`")
+
+
 class Trainer:
     """Trains one method on one dataset into a run folder.
 
@@ -554,13 +564,7 @@ class Trainer:
             distributed.barrier(self.world)  # no process leaves while rank 0 still evaluates
             return result
         except KeyboardInterrupt:
-            if self.checkpoint_epoch is None:
-                raise TrainingInterrupted(f"{self.run_dir}: stopped before the first checkpoint; start again") from None
-            kept = self.checkpoint_epoch
-            where = "after training, during the evaluation" if kept >= cfg.epochs else f"in epoch {kept + 1}"
-            raise TrainingInterrupted(
-                f"{self.run_dir}: stopped {where}; its checkpoint of epoch {kept} is kept: "
-                f"continue with `workbench train --resume {self.run_dir}`") from None
+            raise training_interrupted(self.run_dir, self.checkpoint_epoch, cfg.epochs) from None
 
     def _check_ranks_in_sync(self, epoch: int) -> None:
         identical = distributed.parameters_identical(self.method, self.world)

@@ -323,6 +323,34 @@ def test_resumed_pretraining_matches_uninterrupted(brats_dir, tmp_path):
     assert read_events(tmp_path / "full", "train") == read_events(tmp_path / "stopped", "train")
 
 
+def test_ctrl_c_in_the_first_epoch_resumes_from_the_epoch_0_checkpoint(brats_dir, tmp_path, monkeypatch):
+    from workbench.train import TrainingInterrupted
+
+    run = tmp_path / "stopped"
+    first = Pretrainer(_pretrain_config(brats_dir), run, quiet=True)
+    real_step = first.model.training_step
+
+    def interrupt_on_the_first_step(images):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(first.model, "training_step", interrupt_on_the_first_step)
+    with pytest.raises(TrainingInterrupted, match="checkpoint of epoch 0 is kept") as info:
+        first.fit()
+    first.close()
+    assert f"workbench pretrain --resume {run}" in str(info.value)
+    monkeypatch.setattr(first.model, "training_step", real_step)
+    with pytest.raises(ConfigError, match="stopped at epoch 0 of 2"):
+        read_pretraining(run)
+    resumed = Pretrainer.resume(run, quiet=True)
+    resumed.fit()
+    resumed.close()
+    full = Pretrainer(_pretrain_config(brats_dir), tmp_path / "full", quiet=True)
+    full.fit()
+    full.close()
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
 def test_init_starts_the_unets_from_the_pretrained_generators(pretrain_run, brats_dir, tmp_path):
     config = tiny_config(brats_dir, init=str(pretrain_run))
     trainer = Trainer(config, tmp_path / "ft", quiet=True)

@@ -469,6 +469,7 @@ class Pretrainer:
         self.steps_per_epoch = config.steps_per_epoch or n // self.batch_size
         self.sample_index = self._sample_slices(min(config.samples, n))
         self.epoch = 0
+        self.checkpoint_epoch: int | None = None  # epoch of the checkpoint on disk, None before the first
         self.step = 0
         self.events = EventLog(self.run_dir / "events.jsonl")
         if not _resuming:
@@ -519,6 +520,7 @@ class Pretrainer:
             "config": asdict(self.config),
         }
         self._loop._atomic_torch_save(state, self.run_dir / "checkpoint.pt")
+        self.checkpoint_epoch = self.epoch
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, quiet: bool = False) -> "Pretrainer":
@@ -533,6 +535,7 @@ class Pretrainer:
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         trainer.epoch, trainer.step = state["epoch"], state["step"]
+        trainer.checkpoint_epoch = trainer.epoch
         trainer.events.truncate(state["events_offset"])
         trainer.events.write("resume", epoch=trainer.epoch, step=trainer.step)
         return trainer
@@ -574,24 +577,34 @@ class Pretrainer:
     def fit(self, stop_after: int | None = None) -> dict[str, float] | None:
         """Train until ``config.epochs`` (or epoch ``stop_after``, for resume tests).
 
+        Like :meth:`workbench.train.Trainer.fit`, a new pre-training first writes an epoch-0
+        checkpoint, and Ctrl-C raises :class:`~workbench.train.TrainingInterrupted` naming the
+        checkpoint kept and the ``--resume`` command.
+
         Returns:
             The last epoch's mean losses, or None when stopped early.
         """
         cfg = self.config
         last = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
         losses: dict[str, float] | None = None
-        with tqdm(total=(last - self.epoch) * self.steps_per_epoch, desc=cfg.method, unit="step",
-                  disable=self.quiet) as bar:
-            for epoch in range(self.epoch + 1, last + 1):
-                losses = self._train_epoch(epoch, bar)
-                self.epoch = epoch
-                self.events.write("train", epoch=epoch, step=self.step, lr=cfg.lr, **losses)
-                sample = self.save_samples()
-                if sample is not None:
-                    self.events.write("samples", epoch=epoch, step=self.step,
-                                      path=str(sample.relative_to(self.run_dir)))
+        try:
+            if self.checkpoint_epoch is None:
                 self.save_checkpoint()
-                bar.set_postfix(epoch=epoch, g=f"{losses['generator']:.3f}", d=f"{losses['discriminator']:.3f}")
+            with tqdm(total=(last - self.epoch) * self.steps_per_epoch, desc=cfg.method, unit="step",
+                      disable=self.quiet) as bar:
+                for epoch in range(self.epoch + 1, last + 1):
+                    losses = self._train_epoch(epoch, bar)
+                    self.epoch = epoch
+                    self.events.write("train", epoch=epoch, step=self.step, lr=cfg.lr, **losses)
+                    sample = self.save_samples()
+                    if sample is not None:
+                        self.events.write("samples", epoch=epoch, step=self.step,
+                                          path=str(sample.relative_to(self.run_dir)))
+                    self.save_checkpoint()
+                    bar.set_postfix(epoch=epoch, g=f"{losses['generator']:.3f}", d=f"{losses['discriminator']:.3f}")
+        except KeyboardInterrupt:
+            raise self._loop.training_interrupted(self.run_dir, self.checkpoint_epoch, cfg.epochs,
+                                                  "workbench pretrain") from None
         return losses if self.epoch >= cfg.epochs else None
 
     def close(self) -> None:
@@ -611,7 +624,7 @@ def read_samples(run_dir: str | Path) -> dict[int, dict[str, np.ndarray]]:
 def _load_checkpoint(run_dir: Path, flag: str) -> dict[str, Any]:
     path = run_dir / "checkpoint.pt"
     if not path.exists():
-        raise DataError(f"{flag} {run_dir}: no checkpoint.pt (the pre-training has not finished an epoch)")
+        raise DataError(f"{flag} {run_dir}: no checkpoint.pt (not a started pre-training)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001  (any unpickling failure means a broken file)
