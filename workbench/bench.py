@@ -47,10 +47,9 @@ from workbench.errors import ConfigError
 from workbench.losses import asc_loss
 from workbench.methods import Batch, Method, get_method
 from workbench.train import (
-    PRECISIONS,
     TrainConfig,
     Trainer,
-    _resolve_device,
+    resolve_device,
     autocast_context,
     make_optimizer,
     resolve_precision,
@@ -68,21 +67,6 @@ REFERENCE = ("reference (issue): plain PyTorch Semi-CML step on an H100, bf16 + 
 
 
 # --------------------------------------------------------------------------- helpers
-def _device(name: str) -> torch.device:
-    """``auto`` | ``cpu`` | ``cuda`` -> a torch device; ConfigError for a missing GPU."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"unknown device {name!r}; choose one of: auto, cpu, cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
-    return _resolve_device(name)
-
-
-def _precision(precision: str, device: torch.device) -> str:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    return resolve_precision(precision, device)
-
-
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -109,8 +93,16 @@ def _check_shape(size: int, batch: int, unlabeled: int, steps: int, base_channel
         raise ConfigError(f"base_channels={base_channels}: must be >= 1")
 
 
-def _images_per_step(batch: int, unlabeled: int, modalities: int, uses_unlabeled: bool) -> int:
-    return (batch + (unlabeled if uses_unlabeled else 0)) * modalities
+def _row(method_cls: type[Method], device: torch.device, precision: str, size: int, batch: int, unlabeled: int,
+         steps: int, seconds: float, modalities: int, loss: float) -> dict[str, Any]:
+    """One result row; images per step count every modality, unlabeled ones only if the method uses them."""
+    used_unlabeled = unlabeled if method_cls.uses_unlabeled else 0
+    images = (batch + used_unlabeled) * modalities
+    ms = 1000.0 * seconds / steps
+    return {"method": method_cls.name, "device": _device_name(device), "precision": precision,
+            "channels_last": device.type == "cuda", "torch": torch.__version__, "size": size, "batch": batch,
+            "unlabeled": used_unlabeled, "steps": steps, "images_per_step": images, "ms_per_step": ms,
+            "img_per_s": images * 1000.0 / ms, "loss": loss}
 
 
 def _discs(n: int, size: int, generator: torch.Generator) -> Tensor:
@@ -157,8 +149,8 @@ def step_benchmark(method: str = "semi-cml", size: int = 160, batch: int = 20, u
         raise ConfigError(f"warmup={warmup}: must be >= 0")
     if method_cls.uses_unlabeled and unlabeled < 1:
         raise ConfigError(f"method {method!r} uses unlabeled data: unlabeled must be >= 1")
-    dev = _device(device)
-    resolved = _precision(precision, dev)
+    dev = resolve_device(device)
+    resolved = resolve_precision(precision, dev)
     config = TrainConfig(method=method, data="<synthetic>", size=size, batch_size=batch,
                          unlabeled_batch_size=unlabeled, base_channels=base_channels, options=dict(options or {}),
                          precision=precision, device=device)
@@ -181,15 +173,10 @@ def step_benchmark(method: str = "semi-cml", size: int = 160, batch: int = 20, u
     model.train()
     seconds, loss = _timed_steps(model, optimizer, data, resolved, dev, warmup, steps)
 
-    images = _images_per_step(batch, unlabeled, len(MODALITIES), method_cls.uses_unlabeled)
-    ms = 1000.0 * seconds / steps
     del model, optimizer, data
     if dev.type == "cuda":
         torch.cuda.empty_cache()
-    return {"method": method, "device": _device_name(dev), "precision": resolved, "channels_last": channels_last,
-            "torch": torch.__version__, "size": size, "batch": batch,
-            "unlabeled": unlabeled if method_cls.uses_unlabeled else 0, "steps": steps,
-            "images_per_step": images, "ms_per_step": ms, "img_per_s": images * 1000.0 / ms, "loss": loss}
+    return _row(method_cls, dev, resolved, size, batch, unlabeled, steps, seconds, len(MODALITIES), loss)
 
 
 # --------------------------------------------------------------------------- epoch
@@ -212,8 +199,8 @@ def epoch_benchmark(method: str = "semi-cml", size: int = 160, batch: int = 20, 
     ``size``). Returns a row like :func:`step_benchmark`'s, ``loss`` the epoch's mean."""
     method_cls = get_method(method)
     _check_shape(size, batch, unlabeled, steps, base_channels)
-    dev = _device(device)
-    _precision(precision, dev)
+    dev = resolve_device(device)
+    resolve_precision(precision, dev)
     with tempfile.TemporaryDirectory(prefix="workbench-bench-") as tmp:
         folder = Path(data_dir) if data_dir is not None else make_synthetic_data(Path(tmp) / "brats", patients)
         config = TrainConfig(method=method, data=str(folder), size=size, batch_size=batch,
@@ -236,12 +223,7 @@ def epoch_benchmark(method: str = "semi-cml", size: int = 160, batch: int = 20, 
             del trainer
     if dev.type == "cuda":
         torch.cuda.empty_cache()
-    images = _images_per_step(batch, unlabeled, n_modalities, method_cls.uses_unlabeled)
-    ms = 1000.0 * seconds / steps
-    return {"method": method, "device": _device_name(dev), "precision": resolved, "channels_last": dev.type == "cuda",
-            "torch": torch.__version__, "size": size, "batch": batch,
-            "unlabeled": unlabeled if method_cls.uses_unlabeled else 0, "steps": steps,
-            "images_per_step": images, "ms_per_step": ms, "img_per_s": images * 1000.0 / ms, "loss": means["loss"]}
+    return _row(method_cls, dev, resolved, size, batch, unlabeled, steps, seconds, n_modalities, means["loss"])
 
 
 # --------------------------------------------------------------------------- ASC
@@ -289,7 +271,7 @@ def asc_benchmark(k_values: tuple[int, ...] | list[int] = (4, 26), size: int = 1
     loop_ms, speedup."""
     if repeats < 1:
         raise ConfigError(f"repeats={repeats}: must be >= 1")
-    dev = _device(device)
+    dev = resolve_device(device)
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     gen = torch.Generator().manual_seed(seed)
     rows = []
@@ -384,11 +366,11 @@ def _configs(args: argparse.Namespace) -> list[tuple[int, int, int]]:
 def run(args: argparse.Namespace) -> int:
     """``workbench bench``: print the step, epoch and ASC tables; 0 on success."""
     method_cls = get_method(args.method)
-    dev = _device(args.device)
+    dev = resolve_device(args.device)
     cuda = dev.type == "cuda"
     precisions = list(dict.fromkeys(args.precision or (["fp32", "tf32", "bf16"] if cuda else ["fp32"])))
     for p in precisions:
-        _precision(p, dev)
+        resolve_precision(p, dev)
     steps = args.steps if args.steps is not None else (20 if cuda else 3)
     warmup = args.warmup if args.warmup is not None else (3 if cuda else 2)
     if warmup < 0:

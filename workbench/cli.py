@@ -258,9 +258,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from workbench.methods.multi_condos import PretrainConfig, Pretrainer
-
     from workbench.distributed import world_from_env
+    from workbench.methods.multi_condos import PretrainConfig, Pretrainer
 
     if world_from_env().distributed:
         raise ConfigError("pretrain runs in one process: launch it without torchrun")

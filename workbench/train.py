@@ -56,7 +56,7 @@ from workbench.methods.options import config_from_dict
 from workbench.metrics import MetricAccumulator, dice
 
 __all__ = ["TrainConfig", "Trainer", "TrainingInterrupted", "lr_factor", "load_splits", "predict_volume",
-           "PRECISIONS", "resolve_precision", "autocast_context", "set_tf32", "make_optimizer"]
+           "PRECISIONS", "resolve_device", "resolve_precision", "autocast_context", "set_tf32", "make_optimizer"]
 
 BOUNDARY_WIDTH = {"brats": 5, "hecktor": 4}  # Boundary IoU d (Semi-CML section 4.6.1)
 
@@ -115,16 +115,9 @@ class TrainConfig:
             raise ConfigError("no data folder given (--data DIR)")
         if self.fmt not in ("auto", "brats", "hecktor", "generic"):
             raise ConfigError(f"unknown data format {self.fmt!r}; choose one of: auto, brats, hecktor, generic")
-        if self.device not in ("cpu", "cuda", "auto"):
-            raise ConfigError(f"unknown device {self.device!r}; choose one of: cpu, cuda, auto")
         if self.test_slices not in ("all", "tumour"):
             raise ConfigError(f"unknown test_slices {self.test_slices!r}; choose one of: all, tumour")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
-        if self.precision == "tf32" and self.device == "cpu":
-            resolve_precision("tf32", torch.device("cpu"))  # the one-line ConfigError
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+        resolve_precision(self.precision, resolve_device(self.device))
         for name in ("epochs", "steps_per_epoch", "batch_size", "unlabeled_batch_size", "base_channels",
                      "micro_batches"):
             if getattr(self, name) < 1:
@@ -187,7 +180,13 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, milestones: list[f
     return gamma**passed
 
 
-def _resolve_device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` | ``cuda`` | ``auto`` (CUDA when there is one) -> a torch device; a one-line
+    ConfigError for an unknown name or a missing GPU."""
+    if name not in ("cpu", "cuda", "auto"):
+        raise ConfigError(f"unknown device {name!r}; choose one of: cpu, cuda, auto")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -198,7 +197,10 @@ PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` -> ``bf16`` on CUDA, ``fp32`` elsewhere. ``tf32`` (TensorFloat-32 matmuls
-    and convolutions) exists only on CUDA: asking for it elsewhere is a ConfigError."""
+    and convolutions) exists only on CUDA: asking for it elsewhere is a ConfigError, as is
+    an unknown name."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if precision == "tf32" and device.type != "cuda":
@@ -364,7 +366,7 @@ class Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 for name in ("events.jsonl", "checkpoint.pt", "metrics.json", "per_patient.csv"):
                     (self.run_dir / name).unlink(missing_ok=True)
-        self.device = distributed.init(self.world, _resolve_device(config.device))
+        self.device = distributed.init(self.world, resolve_device(config.device))
         self.splits, self.fmt = load_splits(config, progress=not self.quiet)
         self.boundary_width = BOUNDARY_WIDTH.get(self.fmt, 4)
         self.test_volumes = (self.splits.test if config.test_slices == "all"

@@ -341,6 +341,7 @@ class PretrainConfig:
     def validate(self) -> MultiConDoSOptions:
         """The parsed options; ConfigError (one line) for a bad value."""
         from workbench.data.slices import PreprocessConfig
+        from workbench.train import resolve_device
 
         if self.method != "multi-condos":
             raise ConfigError(f"unknown pre-training method {self.method!r}; choose one of: multi-condos")
@@ -348,10 +349,7 @@ class PretrainConfig:
             raise ConfigError("no data folder given (--data DIR)")
         if self.fmt not in ("auto", "brats", "hecktor", "generic"):
             raise ConfigError(f"unknown data format {self.fmt!r}; choose one of: auto, brats, hecktor, generic")
-        if self.device not in ("cpu", "cuda", "auto"):
-            raise ConfigError(f"unknown device {self.device!r}; choose one of: cpu, cuda, auto")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+        resolve_device(self.device)
         for name in ("epochs", "batch_size", "base_channels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
@@ -457,7 +455,7 @@ class Pretrainer:
                 (self.run_dir / name).unlink(missing_ok=True)
             for old in (self.run_dir / "samples").glob("epoch_*.npz"):
                 old.unlink()
-        self.device = loop._resolve_device(config.device)
+        self.device = loop.resolve_device(config.device)
         self.data = load_pretraining_slices(config, progress=not quiet)
         torch.manual_seed(config.seed)
         self.model = MultiConDoS(self.data.modalities, config.base_channels, self.opts).to(self.device)
