@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from workbench.cli import main
-from workbench.reproduce import (GridError, load_grid, load_paper_values, plan_cells, reproduce, results_tables,
-                                 shipped_grids, slugify)
+from workbench.reproduce import (GridError, load_grid, load_paper_values, plan_cells, plot_dsc_vs_labeled, reproduce,
+                                 results_tables, shipped_grids, slugify)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY_SETTINGS = {"epochs": 2, "steps_per_epoch": 2, "base_channels": 4, "size": 32, "batch_size": 4,
@@ -193,6 +193,28 @@ def test_tables_are_mean_and_std_over_seeds_with_the_papers_rows(tmp_path):
     assert list(text.index) == ["Sup", paper, "Semi-CML"]
     assert text.at[paper, ("T1", "DSC")] == "0.2724" and text.at[paper, ("FLAIR", "Sens")] == "0.4410"
     assert text.at["Semi-CML", ("T1", "DSC")] == "–" and text.at["Semi-CML", ("", "seeds")] == "0"
+
+
+def test_one_labeled_fraction_is_plotted_as_one_row_per_method_with_the_papers_marker(tmp_path):
+    """A Table 3-like grid (one fraction) gets a dot plot: methods on the y axis in grid order,
+    the mean over seeds on x with the std as error bar, the paper's value on the same row."""
+    import matplotlib.pyplot as plt
+
+    grid = load_grid(write_grid(tmp_path / "grid.yaml", seeds=[0, 1], labeled=[0.1]))
+    rows = pd.DataFrame([{"dataset": "brats", "method": method, "labeled": 0.1, "seed": s, "modality": m,
+                          "case_id": "a", "dsc": d + 0.1 * s, "sens": 0.5}
+                         for method, base in [("Sup", 0.2), ("Semi-CML", 0.5)]
+                         for s in (0, 1) for m, d in [("t1", base), ("flair", base + 0.3)]])
+    fig = plot_dsc_vs_labeled(rows, "brats", grid)
+    t1, flair = fig.axes[:2]
+    assert [t.get_text() for t in t1.get_yticklabels()] == ["Sup", "Semi-CML"]
+    assert t1.get_ylim()[0] > t1.get_ylim()[1]  # first grid row on top
+    points = sorted((round(x, 4), y) for line in t1.lines if line.get_marker() == "o"
+                    for x, y in line.get_xydata())
+    # seeds 0.2 / 0.3 and 0.5 / 0.6; Table 1 "Sup", T1 DSC at 10%, as an open marker on Sup's row
+    assert points == [(0.25, 0.0), (0.2724, 0.0), (0.55, 1.0)]
+    assert "10% labeled" in fig._suptitle.get_text()
+    plt.close(fig)
 
 
 def test_slugs_and_run_folders(tmp_path):

@@ -1121,7 +1121,12 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
     """DSC (or ``metric="sens"``) against the labeled fraction: one panel per modality, one line
     per method (mean over seeds of each run's mean over patients; error bar: std over seeds).
     With ``grid``, a row's published values (at the row's fractions) are drawn in the same
-    colour, dotted with open markers."""
+    colour, dotted with open markers.
+
+    A grid with a single labeled fraction (e.g. a Table 3 ablation) would stack every method on
+    one x position, so it is drawn as a dot plot instead: one row per method, the metric on the
+    x axis with the std over seeds as a horizontal error bar, the paper's value as an open
+    marker on the same row."""
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.ticker import NullFormatter
@@ -1141,42 +1146,71 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
         papers = load_paper_values()
     paper_dataset = next((d.paper for d in grid.datasets if d.name == dataset), None) if grid is not None else None
     fractions = sorted(set(sub["labeled"]))
-    fig, axes = plt.subplots(1, len(modalities), figsize=(4.6 * len(modalities) + 1.8, 3.8), squeeze=False,
-                             sharey=True)
     colours = plt.cm.tab10(np.arange(len(methods)) % 10)
     index = 0 if metric == "dsc" else 1
+    name_of_metric = "DSC" if metric == "dsc" else "sensitivity"
+
+    def published(method: str, modality: str) -> list[tuple[float, float]]:
+        """(labeled %, paper value) of a row that cites the paper, at the row's fractions."""
+        row = rows_of.get(method)
+        if row is None or row.paper is None or papers is None:
+            return []
+        table, name = papers[row.paper[0]], row.paper[1]
+        return [(f * 100, table.get(paper_dataset, f, name)[modality][index])
+                for f in grid.fractions(row) if modality in table.get(paper_dataset, f, name)]
+
     drew_paper = False
+    single = len(fractions) == 1  # dot plot: one row per method, top to bottom in grid order
+    size = (3.6 * len(modalities) + 1.8, 0.32 * len(methods) + 1.4) if single else (4.6 * len(modalities) + 1.8, 3.8)
+    fig, axes = plt.subplots(1, len(modalities), figsize=size, squeeze=False, sharey=True)
     for ax, modality in zip(axes[0], modalities):
-        for colour, method in zip(colours, methods):
+        for position, (colour, method) in enumerate(zip(colours, methods)):
             try:
                 points = stats.xs((method, modality), level=["method", "modality"]).sort_index()
             except KeyError:
                 continue
-            ax.errorbar(points.index * 100, points["mean"], yerr=points["std"].fillna(0), color=colour, marker="o",
-                        ms=4, capsize=3, lw=1.4, label=method)
-            row = rows_of.get(method)
-            if row is not None and row.paper is not None and papers is not None:
-                table, name = papers[row.paper[0]], row.paper[1]
-                published = [(f * 100, table.get(paper_dataset, f, name)[modality][index])
-                             for f in grid.fractions(row) if modality in table.get(paper_dataset, f, name)]
-                if published:
-                    ax.plot(*zip(*published), color=colour, ls=":", marker="o", mfc="none", ms=6, lw=1.2)
-                    drew_paper = True
-        if len(fractions) > 1 and fractions[-1] / fractions[0] > 8:
+            paper = published(method, modality)
+            if single:
+                ax.errorbar(points["mean"], [position] * len(points), xerr=points["std"].fillna(0), color=colour,
+                            marker="o", ms=5, capsize=3, lw=1.4, ls="none", label=method)
+                if paper:
+                    ax.plot([v for _, v in paper], [position] * len(paper), color=colour, ls="none", marker="o",
+                            mfc="none", ms=7)
+            else:
+                ax.errorbar(points.index * 100, points["mean"], yerr=points["std"].fillna(0), color=colour,
+                            marker="o", ms=4, capsize=3, lw=1.4, label=method)
+                if paper:
+                    ax.plot(*zip(*paper), color=colour, ls=":", marker="o", mfc="none", ms=6, lw=1.2)
+            drew_paper = drew_paper or bool(paper)
+        ax.set_title(_modality_header(modality))
+        ax.grid(alpha=0.3)
+        if single:
+            ax.set_yticks(range(len(methods)), methods)
+            ax.set_ylim(len(methods) - 0.5, -0.5)
+            ax.set_xlim(0, 1)
+            ax.set_xlabel(f"{name_of_metric} (mean over seeds ± std)")
+            continue
+        if fractions[-1] / fractions[0] > 8:
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks([f * 100 for f in fractions], [f"{f * 100:g}" for f in fractions])
-        ax.set_title(_modality_header(modality))
         ax.set_xlabel("labeled patients (%)")
         ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel(f"{'DSC' if metric == 'dsc' else 'sensitivity'} (mean over seeds ± std)")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if drew_paper:
-        handles.append(plt.Line2D([], [], color="grey", ls=":", marker="o", mfc="none"))
-        labels.append(f"{PAPER_LABEL} (same colour)")
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
-    fig.suptitle(f"{dataset}: {'DSC' if metric == 'dsc' else 'sensitivity'} vs labeled fraction")
+    handles, labels = [], []
+    if single:
+        fig.suptitle(f"{dataset}: {name_of_metric} at {fractions[0] * 100:g}% labeled")
+        if drew_paper:
+            handles, labels = [plt.Line2D([], [], color="grey", ls="none", marker="o", mfc="none")], \
+                [f"{PAPER_LABEL} (open marker)"]
+    else:
+        axes[0, 0].set_ylabel(f"{name_of_metric} (mean over seeds ± std)")
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        if drew_paper:
+            handles.append(plt.Line2D([], [], color="grey", ls=":", marker="o", mfc="none"))
+            labels.append(f"{PAPER_LABEL} (same colour)")
+        fig.suptitle(f"{dataset}: {name_of_metric} vs labeled fraction")
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 
