@@ -216,6 +216,14 @@ def test_one_labeled_fraction_is_plotted_as_one_row_per_method_with_the_papers_m
     assert "10% labeled" in fig._suptitle.get_text()
     plt.close(fig)
 
+    # a two-fraction grid with only its 10% cells finished: the paper's 5% value (0.2255) stays off the plot
+    partial = load_grid(write_grid(tmp_path / "partial.yaml", seeds=[0, 1], labeled=[0.05, 0.1]))
+    fig = plot_dsc_vs_labeled(rows, "brats", partial)
+    points = sorted((round(x, 4), y) for line in fig.axes[0].lines if line.get_marker() == "o"
+                    for x, y in line.get_xydata())
+    assert points == [(0.25, 0.0), (0.2724, 0.0), (0.55, 1.0)]
+    plt.close(fig)
+
 
 def test_slugs_and_run_folders(tmp_path):
     assert slugify("sup+mse+NCE*") == "sup-mse-NCEstar"

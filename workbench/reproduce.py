@@ -1170,7 +1170,8 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
             except KeyError:
                 continue
             paper = published(method, modality)
-            if single:
+            if single:  # only the paper's value at the plotted fraction (a partial grid may have more)
+                paper = [(f, v) for f, v in paper if math.isclose(f, fractions[0] * 100)]
                 ax.errorbar(points["mean"], [position] * len(points), xerr=points["std"].fillna(0), color=colour,
                             marker="o", ms=5, capsize=3, lw=1.4, ls="none", label=method)
                 if paper:
