@@ -142,7 +142,7 @@ def _summary(rows: list[dict], labels: list[str], kinds: list[str], seeds: list[
                                   == (kind, label, m, s)]
                         if values:
                             per_seed.append(np.nanmean(np.asarray(values, dtype=float)))
-                    cells.append(f"{np.mean(per_seed):.3f} ± {np.std(per_seed):.3f}" if len(per_seed) > 1
+                    cells.append(f"{np.mean(per_seed):.3f} ± {np.std(per_seed, ddof=1):.3f}" if len(per_seed) > 1
                                  else f"{per_seed[0]:.3f}" if per_seed else "-")
                 lines.append(f"| {kind} | {label} | {m} | {len(per_seed)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -331,14 +331,14 @@ def test_accumulator_aggregate_with_nan():
     assert ct["n_cases"] == 3
     dsc_vals = [1.0, dice(a, b), 0.0]
     assert ct["dsc"] == pytest.approx(np.mean(dsc_vals)) and ct["dsc_n_nan"] == 0
-    assert ct["dsc_std"] == pytest.approx(np.std(dsc_vals))
+    assert ct["dsc_std"] == pytest.approx(np.std(dsc_vals, ddof=1))  # sample std
     for name in ("sens", "hd95", "asd"):
         finite = [rows[0][name], rows[1][name]]
         assert ct[f"{name}_n_nan"] == 1
         assert ct[name] == pytest.approx(np.mean(finite))
-        assert ct[f"{name}_std"] == pytest.approx(np.std(finite))
+        assert ct[f"{name}_std"] == pytest.approx(np.std(finite, ddof=1))
     assert ct["biou_n_nan"] == 0 and ct["biou"] == pytest.approx(np.mean([1.0, rows[1]["biou"], 0.0]))
-    assert agg["PET"]["n_cases"] == 1 and agg["PET"]["hd95_std"] == 0.0
+    assert agg["PET"]["n_cases"] == 1 and math.isnan(agg["PET"]["hd95_std"])  # one case: no sample std
 
     acc.reset()
     assert acc.rows() == [] and acc.aggregate() == {}

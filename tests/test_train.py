@@ -131,3 +131,102 @@ def test_checkpoint_is_written_atomically(brats_dir, tmp_path, monkeypatch):
     resumed = Trainer.resume(tmp_path / "run", quiet=True)
     assert resumed.epoch == 1
     resumed.close()
+
+
+# ----------------------------------------------------------------------------- the protocol rule
+NO_LEAK_PREL = {"m": 1, "p": 1, "L1": 6, "r": 0.5, "high_modality": "auto", "teacher": "bma"}
+
+
+def _mirror_labels(src, dst, cases):
+    """A copy of the BraTS folder ``src`` whose ``cases`` have their labels mirrored left-right."""
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    shutil.copytree(src, dst)
+    for case in cases:
+        path = dst / case / f"{case}_seg.nii.gz"
+        img = nib.load(path)
+        nib.save(nib.Nifti1Image(np.flip(np.asarray(img.dataobj), axis=0).copy(), img.affine, img.header), path)
+
+
+def _prel_run(data, out, selection):
+    config = tiny_config(data, method="semi-cml-prel", epochs=8, unlabeled_batch_size=3, selection=selection,
+                         options=dict(NO_LEAK_PREL))
+    trainer = Trainer(config, out, quiet=True)
+    result = trainer.fit()
+    trainer.close()
+    decisions = [{k: v for k, v in r.items() if k not in ("time",)} for r in read_events(out, "bma")]
+    high = [r["high"] for r in read_events(out, "high_modality")]
+    return trainer, result, read_events(out, "train"), decisions, high
+
+
+def test_changing_only_the_test_labels_changes_nothing_in_training(brats_dir, tmp_path):
+    """The protocol rule: every training loss, BMA decision, the high-modality choice and every
+    weight are bit-identical when only the test patients' labels change; the test metrics are not."""
+    from workbench.data.slices import split_patients
+
+    ids = sorted(p.name for p in brats_dir.iterdir() if p.is_dir())
+    test_cases = split_patients(ids, 0.4).test
+    mirrored = tmp_path / "mirrored"
+    _mirror_labels(brats_dir, mirrored, test_cases)
+
+    a, result_a, train_a, bma_a, high_a = _prel_run(brats_dir, tmp_path / "a", "val")
+    b, result_b, train_b, bma_b, high_b = _prel_run(mirrored, tmp_path / "b", "val")
+    assert a.splits.test_cases == b.splits.test_cases == test_cases
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    assert strip(train_a) == strip(train_b) and len(train_a) == 8
+    assert bma_a == bma_b and {r["action"] for r in bma_a} >= {"fill", "init"}
+    assert high_a == high_b and len(high_a) == 1
+    for (name, wa), (_, wb) in zip(a.method.state_dict().items(), b.method.state_dict().items()):
+        assert torch.equal(wa, wb), name
+    dsc = lambda r: [row["dsc"] for row in r["per_patient"]]  # noqa: E731
+    assert dsc(result_a) != dsc(result_b)  # the test patients do judge
+
+
+def test_the_no_leak_check_catches_test_feedback(brats_dir, tmp_path):
+    """The same check with selection=test (the paper's protocol): the BMA scores come from the
+    test patients, so mirroring their labels changes what the teacher sees; every such run's
+    metrics and events carry the stamp."""
+    from workbench.data.slices import split_patients
+
+    ids = sorted(p.name for p in brats_dir.iterdir() if p.is_dir())
+    mirrored = tmp_path / "mirrored"
+    _mirror_labels(brats_dir, mirrored, split_patients(ids, 0.4).test)
+    _, result_a, _, bma_a, _ = _prel_run(brats_dir, tmp_path / "a", "test")
+    _, _, _, bma_b, _ = _prel_run(mirrored, tmp_path / "b", "test")
+    assert [r["acc"] for r in bma_a] != [r["acc"] for r in bma_b]
+    assert result_a["protocol"]["selection"] == "test"
+    assert result_a["protocol"]["stamp"] == "test feedback (paper protocol)"
+    assert read_events(tmp_path / "a", "run_start")[0]["protocol"]["stamp"] == "test feedback (paper protocol)"
+
+
+def test_split_and_protocol_are_recorded(brats_dir, tmp_path):
+    trainer = Trainer(tiny_config(brats_dir, epochs=1, test_curve=True), tmp_path / "run", quiet=True)
+    result = trainer.fit()
+    trainer.close()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    split = config["split"]
+    assert set(split) == {"labeled", "unlabeled", "val", "test"}
+    assert [len(split[k]) for k in ("labeled", "unlabeled", "val", "test")] == [2, 2, 1, 1]
+    assert read_events(tmp_path / "run", "run_start")[0]["split"] == split
+    protocol = result["protocol"]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["protocol"] == protocol == config["protocol"]
+    assert protocol["selection"] == "val" and protocol["stamp"] is None and protocol["unlabeled_slices"] == "body"
+    assert protocol["patients"] == {"labeled": 2, "unlabeled": 2, "val": 1, "test": 1}
+    assert protocol["data"]["builtin"] == {"kind": "brats", "patients": 6, "seed": 0}
+    assert protocol["data"]["folder"] == str(brats_dir.resolve()) and len(protocol["data"]["sha256"]) == 64
+    assert read_events(tmp_path / "run", "val")[0]["on"] == "val"
+    curve = read_events(tmp_path / "run", "test_curve")[0]
+    assert curve["note"] == "test (not used in training)" and set(curve["dsc"]) == {"t1", "flair"}
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"selection": "best"}, "unknown selection 'best'"),
+    ({"selection": "val", "val_fraction": 0.0}, "selection='val' needs validation patients"),
+    ({"unlabeled_slices": "tumour"}, "unknown unlabeled_slices 'tumour'"),
+])
+def test_bad_protocol_options(brats_dir, values, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_config(brats_dir, **values).validate()

@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 from workbench.errors import ConfigError, WorkbenchError
 
-__all__ = ["main", "build_parser", "format_summary"]
+__all__ = ["main", "build_parser", "format_summary", "format_protocol"]
 
 
 def _method_names() -> list[str]:
@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=["cpu", "cuda", "auto"])
     train.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16"],
                        help="auto (default): bf16 autocast on CUDA, fp32 on CPU; tf32 needs CUDA")
+    train.add_argument("--selection", choices=["val", "train", "test"],
+                       help="what steers training: val (default: validation patients), train (training "
+                            "accuracy on the labeled patients) or test (the paper's protocol; stamped)")
+    train.add_argument("--val-fraction", type=float, help="fraction of patients for validation (default 0.1)")
+    train.add_argument("--unlabeled-slices", choices=["body", "all", "label"],
+                       help="unlabeled slices: body (default, label-free), all, or label (the paper's "
+                            "filter, which reads the unlabeled patients' labels)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any other TrainConfig field, or options.NAME=VALUE for method options")
     train.add_argument("--out", help="run folder (default: runs/<method>-<data>-l<labeled>-s<seed>)")
@@ -179,7 +186,7 @@ def _train_config(args: argparse.Namespace):
     if args.modalities:
         values["modalities"] = [m.strip() for m in args.modalities.split(",") if m.strip()]
     for name in ("epochs", "steps_per_epoch", "batch_size", "lr", "seed", "size", "crop",
-                 "base_channels", "device", "precision", "init"):
+                 "base_channels", "device", "precision", "init", "selection", "val_fraction", "unlabeled_slices"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     return TrainConfig.from_dict(_with_sets(values, args.set))
@@ -202,14 +209,37 @@ def _with_sets(values: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     return values
 
 
+def format_protocol(protocol: dict[str, Any] | None) -> str:
+    """A run's protocol card (``metrics.json["protocol"]``) as indented plain-text lines."""
+    if not protocol:
+        return "protocol: not recorded (run made before protocol cards)"
+    data = protocol["data"]
+    built = data.get("builtin")
+    source = (f"built-in {built['kind']}, {built['patients']} patients, data seed {built['seed']}" if built
+              else f"{data['folder']} ({data['format']})")
+    steer = {"val": "validation patients", "train": "training accuracy (labeled patients)",
+             "test": "TEST patients"}[protocol["selection"]]
+    lines = [f"protocol{' [' + protocol['stamp'] + ']' if protocol.get('stamp') else ''}:",
+             f"  data: {source}, sha256 {data['sha256'][:12]}",
+             "  patients: " + ", ".join(f"{n} {k}" for k, n in protocol["patients"].items())
+             + f" (split seed {protocol['split_seed']})",
+             f"  steered training: {steer}",
+             f"  unlabeled slices: {protocol['unlabeled_slices']}; test slices: {protocol['test_slices']}",
+             f"  empty masks: {protocol['empty_mask_rule']}",
+             "  std over test patients: sample std (ddof 1)"]
+    return "\n".join(lines)
+
+
 def format_summary(result: dict[str, Any]) -> str:
-    """Per-modality mean metrics and per-patient DSC as a plain-text table."""
+    """Per-modality mean metrics (± sample std over patients) and per-patient DSC as a
+    plain-text table, then the run's protocol card."""
     lines = []
     summary = result["summary"]
     lines.append(f"{'modality':<10}{'DSC':>14}{'Sens':>14}{'HD95 mm':>14}{'ASD mm':>14}{'BIoU':>8}")
     for m, s in summary.items():
         def cell(k: str) -> str:
-            return f"{s[k]:.3f}±{s[k + '_std']:.3f}"
+            spread = s[k + "_std"]
+            return f"{s[k]:.3f}" if spread != spread else f"{s[k]:.3f}±{spread:.3f}"  # NaN: one patient
         lines.append(f"{m:<10}{cell('dsc'):>14}{cell('sens'):>14}{cell('hd95'):>14}{cell('asd'):>14}"
                      f"{s['biou']:>8.3f}")
     modalities = list(summary)
@@ -220,6 +250,7 @@ def format_summary(result: dict[str, Any]) -> str:
         by_case.setdefault(row["case_id"], {})[row["modality"]] = row["dsc"]
     for case, scores in by_case.items():
         lines.append(f"  {case:<14} " + "  ".join(f"{scores.get(m, float('nan')):>8.3f}" for m in modalities))
+    lines.append(format_protocol(result.get("protocol")))
     return "\n".join(lines)
 
 

@@ -65,6 +65,7 @@ import torch
 from scipy import ndimage
 
 __all__ = [
+    "EMPTY_MASK_RULE",
     "METRIC_NAMES",
     "MetricAccumulator",
     "asd",
@@ -76,6 +77,10 @@ __all__ = [
     "patient_metrics",
     "sensitivity",
 ]
+
+#: The empty-mask rule of the module docstring in one line (for protocol cards).
+EMPTY_MASK_RULE = ("both empty: DSC/Sens/BIoU 1, HD95/ASD 0; one empty: DSC/BIoU 0, HD95/ASD NaN "
+                   "(excluded from means, counted as <metric>_n_nan)")
 
 #: Metric keys returned by :func:`patient_metrics`, in report order.
 METRIC_NAMES: tuple[str, ...] = ("dsc", "sens", "hd95", "asd", "biou")
@@ -362,16 +367,18 @@ def patient_metrics(pred: MaskLike, target: MaskLike, spacing: Sequence[float], 
 
 
 def _summarize(values: Sequence[float]) -> tuple[float, float, int]:
-    """Returns (mean, population std, number of non-finite) of a list of floats.
+    """Returns (mean, sample std (ddof 1), number of non-finite) of a list of floats.
 
-    Mean and std are over the finite values only (NaN if there are none).
+    Mean and std are over the finite values only (NaN if there are none; the std is NaN
+    for a single value).
     """
     arr = np.asarray(values, dtype=np.float64)
     finite = arr[np.isfinite(arr)]
     n_nan = int(arr.size - finite.size)
     if finite.size == 0:
         return math.nan, math.nan, n_nan
-    return float(finite.mean()), float(finite.std()), n_nan
+    std = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+    return float(finite.mean()), std, n_nan
 
 
 class MetricAccumulator:
@@ -426,7 +433,7 @@ class MetricAccumulator:
 
         Returns:
             ``{modality: {metric: mean, metric_std: std, metric_n_nan: count, "n_cases": n}}``
-            for each metric in :data:`METRIC_NAMES`. Mean and (population, ddof=0) std
+            for each metric in :data:`METRIC_NAMES`. Mean and sample (ddof=1) std
             are over the finite values only; ``<metric>_n_nan`` counts the cases whose
             value is NaN (non-finite), which are excluded from mean and std. Modalities
             appear in first-seen order.

@@ -20,10 +20,23 @@ and other randomness come from the global torch RNG, whose state is saved in the
 checkpoint. A run stopped after epoch e and resumed therefore continues bit for bit as
 if it had never stopped (on CPU; see tests/test_train.py).
 
-Validation: the Semi-CML paper has no separate validation set (80/20 train/test, and
-its BMA teacher reads "the accuracy at epoch t"). The loop follows it: after each epoch
-it computes the per-patient 3D DSC of every modality on the test patients. The final
-metrics are those of the last epoch, never of a best epoch picked on the test set.
+Validation and the protocol rule: the test patients only judge. After each epoch the loop
+scores every modality (mean per-patient 3D DSC) on the patients ``selection`` names, and
+only those scores reach the method (:meth:`Method.on_validation_end`: the BMA pool,
+teacher updates, the high-performance modality):
+
+    * ``val`` (default): the validation patients (``val_fraction`` of the cohort);
+    * ``train``: the labeled training patients' whole volumes ("training accuracy", which
+      the Semi-CML paper's wording also allows);
+    * ``test``: the test patients, the Semi-CML paper's own practice (it has no
+      validation set). Such a run's metrics and every table made from it carry the stamp
+      "test feedback (paper protocol)".
+
+The test patients are predicted once, at the end (:meth:`Trainer.evaluate`); the final
+metrics are those of the last epoch, never of a best epoch. ``test_curve=true`` also
+scores the test patients after each epoch for teaching plots (event ``test_curve``,
+"test (not used in training)"); it runs after the method's hook and reads no random
+numbers, so training is bit-identical with or without it.
 """
 
 from __future__ import annotations
@@ -48,17 +61,22 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench import distributed
-from workbench.data.slices import DataSplits, PreprocessConfig, Volume, build_splits, format_and_modalities
+from workbench.data.slices import (UNLABELED_SLICES, DataSplits, PreprocessConfig, Volume, build_splits,
+                                   format_and_modalities)
+from workbench.data.fingerprint import dataset_fingerprint
 from workbench.errors import ConfigError, DataError
 from workbench.events import EventLog
 from workbench.methods import Batch, Method, get_method
 from workbench.methods.options import config_from_dict
-from workbench.metrics import MetricAccumulator, dice
+from workbench.metrics import EMPTY_MASK_RULE, MetricAccumulator, dice
 
 __all__ = ["TrainConfig", "Trainer", "TrainingInterrupted", "lr_factor", "load_splits", "predict_volume",
            "PRECISIONS", "resolve_device", "resolve_precision", "autocast_context", "set_tf32", "make_optimizer"]
 
 BOUNDARY_WIDTH = {"brats": 5, "hecktor": 4}  # Boundary IoU d (Semi-CML section 4.6.1)
+#: what may steer training (module docstring)
+SELECTIONS = ("val", "train", "test")
+TEST_FEEDBACK_STAMP = "test feedback (paper protocol)"
 
 
 @dataclass
@@ -73,6 +91,10 @@ class TrainConfig:
     labeled: float = 0.1  # fraction of training patients with labels (paper: 0.01/0.05/0.1)
     split_seed: int = 0
     test_fraction: float = 0.2  # paper: 80/20 by patient
+    val_fraction: float = 0.1  # of all patients; the paper has no validation set (see selection)
+    selection: str = "val"  # what steers training: val | train (training accuracy) | test (paper protocol)
+    unlabeled_slices: str = "body"  # body (label-free) | all | label (the paper's filter, uses the labels)
+    test_curve: bool = False  # also score the test patients after each epoch (plots only, never training)
     crop: int | None = None  # paper: 160 (BraTS), 144 (HECKTOR)
     size: int | None = 64
     seed: int = 0
@@ -117,6 +139,14 @@ class TrainConfig:
             raise ConfigError(f"unknown data format {self.fmt!r}; choose one of: auto, brats, hecktor, generic")
         if self.test_slices not in ("all", "tumour"):
             raise ConfigError(f"unknown test_slices {self.test_slices!r}; choose one of: all, tumour")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"unknown selection {self.selection!r}; choose one of: {', '.join(SELECTIONS)}")
+        if self.selection == "val" and self.val_fraction <= 0:
+            raise ConfigError(f"selection='val' needs validation patients but val_fraction={self.val_fraction}; "
+                              "set val_fraction > 0 or selection=train|test")
+        if self.unlabeled_slices not in UNLABELED_SLICES:
+            raise ConfigError(f"unknown unlabeled_slices {self.unlabeled_slices!r}; choose one of: "
+                              f"{', '.join(UNLABELED_SLICES)}")
         resolve_precision(self.precision, resolve_device(self.device))
         for name in ("epochs", "steps_per_epoch", "batch_size", "unlabeled_batch_size", "base_channels",
                      "micro_batches"):
@@ -240,7 +270,9 @@ def load_splits(config: TrainConfig, progress: bool = True) -> tuple[DataSplits,
         raise ConfigError("--modalities: give at least one modality")
     cases = load_dataset(root, fmt=fmt, modalities=modalities, require_label=True, progress=progress)
     pre = PreprocessConfig(crop=config.crop, size=config.size)
-    return build_splits(cases, modalities, config.labeled, pre, config.split_seed, config.test_fraction), fmt
+    splits = build_splits(cases, modalities, config.labeled, pre, config.split_seed, config.test_fraction,
+                          config.val_fraction, config.unlabeled_slices)
+    return splits, fmt
 
 
 @torch.no_grad()
@@ -371,11 +403,15 @@ class Trainer:
         self.boundary_width = BOUNDARY_WIDTH.get(self.fmt, 4)
         self.test_volumes = (self.splits.test if config.test_slices == "all"
                              else [v.tumour_only() for v in self.splits.test])
+        #: the only patients whose scores reach the method while it trains (module docstring)
+        self.selection_volumes = {"val": self.splits.val, "train": self.splits.labeled,
+                                  "test": self.test_volumes}[config.selection]
+        self.protocol = self._protocol()
 
         torch.manual_seed(config.seed)
         method_cls = get_method(config.method)
         self.method: Method = method_cls(self.splits.modalities, config).to(self.device)
-        self.init_info = pretraining.apply(self.method, self.splits.test_cases) if pretraining else None
+        self.init_info = pretraining.apply(self.method, self.splits.val_cases + self.splits.test_cases) if pretraining else None
         self.precision = resolve_precision(config.precision, self.device)
         if self.device.type == "cuda":
             set_tf32(self.precision == "tf32")
@@ -398,9 +434,9 @@ class Trainer:
         if not _resuming and self.world.is_main:
             self._write_config()
             self.events.write("run_start", epoch=0, step=0, data=self.splits.info, fmt=self.fmt,
-                              modalities=self.splits.modalities, labeled_cases=self.splits.labeled_cases,
-                              test_cases=self.splits.test_cases, device=str(self.device), precision=self.precision,
-                              processes=self.world.size)
+                              modalities=self.splits.modalities, split=self.splits.split.as_dict(),
+                              selection=self.config.selection, protocol=self.protocol, device=str(self.device),
+                              precision=self.precision, processes=self.world.size)
             if self.init_info is not None:
                 self.events.write("init", epoch=0, step=0, **self.init_info)
 
@@ -410,9 +446,24 @@ class Trainer:
         fields.setdefault("step", self.step)
         self.events.write(event, **fields)
 
+    def _protocol(self) -> dict[str, Any]:
+        """How this run's numbers are made: the protocol card of its metrics and tables."""
+        cfg = self.config
+        return {
+            "data": dataset_fingerprint(cfg.data, self.fmt),
+            "split_seed": cfg.split_seed,
+            "patients": self.splits.split.sizes(),
+            "selection": cfg.selection,
+            "unlabeled_slices": self.splits.unlabeled_slices,
+            "test_slices": cfg.test_slices,
+            "empty_mask_rule": EMPTY_MASK_RULE,
+            "stamp": TEST_FEEDBACK_STAMP if cfg.selection == "test" else None,
+        }
+
     def _write_config(self) -> None:
         record = {"config": asdict(self.config), "versions": _versions(), "data": self.splits.info,
-                  "fmt": self.fmt, "command": sys.argv}
+                  "fmt": self.fmt, "split": self.splits.split.as_dict(), "protocol": self.protocol,
+                  "command": sys.argv}
         if self.init_info is not None:
             record["init"] = self.init_info
         _atomic_write_text(json.dumps(record, indent=2), self.run_dir / "config.json")
@@ -526,9 +577,14 @@ class Trainer:
         return means
 
     def validate(self) -> dict[str, float]:
-        """Mean per-patient 3D DSC of each modality on the test patients."""
+        """Mean per-patient 3D DSC of each modality on the patients that steer training
+        (``config.selection``: validation, labeled training or, paper protocol, test)."""
+        return self.score(self.selection_volumes)
+
+    def score(self, volumes: list[Volume]) -> dict[str, float]:
+        """Mean per-patient 3D DSC of each modality on ``volumes``."""
         per_modality: dict[str, list[float]] = {m: [] for m in self.splits.modalities}
-        for volume in self.test_volumes:
+        for volume in volumes:
             probs = predict_volume(self.method, volume, self.device, self.config.eval_batch_size, self._autocast())
             for m, p in probs.items():
                 per_modality.setdefault(m, []).append(dice(p > 0.5, volume.label > 0.5))
@@ -556,8 +612,11 @@ class Trainer:
                                   **losses)
                 # rank 0 validates; every rank's teacher sees the same scores
                 scores = distributed.broadcast(self.validate() if self.world.is_main else None, self.world)
-                self.events.write("val", epoch=epoch, step=self.step, dsc=scores)
+                self.events.write("val", epoch=epoch, step=self.step, dsc=scores, on=cfg.selection)
                 self.method.on_validation_end(epoch, scores)
+                if cfg.test_curve and self.world.is_main:  # after the hook: out of the method's reach
+                    self.events.write("test_curve", epoch=epoch, step=self.step, dsc=self.score(self.test_volumes),
+                                      note="test (not used in training)")
                 if self.world.distributed:
                     self._check_ranks_in_sync(epoch)
                 self.save_checkpoint()
@@ -588,7 +647,8 @@ class Trainer:
             for m, p in probs.items():
                 pred = (p[:, 0] > 0.5).numpy().transpose(1, 2, 0)
                 acc.update(volume.case_id, m, pred, target, (sh, sw, sz), self.boundary_width)
-        result = {"epoch": self.epoch, "per_patient": acc.rows(), "summary": acc.aggregate()}
+        result = {"epoch": self.epoch, "per_patient": acc.rows(), "summary": acc.aggregate(),
+                  "protocol": self.protocol}
         if write:
             _atomic_write_text(json.dumps(result, indent=2, default=float), self.run_dir / "metrics.json")
             _write_csv(acc.rows(), self.run_dir / "per_patient.csv")

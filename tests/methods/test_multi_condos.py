@@ -259,13 +259,14 @@ def test_pretraining_run_folder(pretrain_run, brats_dir):
     record = json.loads((pretrain_run / "config.json").read_text())
     assert record["kind"] == KIND and record["modalities"] == MODS
     assert record["options"]["gamma"] == 10.0 and record["config"]["epochs"] == 2
-    # training patients only, labeled and unlabeled alike; test patients never
+    # training patients only, labeled and unlabeled alike; validation and test patients never
     from workbench.data.slices import split_patients
 
     ids = sorted(p.name for p in brats_dir.iterdir() if p.is_dir())
-    _, _, test = split_patients(ids, 0.4, 0, 0.2)
-    assert record["test_cases"] == test and not set(test) & set(record["train_cases"])
-    assert sorted(record["train_cases"] + test) == ids
+    split = split_patients(ids, 0.4, 0, 0.2, 0.1)
+    held_out = sorted(split.val + split.test)
+    assert record["held_out_cases"] == held_out and not set(held_out) & set(record["train_cases"])
+    assert sorted(record["train_cases"] + held_out) == ids
     train = read_events(pretrain_run, "train")
     assert [r["epoch"] for r in train] == [1, 2]
     for r in train:
@@ -412,9 +413,9 @@ def test_init_errors_are_one_line(pretrain_run, brats_dir, tmp_path, capsys):
     leaky = tmp_path / "leaky"
     shutil.copytree(pretrain_run, leaky)
     record = json.loads((leaky / "config.json").read_text())
-    record["train_cases"] += record["test_cases"]
+    record["train_cases"] += record["held_out_cases"]
     (leaky / "config.json").write_text(json.dumps(record))
-    assert "test patient" in _one_error_line(capsys, _train_argv(brats_dir, leaky, *out))
+    assert "validation or test patient" in _one_error_line(capsys, _train_argv(brats_dir, leaky, *out))
     # --resume takes no --init
     assert "drop --method" in _one_error_line(capsys, ["train", "--resume", str(sup), "--init", str(pretrain_run)])
 

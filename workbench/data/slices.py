@@ -17,10 +17,25 @@ Preprocessing follows the Semi-CML paper (section 4.1):
     * Axial slices are taken along axis 2 of the RAS-oriented volume (the loaders
       reorient), stacked as ``(Z, M, H, W)`` with H = x, W = y.
 
-Split (section 4.1): patients are split 80/20 into train / test with ``split_seed``; the
-labeled fraction is taken by patient among the training patients (at least one). For
-training, background-only slices are dropped (as in the paper); test volumes keep every
-slice, so the 3D per-patient metrics see the false positives outside the tumour.
+Split: patients are split into three disjoint sets, deterministically per ``split_seed``
+(:func:`split_patients`): test (``test_fraction``, 20% as in the paper's 80/20 split),
+validation (``val_fraction``, 10% by default) and training, whose first
+``labeled`` fraction (at least one patient) is labeled and the rest unlabeled. The paper
+has no validation set; here the validation patients steer training (teacher pools, the
+high-performance modality) so that the test patients only judge. With the defaults a
+built-in cohort of 40 patients gives 8 test, 4 val and 28 training patients.
+
+Slices for training:
+    * labeled set: background-only slices are dropped (as in the paper; these patients'
+      labels are known).
+    * unlabeled set (``unlabeled_slices``): ``body`` (default, label-free) keeps the slices
+      whose body / brain cross-section, computed from the images alone, is at least
+      :data:`BODY_SLICE_FRACTION` of the patient's largest one; ``all`` keeps every slice;
+      ``label`` drops background-only slices with the ground truth, as Semi-CML does, which
+      uses label information on data a method should not have labels for (the protocol
+      card names it).
+Validation and test volumes keep every slice, so the 3D per-patient metrics see the false
+positives outside the tumour.
 """
 
 from __future__ import annotations
@@ -43,6 +58,9 @@ __all__ = [
     "Volume",
     "SliceSet",
     "DataSplits",
+    "PatientSplit",
+    "UNLABELED_SLICES",
+    "BODY_SLICE_FRACTION",
     "modality_kind",
     "normalize_case",
     "preprocess_case",
@@ -73,6 +91,12 @@ def format_and_modalities(root: Path, fmt: str, modalities: list[str] | None) ->
 
 CT_WINDOW = (-150.0, 150.0)
 
+#: How the unlabeled training slices are chosen (module docstring).
+UNLABELED_SLICES = ("body", "all", "label")
+#: ``unlabeled_slices="body"``: a slice is kept when its body / brain cross-section is at
+#: least this fraction of the patient's largest one (drops the near-empty caps of a volume).
+BODY_SLICE_FRACTION = 0.25
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -97,6 +121,8 @@ class Volume:
     images: Tensor  # (Z, M, H, W) float32
     label: Tensor  # (Z, 1, H, W) float32 in {0, 1}
     spacing: tuple[float, float, float]  # mm, in (Z, H, W) order
+    #: (Z,) fraction of each slice's pixels inside the body / brain mask (from the images only)
+    body: Tensor | None = None
 
     @property
     def tumour_slices(self) -> Tensor:
@@ -108,7 +134,22 @@ class Volume:
         which removes background-only slices from the whole dataset). Distances are then
         computed as if the kept slices were contiguous."""
         keep = self.tumour_slices
-        return Volume(self.case_id, self.images[keep], self.label[keep], self.spacing)
+        body = self.body[keep] if self.body is not None else None
+        return Volume(self.case_id, self.images[keep], self.label[keep], self.spacing, body)
+
+    def slices_to_keep(self, rule: str) -> Tensor:
+        """Boolean (Z,) mask of the slices a training set keeps under ``rule``:
+        ``label`` (tumour slices, from the ground truth), ``body`` (label-free: body
+        cross-section >= :data:`BODY_SLICE_FRACTION` of the largest) or ``all``."""
+        if rule == "label":
+            return self.tumour_slices
+        if rule == "all":
+            return torch.ones(self.images.shape[0], dtype=torch.bool)
+        if rule == "body":
+            if self.body is None:
+                raise ValueError(f"volume {self.case_id} has no body mask for unlabeled_slices='body'")
+            return self.body >= BODY_SLICE_FRACTION * self.body.max().clamp_min(1e-12)
+        raise ConfigError(f"unknown unlabeled_slices {rule!r}; choose one of: {', '.join(UNLABELED_SLICES)}")
 
 
 @dataclass
@@ -124,11 +165,11 @@ class SliceSet:
         return self.images.shape[0]
 
     @classmethod
-    def from_volumes(cls, volumes: list[Volume], drop_background: bool = True) -> "SliceSet":
+    def from_volumes(cls, volumes: list[Volume], keep: str = "label") -> "SliceSet":
+        """The slices of ``volumes`` that :meth:`Volume.slices_to_keep` keeps under ``keep``."""
         images, labels, case_ids, slice_index = [], [], [], []
         for vol in volumes:
-            keep = vol.tumour_slices if drop_background else torch.ones(vol.label.shape[0], dtype=torch.bool)
-            idx = torch.nonzero(keep).flatten()
+            idx = torch.nonzero(vol.slices_to_keep(keep)).flatten()
             images.append(vol.images[idx])
             labels.append(vol.label[idx])
             case_ids += [vol.case_id] * len(idx)
@@ -138,18 +179,60 @@ class SliceSet:
         return cls(torch.cat(images), torch.cat(labels), case_ids, slice_index)
 
 
+@dataclass(frozen=True)
+class PatientSplit:
+    """Case ids of the four disjoint patient sets (each sorted)."""
+
+    labeled: list[str]
+    unlabeled: list[str]
+    val: list[str]
+    test: list[str]
+
+    @property
+    def train(self) -> list[str]:
+        return sorted(self.labeled + self.unlabeled)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        """``{"labeled": [...], "unlabeled": [...], "val": [...], "test": [...]}`` (config.json)."""
+        return {"labeled": list(self.labeled), "unlabeled": list(self.unlabeled), "val": list(self.val),
+                "test": list(self.test)}
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(ids) for name, ids in self.as_dict().items()}
+
+
 @dataclass
 class DataSplits:
-    """Everything a training run needs, built deterministically from the cases."""
+    """Everything a training run needs, built deterministically from the cases.
+
+    ``labeled`` / ``val`` / ``test`` hold whole volumes (every slice) of those patients:
+    ``val`` (or ``labeled``, for "training accuracy") steers training, ``test`` only judges."""
 
     modalities: list[str]
     train_labeled: SliceSet
     train_unlabeled: SliceSet
+    labeled: list[Volume]
+    val: list[Volume]
     test: list[Volume]
-    labeled_cases: list[str]
-    unlabeled_cases: list[str]
-    test_cases: list[str]
+    split: PatientSplit
+    unlabeled_slices: str = "body"
     info: dict = field(default_factory=dict)
+
+    @property
+    def labeled_cases(self) -> list[str]:
+        return self.split.labeled
+
+    @property
+    def unlabeled_cases(self) -> list[str]:
+        return self.split.unlabeled
+
+    @property
+    def val_cases(self) -> list[str]:
+        return self.split.val
+
+    @property
+    def test_cases(self) -> list[str]:
+        return self.split.test
 
 
 def modality_kind(name: str) -> str:
@@ -253,33 +336,48 @@ def preprocess_case(case: Case, modalities: list[str], pre: PreprocessConfig) ->
     images = torch.cat([_to_slices(_window(normalized[m], x0, y0, side), pre.size, False) for m in modalities], dim=1)
     target = (case.label > 0).astype(np.float32)
     label = _to_slices(_window(target, x0, y0, side), pre.size, True)
+    body_mask = _to_slices(_window(_foreground(case, modalities).astype(np.float32), x0, y0, side), pre.size, True)
     scale = side / pre.size if pre.size is not None else 1.0
     sx, sy, sz = case.spacing
-    return Volume(case.case_id, images, label, (float(sz), float(sx) * scale, float(sy) * scale))
+    return Volume(case.case_id, images, label, (float(sz), float(sx) * scale, float(sy) * scale),
+                  body=body_mask.flatten(1).mean(dim=1))
 
 
 def split_patients(
-    case_ids: list[str], labeled_fraction: float, split_seed: int = 0, test_fraction: float = 0.2
-) -> tuple[list[str], list[str], list[str]]:
-    """(labeled, unlabeled, test) case ids; split by patient, deterministic per seed.
+    case_ids: list[str], labeled_fraction: float, split_seed: int = 0, test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+) -> PatientSplit:
+    """The labeled / unlabeled / val / test patients; disjoint, deterministic per seed.
 
-    ``n_test = max(1, round(test_fraction * n))``; ``n_labeled = max(1, round(labeled_fraction
-    * n_train))``. With ``labeled_fraction == 1`` every training patient is labeled.
+    One permutation of the sorted ids (``numpy.random.default_rng(split_seed)``): its first
+    ``n_test = max(1, round(test_fraction * n))`` ids are the test patients, the next
+    ``n_val = max(1, round(val_fraction * n))`` (0 when ``val_fraction == 0``) the
+    validation patients, the rest the training patients, of which the first
+    ``max(1, round(labeled_fraction * n_train))`` are labeled. With ``labeled_fraction == 1``
+    every training patient is labeled. The test set of a seed does not depend on
+    ``val_fraction`` or ``labeled_fraction``.
     """
     if not 0.0 < labeled_fraction <= 1.0:
         raise ConfigError(f"labeled fraction {labeled_fraction}: must be in (0, 1], e.g. 0.1 for 10%")
     if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"test fraction {test_fraction}: must be in (0, 1)")
-    if len(case_ids) < 3:
-        raise DataError(f"{len(case_ids)} cases: need at least 3 patients for a train/test split")
+        raise ConfigError(f"test_fraction={test_fraction}: must be in (0, 1)")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction={val_fraction}: must be in [0, 1)")
+    if test_fraction + val_fraction >= 1.0:
+        raise ConfigError(f"test_fraction={test_fraction} + val_fraction={val_fraction} leave no training patients")
+    n = len(case_ids)
+    n_test = max(1, round(test_fraction * n))
+    n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
+    if n - n_test - n_val < 1:
+        raise DataError(f"{n} patients: test_fraction={test_fraction} ({n_test} test) and val_fraction="
+                        f"{val_fraction} ({n_val} val) leave no training patient; need at least "
+                        f"{n_test + n_val + 1} patients or smaller fractions")
     ids = sorted(case_ids)
     rng = np.random.default_rng(split_seed)
     order = [ids[i] for i in rng.permutation(len(ids))]
-    n_test = max(1, round(test_fraction * len(ids)))
-    test, train = sorted(order[:n_test]), order[n_test:]
-    n_labeled = max(1, round(labeled_fraction * len(train)))
-    n_labeled = min(n_labeled, len(train))
-    return sorted(train[:n_labeled]), sorted(train[n_labeled:]), test
+    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+    n_labeled = min(max(1, round(labeled_fraction * len(train))), len(train))
+    return PatientSplit(sorted(train[:n_labeled]), sorted(train[n_labeled:]), sorted(val), sorted(test))
 
 
 def build_splits(
@@ -289,16 +387,22 @@ def build_splits(
     pre: PreprocessConfig,
     split_seed: int = 0,
     test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    unlabeled_slices: str = "body",
 ) -> DataSplits:
-    """Preprocess every case and assemble labeled / unlabeled slice sets and test volumes."""
+    """Preprocess every case and assemble labeled / unlabeled slice sets and the whole
+    volumes of the labeled, validation and test patients (module docstring)."""
+    if unlabeled_slices not in UNLABELED_SLICES:
+        raise ConfigError(f"unknown unlabeled_slices {unlabeled_slices!r}; choose one of: "
+                          f"{', '.join(UNLABELED_SLICES)}")
     by_id = {c.case_id: c for c in cases}
-    labeled, unlabeled, test = split_patients(list(by_id), labeled_fraction, split_seed, test_fraction)
+    split = split_patients(list(by_id), labeled_fraction, split_seed, test_fraction, val_fraction)
     volumes = {cid: preprocess_case(by_id[cid], modalities, pre) for cid in sorted(by_id)}
-    train_labeled = SliceSet.from_volumes([volumes[c] for c in labeled])
-    train_unlabeled = SliceSet.from_volumes([volumes[c] for c in unlabeled])
+    train_labeled = SliceSet.from_volumes([volumes[c] for c in split.labeled], keep="label")
+    train_unlabeled = SliceSet.from_volumes([volumes[c] for c in split.unlabeled], keep=unlabeled_slices)
     if len(train_labeled) == 0:
-        where = by_id[labeled[0]].paths.get("label", labeled[0])
-        raise DataError(f"labeled patients {labeled} have no tumour voxels in their labels after preprocessing "
+        where = by_id[split.labeled[0]].paths.get("label", split.labeled[0])
+        raise DataError(f"labeled patients {split.labeled} have no tumour voxels in their labels after preprocessing "
                         f"(e.g. {where}): nothing to train on")
     sizes = {tuple(v.images.shape[-2:]) for v in volumes.values()}
     if len(sizes) > 1:
@@ -307,16 +411,18 @@ def build_splits(
         "n_cases": len(cases),
         "n_labeled_slices": len(train_labeled),
         "n_unlabeled_slices": len(train_unlabeled),
-        "n_test_slices": int(sum(volumes[c].images.shape[0] for c in test)),
+        "n_val_slices": int(sum(volumes[c].images.shape[0] for c in split.val)),
+        "n_test_slices": int(sum(volumes[c].images.shape[0] for c in split.test)),
         "slice_size": list(next(iter(sizes))),
     }
     return DataSplits(
         modalities=list(modalities),
         train_labeled=train_labeled,
         train_unlabeled=train_unlabeled,
-        test=[volumes[c] for c in test],
-        labeled_cases=labeled,
-        unlabeled_cases=unlabeled,
-        test_cases=test,
+        labeled=[volumes[c] for c in split.labeled],
+        val=[volumes[c] for c in split.val],
+        test=[volumes[c] for c in split.test],
+        split=split,
+        unlabeled_slices=unlabeled_slices,
         info=info,
     )

@@ -22,6 +22,7 @@ Patient ``i`` of a given ``seed`` depends only on ``(seed, i)``, never on ``n_pa
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import shutil
@@ -32,6 +33,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from workbench.data.fingerprint import BUILTIN_MANIFEST
 from workbench.errors import ConfigError
 
 __all__ = [
@@ -102,6 +104,8 @@ def generate(
         shutil.rmtree(partial)
     kwargs = {} if spacing_mm is None else {"spacing_mm": spacing_mm}
     ids = makers[kind](partial, n_patients, seed, **kwargs)
+    manifest = {"kind": kind, "patients": n_patients, "seed": seed, "spacing_mm": spacing_mm, "cases": ids}
+    (partial / BUILTIN_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     os.replace(partial, out)
     return ids
 

@@ -58,11 +58,11 @@ Choices (where the paper is vague or silent):
       image history pool; constant learning rate (no schedule is mentioned).
     * Adam betas (0.5, 0.999): the paper gives none; these are Pix2Pix's / CycleGAN's.
     * Data: the training patients of the split that fine-tuning will use (same
-      ``split_seed`` / ``test_fraction``; labeled and unlabeled patients alike, labels
-      never read), every axial slice except those where either modality is blank
-      (constant): "only discard medical images that are all black". Test patients are
-      never seen; ``--init`` refuses a pre-training whose patients include the run's test
-      patients.
+      ``split_seed`` / ``test_fraction`` / ``val_fraction``; labeled and unlabeled
+      patients alike, labels never read), every axial slice except those where either
+      modality is blank (constant): "only discard medical images that are all black".
+      Validation and test patients are never seen; ``--init`` refuses a pre-training whose
+      patients include the run's validation or test patients.
     * An epoch is ``steps_per_epoch`` batches (0: one pass, floor(N / B) batches, the
       paper's epoch); each batch is drawn without replacement from a permutation seeded
       by (seed, epoch) and never holds a slice twice (eq. 2 would make it its own
@@ -325,6 +325,7 @@ class PretrainConfig:
     modalities: list[str] | None = None  # [X, Y]; None: the format's default pair
     split_seed: int = 0  # must match the fine-tuning runs (same test patients)
     test_fraction: float = 0.2
+    val_fraction: float = 0.1  # must match the fine-tuning runs (same validation patients)
     crop: int | None = None  # paper: 160 (BraTS), 144 (HECKTOR)
     size: int | None = 64
     seed: int = 0
@@ -382,7 +383,7 @@ class PretrainData:
     modalities: list[str]
     fmt: str
     train_cases: list[str]
-    test_cases: list[str]
+    held_out_cases: list[str]  # validation and test patients: never seen
     info: dict
 
 
@@ -398,8 +399,8 @@ def load_pretraining_slices(config: PretrainConfig, progress: bool = True) -> Pr
     # The loader validates the labels as fine-tuning will; pre-training never reads them.
     cases = load_dataset(root, fmt=fmt, modalities=modalities, require_label=True, progress=progress)
     by_id = {c.case_id: c for c in cases}
-    labeled, unlabeled, test = split_patients(list(by_id), 1.0, config.split_seed, config.test_fraction)
-    train = sorted(labeled + unlabeled)
+    split = split_patients(list(by_id), 1.0, config.split_seed, config.test_fraction, config.val_fraction)
+    train, held_out = split.train, sorted(split.val + split.test)
     pre = PreprocessConfig(crop=config.crop, size=config.size)
     images = torch.cat([preprocess_case(by_id[c], modalities, pre).images for c in train])
     flat = images.flatten(2)
@@ -409,7 +410,7 @@ def load_pretraining_slices(config: PretrainConfig, progress: bool = True) -> Pr
         raise DataError(f"{root}: {images.shape[0]} non-blank training slices; pre-training needs at least 2")
     info = {"n_cases": len(cases), "n_train_cases": len(train), "n_slices": int(images.shape[0]),
             "n_blank_slices_dropped": int(blank.sum()), "slice_size": list(images.shape[-2:])}
-    return PretrainData(images, modalities, fmt, train, test, info)
+    return PretrainData(images, modalities, fmt, train, held_out, info)
 
 
 def _draw_batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> list[Tensor]:
@@ -474,7 +475,7 @@ class Pretrainer:
             self._write_config()
             self.events.write("run_start", epoch=0, step=0, data=self.data.info, fmt=self.data.fmt,
                               modalities=self.data.modalities, train_cases=self.data.train_cases,
-                              test_cases=self.data.test_cases, device=str(self.device),
+                              held_out_cases=self.data.held_out_cases, device=str(self.device),
                               batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch)
 
     def _sample_slices(self, count: int) -> Tensor:
@@ -497,7 +498,7 @@ class Pretrainer:
             "fmt": self.data.fmt,
             "data": self.data.info,
             "train_cases": self.data.train_cases,
-            "test_cases": self.data.test_cases,
+            "held_out_cases": self.data.held_out_cases,
             "transfer": {"rows": list(rows),
                          "generator_of": {m: f"{GENERATOR_PREFIX}{m}" for m in self.data.modalities}},
             "versions": self._loop._versions(),
@@ -649,7 +650,7 @@ class Pretraining:
         prefix = f"{GENERATOR_PREFIX}{modality}."
         return {k[len(prefix):]: v for k, v in self.state.items() if k.startswith(prefix)}
 
-    def apply(self, method: nn.Module, test_cases: list[str]) -> dict[str, Any]:
+    def apply(self, method: nn.Module, held_out: list[str]) -> dict[str, Any]:
         """Copy the pre-trained rows into ``method.nets[m]`` for each of its modalities.
 
         Raises:
@@ -677,10 +678,11 @@ class Pretraining:
         if nets[modalities[0]].widths[0] != width:
             raise ConfigError(f"--init {self.path}: pre-trained with base_channels={width}, this run has "
                               f"{nets[modalities[0]].widths[0]} (use --base-channels {width})")
-        leaked = sorted(set(self.record["train_cases"]) & set(test_cases))
+        leaked = sorted(set(self.record["train_cases"]) & set(held_out))
         if leaked:
-            raise ConfigError(f"--init {self.path}: the pre-training trained on test patient(s) {leaked[:3]} of "
-                              "this run; use the same data, split_seed and test_fraction")
+            raise ConfigError(f"--init {self.path}: the pre-training trained on validation or test patient(s) "
+                              f"{leaked[:3]} of this run; use the same data, split_seed, test_fraction and "
+                              "val_fraction")
         opts = self.record["options"]
         rows = transfer_rows(opts["shared_layers"], opts["decoder_layers"])
         copied: dict[str, int] = {}

@@ -60,7 +60,7 @@ def methods_table(rows: pd.DataFrame, metrics: Sequence[str] = ("dsc", "sens", "
     per_seed = rows.groupby(["method", "modality", "seed"], sort=False)[list(metrics)].mean()
     grouped = per_seed.groupby(level=["method", "modality"], sort=False)
     table = grouped.mean()
-    stds = grouped.std(ddof=0)
+    stds = grouped.std(ddof=1)  # sample std over seeds
     for metric in metrics:
         table[f"{metric}_std"] = stds[metric]
     table.insert(0, "seeds", grouped.size())
