@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from workbench.cli import main
-from workbench.reproduce import (GridError, load_grid, load_paper_values, plan_cells, plot_dsc_vs_labeled, reproduce,
-                                 results_tables, shipped_grids, slugify)
+from workbench.reproduce import (GridError, load_grid, load_paper_values, parse_claim, plan_cells, plot_dsc_vs_labeled,
+                                 reproduce, results_tables, shipped_grids, slugify)
+from workbench.stats import TEST_FEEDBACK_STAMP, bootstrap_ci
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY_SETTINGS = {"epochs": 2, "steps_per_epoch": 2, "base_channels": 4, "size": 32, "batch_size": 4,
@@ -68,10 +69,16 @@ def test_grid_runs_end_to_end(finished):
     md = (out / "tables.md").read_text()
     assert "### brats, 5% labeled" in md and "### brats, 10% labeled" in md
     assert "| method | seeds | T1 DSC | T1 Sens | FLAIR DSC | FLAIR Sens |" in md
+    assert md.index("## Protocol card") < md.index("### brats, 5% labeled")  # the card on top
+    assert "- **what steered training**: validation patients (selection val)" in md
+    comparison = md.split("*vs Sup: paired DSC")[1].split("###")[0]
+    assert "| Semi-CML | 1 | " in comparison and "not decided (p = n/a)" in comparison  # 1 pair decides nothing
     # the paper's Sup row at 10% (Table 1, BraTS T1 / FLAIR), marked as real data
     assert '↳ *paper (real data): Table 1 "Sup"* | – | *0.2724* | *0.2597* | *0.4264* | *0.4410* |' in md
     html = (out / "tables.html").read_text()
-    assert html.count("<table") == 2 and "paper (real data)" in html and "FLAIR" in html
+    # the card, and per dataset x fraction the results table and the comparison with Sup
+    assert html.count("<table") == 1 + 2 * 2 and "paper (real data)" in html and "FLAIR" in html
+    assert "<h2>Protocol card</h2>" in html
     assert (out / "dsc_vs_labeled_brats.png").read_bytes()[:8] == PNG_MAGIC
     assert (out / "cells.csv").is_file() and (out / "grid.yaml").read_text() == grid.read_text()
 
@@ -132,8 +139,13 @@ def test_an_unreadable_checkpoint_is_recomputed(finished, tmp_path):
     (run / "checkpoint.pt").write_bytes(b"truncated by a full disk")
     report = reproduce(grid, out, quiet=True)
     assert report.results[run.name].status == "restarted"
-    assert (json.loads((run / "metrics.json").read_text())
-            == json.loads((finished[0] / run.name / "metrics.json").read_text()))
+
+    def metrics(folder: Path) -> dict:  # the protocol names the data folder, which differs between the two
+        record = json.loads((folder / "metrics.json").read_text())
+        record.get("protocol", {}).get("data", {}).pop("folder", None)
+        return record
+
+    assert metrics(run) == metrics(finished[0] / run.name)
 
 
 def test_a_run_folder_with_other_settings_is_not_overwritten(finished, tmp_path):
@@ -186,8 +198,14 @@ def test_tables_are_mean_and_std_over_seeds_with_the_papers_rows(tmp_path):
     ])
     [table] = results_tables(rows, grid)
     text = table.formatted()
-    assert text.at["Sup", ("T1", "DSC")] == "0.300 ± 0.100"
-    assert text.at["Sup", ("FLAIR", "DSC")] == "0.850 ± 0.050"
+    # seeds 0.2 and 0.4: sample std (ddof 1) sqrt(0.02) = 0.141 (ddof 0 would say 0.100); the CI is of
+    # the mean over the 4 (patient, seed) scores
+    low, high = bootstrap_ci([0.1, 0.3, 0.3, 0.5])
+    assert table.std.at["Sup", ("T1", "DSC")] == pytest.approx(0.02 ** 0.5)
+    assert (table.ci_low.at["Sup", ("T1", "DSC")], table.ci_high.at["Sup", ("T1", "DSC")]) == (low, high)
+    assert low < 0.3 < high
+    assert text.at["Sup", ("T1", "DSC")] == f"0.300 ± 0.141 [{low:.2f}, {high:.2f}]"
+    assert text.at["Sup", ("FLAIR", "DSC")].startswith("0.850 ± 0.071 [")
     assert text.at["Sup", ("", "seeds")] == "2"
     paper = 'paper (real data): Table 1 "Sup"'
     assert list(text.index) == ["Sup", paper, "Semi-CML"]
@@ -222,6 +240,146 @@ def test_one_labeled_fraction_is_plotted_as_one_row_per_method_with_the_papers_m
     points = sorted((round(x, 4), y) for line in fig.axes[0].lines if line.get_marker() == "o"
                     for x, y in line.get_xydata())
     assert points == [(0.25, 0.0), (0.2724, 0.0), (0.55, 1.0)]
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ statistics on made-up runs
+PATIENTS = ("p1", "p2", "p3", "p4")
+#: DSC of Sup per (seed, patient); Semi-CML adds 0.1 + a distinct small amount to every pair, MT
+#: adds noise of both signs
+SUP_DSC = {(s, c): 0.3 + 0.05 * i + 0.02 * s for s in (0, 1) for i, c in enumerate(PATIENTS)}
+GAIN = {"Sup": [0.0] * 8, "Semi-CML": [0.1 + 0.003 * k for k in range(8)],
+        "MT": [0.011, -0.012, 0.023, -0.024, 0.005, -0.006, 0.017, -0.018]}
+
+
+def protocol(selection="val"):
+    return {"data": {"folder": "/x/data-brats-p5-s0", "format": "brats",
+                     "builtin": {"kind": "brats", "patients": 5, "seed": 0}, "sha256": "ab" * 32},
+            "split_seed": 0, "patients": {"labeled": 1, "unlabeled": 2, "val": 1, "test": 4},
+            "selection": selection, "unlabeled_slices": "body", "test_slices": "all",
+            "empty_mask_rule": "both empty: DSC 1", "stamp": TEST_FEEDBACK_STAMP if selection == "test" else None}
+
+
+def made_up_grid(tmp_path: Path, **overrides) -> Path:
+    """Sup, Semi-CML and MT at 10% with seeds 0 and 1, and claims with known verdicts."""
+    values = dict(labeled=[0.1], seeds=[0, 1],
+                  methods=[{"label": "Sup", "method": "supervised"},
+                           {"label": "Semi-CML", "method": "semi-cml"},
+                           {"label": "MT", "method": "mean-teacher"}],
+                  claims=["Sup < Semi-CML", "Semi-CML < MT", "Sup < MT"])
+    values.update(overrides)
+    return write_grid(tmp_path / "grid.yaml", **values)
+
+
+def write_finished_cells(grid_file: Path, out: Path, protocols=None) -> None:
+    """A metrics.json for every cell of the grid (made-up per-patient scores, no training);
+    ``protocols`` maps a cell key to its protocol dict (None: no protocol key; default: val)."""
+    protocols = protocols or {}
+    for cell in plan_cells(load_grid(grid_file), out):
+        gain = GAIN[cell.method.label]
+        per_patient = [{"modality": m, "case_id": c, "dsc": SUP_DSC[cell.seed, c] + gain[4 * cell.seed + i]
+                        + (0.4 if m == "flair" else 0.0), "sens": 0.5}
+                       for m in ("t1", "flair") for i, c in enumerate(PATIENTS)]
+        record = {"epoch": 2, "per_patient": per_patient, "summary": {}}
+        chosen = protocols.get(cell.key, protocol())
+        if chosen is not None:
+            record["protocol"] = chosen
+        cell.run_dir.mkdir(parents=True)
+        (cell.run_dir / "metrics.json").write_text(json.dumps(record))
+
+
+def test_tables_test_each_row_against_the_reference_and_decide_the_claims(tmp_path):
+    grid = made_up_grid(tmp_path)
+    out = tmp_path / "out"
+    write_finished_cells(grid, out)
+    report = reproduce(grid, out, only_finished=True, quiet=True)
+    assert report.counts() == {"finished": 6}
+    [table] = report.tables
+    assert table.reference == "Sup" and list(table.comparison.index) == ["Semi-CML", "MT"]
+    # Semi-CML is better on each of the 8 (patient, seed) pairs: exact two-sided p = 2 / 2^8
+    assert table.comparison.at["Semi-CML", ("T1", "pairs")] == 8
+    assert table.comparison.at["Semi-CML", ("T1", "diff")] == pytest.approx(0.1 + 0.003 * 3.5)
+    assert table.comparison.at["Semi-CML", ("T1", "p")] == pytest.approx(2 / 256)
+    assert table.comparison.at["Semi-CML", ("FLAIR", "verdict")] == "holds (p = 0.0078)"
+    assert table.comparison.at["MT", ("T1", "verdict")].startswith("not decided (p = 0.")
+
+    md = (out / "tables.md").read_text()
+    assert md.index("## Protocol card") < md.index("### brats, 10% labeled") < md.index("## Claims")
+    assert "- **data**: built-in brats, 5 patients, data seed 0, sha256 abababababab" in md
+    assert "- **patients per set**: 1 labeled / 2 unlabeled / 1 val / 4 test" in md
+    assert "- **seeds**: 2" in md and "- **std**: sample std over seeds, ddof 1" in md
+    assert "- **CI**: 95% bootstrap CI (BCa) of the mean over patients x seeds" in md
+    assert "sample std over seeds (ddof 1)" in md and "ddof 0" not in md
+    assert "| method | pairs | T1 Δ DSC | T1 verdict | T1 MDD | FLAIR Δ DSC | FLAIR verdict | FLAIR MDD |" in md
+    assert "| Semi-CML | 8 | +0.111 | holds (p = 0.0078) | " in md
+    assert "| brats | 10% | Sup < Semi-CML | T1 | 8 | -0.111 | holds (p = 0.0078) |" in md
+    assert "| brats | 10% | Semi-CML < MT | FLAIR | 8 | +0.111 | reversed (p = 0.0078) |" in md
+    assert "| brats | 10% | Sup < MT | T1 | 8 | " in md and TEST_FEEDBACK_STAMP not in md
+
+    claims = pd.read_csv(out / "claims.csv", keep_default_na=False)
+    assert list(claims.columns[:12]) == ["dataset", "labeled", "claim", "modality", "left", "op", "right", "n",
+                                         "diff", "p", "verdict", "mdd"]
+    assert len(claims) == 3 * 2  # 3 pairs x 2 modalities
+    verdicts = {(r.left, r.right, r.modality): r.verdict.split(" (")[0] for r in claims.itertuples()}
+    assert verdicts == {("Sup", "Semi-CML", "t1"): "holds", ("Sup", "Semi-CML", "flair"): "holds",
+                        ("Semi-CML", "MT", "t1"): "reversed", ("Semi-CML", "MT", "flair"): "reversed",
+                        ("Sup", "MT", "t1"): "not decided", ("Sup", "MT", "flair"): "not decided"}
+    assert claims["n"].tolist() == [8] * 6 and claims["p"][0] == pytest.approx(2 / 256)
+    assert report.claims["verdict"].tolist() == claims["verdict"].tolist()
+
+    html = (out / "tables.html").read_text()
+    assert "<h2>Protocol card</h2>" in html and "<h2>Claims</h2>" in html and "vs Sup: paired DSC" in html
+    assert "reversed (p = 0.0078)" in html
+
+
+def test_the_reference_row_is_a_grid_key(tmp_path):
+    grid = made_up_grid(tmp_path, reference="MT", claims=None)
+    out = tmp_path / "out"
+    write_finished_cells(grid, out)
+    report = reproduce(grid, out, only_finished=True, quiet=True)
+    [table] = report.tables
+    assert table.reference == "MT" and list(table.comparison.index) == ["Sup", "Semi-CML"]
+    assert table.comparison.at["Semi-CML", ("T1", "verdict")] == "holds (p = 0.0078)"
+    assert not (out / "claims.csv").exists() and "## Claims" not in (out / "tables.md").read_text()
+
+
+def test_a_run_steered_by_its_test_patients_stamps_the_card_tables_and_plots(tmp_path):
+    grid = made_up_grid(tmp_path)
+    out = tmp_path / "out"
+    write_finished_cells(grid, out, {"brats-MT-l0.1-s1": protocol("test"), "brats-Sup-l0.1-s1": None})
+    report = reproduce(grid, out, only_finished=True, quiet=True)
+    md = (out / "tables.md").read_text()
+    assert md.startswith(f"# tiny — {TEST_FEEDBACK_STAMP}\n")
+    assert f"## Protocol card ({TEST_FEEDBACK_STAMP})" in md
+    assert "- **what steered training**: validation patients (selection val); not recorded (run made before " \
+           f"protocol cards); the test patients (selection test): {TEST_FEEDBACK_STAMP}" in md
+    assert f"### brats, 10% labeled — {TEST_FEEDBACK_STAMP}" in md
+    assert f"*vs Sup: paired DSC" in md and f"(Wilcoxon, alpha 0.05); MDD: the minimal detectable Δ at 80% power " \
+           f"— {TEST_FEEDBACK_STAMP}*" in md
+    assert f"## Claims — {TEST_FEEDBACK_STAMP}" in md
+    claims = pd.read_csv(out / "claims.csv", keep_default_na=False).set_index(["left", "right", "modality"])
+    assert claims.at[("Sup", "Semi-CML", "t1"), "stamp"] == ""  # MT's runs are not in this pair
+    assert claims.at[("Semi-CML", "MT", "t1"), "stamp"] == TEST_FEEDBACK_STAMP
+    assert f"{TEST_FEEDBACK_STAMP}</h2>" in (out / "tables.html").read_text()
+    assert set(report.rows["selection"].dropna()) == {"val", "test"}
+    assert pd.read_csv(out / "per_patient.csv")["selection"].isna().sum() == 8  # Sup seed 1: no protocol
+    fig = plot_dsc_vs_labeled(report.rows, "brats", report.grid)
+    assert fig._suptitle.get_text().endswith(TEST_FEEDBACK_STAMP)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_error_bars_are_the_sample_std_over_seeds(tmp_path):
+    import matplotlib.pyplot as plt
+
+    grid = load_grid(write_grid(tmp_path / "grid.yaml", seeds=[0, 1], labeled=[0.1]))
+    rows = pd.DataFrame([{"dataset": "brats", "method": "Sup", "labeled": 0.1, "seed": s, "modality": m,
+                          "case_id": "a", "dsc": 0.2 + 0.2 * s, "sens": 0.5} for s in (0, 1) for m in ("t1", "flair")])
+    fig = plot_dsc_vs_labeled(rows, "brats", grid)
+    [bars] = [c for c in fig.axes[0].collections if c.get_segments()]
+    [(start, end)] = [segment for segment in bars.get_segments()]
+    assert end[0] - start[0] == pytest.approx(2 * 0.02 ** 0.5)  # ± sqrt(0.02), not ± 0.1 (ddof 0)
     plt.close(fig)
 
 
@@ -273,6 +431,15 @@ def test_settings_merge_in_order(tmp_path):
     ({"settings_by_labeled": {0.2: {"epochs": 3}}}, "settings_by_labeled.0.2: not one of the grid's labeled"),
     ({"settings": {**TINY_SETTINGS, "size": 40}},
      "settings of brats / Sup / labeled 0.05: size=40: must be a multiple of 16"),
+    ({"claims": ["Sup < Semi-CMl"]},
+     "claims[0] ('Sup < Semi-CMl'): 'Semi-CMl' is not a method label of the grid; labels: Sup, Semi-CML"),
+    ({"claims": ["Sup <"]}, "claims[0] ('Sup <'): expected method labels joined by < or >, e.g. 'sup < sup+mse'"),
+    ({"claims": "Sup < Semi-CML"}, "claims: expected a list of orders such as 'sup < sup+mse'"),
+    ({"claims": ["Sup < Sup"]}, "claims[0] ('Sup < Sup'): compares 'Sup' with itself"),
+    ({"methods": [{"label": "Sup", "method": "supervised"}, {"label": "Sup 100%", "method": "supervised",
+                                                            "labeled": [1.0]}], "claims": ["Sup < Sup 100%"]},
+     "claims[0] ('Sup < Sup 100%'): 'Sup' and 'Sup 100%' share no labeled fraction"),
+    ({"reference": "sup"}, "reference: 'sup' is not a method label of the grid; labels: Sup, Semi-CML"),
 ])
 def test_each_problem_is_one_line_naming_the_key_and_value(tmp_path, overrides, expected):
     path = write_grid(tmp_path / "grid.yaml", **overrides)
@@ -283,6 +450,12 @@ def test_each_problem_is_one_line_naming_the_key_and_value(tmp_path, overrides, 
     assert "\n" not in problems[0]
     assert problems[0].startswith(f"{path}: ")
     assert expected.format(root=tmp_path) in problems[0], problems[0]
+
+
+def test_claims_are_chains_of_adjacent_pairs():
+    assert parse_claim("sup < sup+mse < PReL (BMA)") == [("sup", "<", "sup+mse"), ("sup+mse", "<", "PReL (BMA)")]
+    assert parse_claim("sup+ASC > sup+NCE") == [("sup+ASC", ">", "sup+NCE")]
+    assert parse_claim("sup") == []
 
 
 def test_every_problem_is_reported_at_once(tmp_path, capsys):
@@ -322,9 +495,15 @@ def test_shipped_grids_validate():
     assert [m.options.get("variant") for m in table3.methods if m.method == "semi-cml"] == [
         "sup+mse", "sup+nce", "sup+asc", "sup+mse+nce", "sup+mse+nce*", "sup+mse+asc"]
     assert [m.options["teacher"] for m in table3.methods if m.method == "semi-cml-prel"] == ["base", "ema", "bma"]
+    assert table3.reference_label == "sup" and table3.claims == [
+        "sup < sup+mse < sup+mse+ASC < PReL (BMA)", "PReL (Base) < PReL (EMA) < PReL (BMA)", "sup+ASC > sup+NCE",
+        "sup+mse+ASC > sup+mse+NCE"]
+    assert quick.claims == ["Sup < Semi-CML + PReL"] and table1.reference_label == "Sup"
+    assert "Sup < Semi-CML < Semi-CML + PReL" in table1.claims
     for name in ("semi-cml-table1-gpu", "semi-cml-table3-gpu"):
         grid = load_grid(name, check_paths=False, check_device=False)
         assert all(d.path is not None for d in grid.datasets)
+        assert grid.claims == (table3.claims if "table3" in name else table1.claims)
         with pytest.raises(GridError) as info:
             load_grid(name)
         paths = [p for p in info.value.problems if ".path: '/EDIT/" in p]

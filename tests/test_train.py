@@ -226,7 +226,26 @@ def test_split_and_protocol_are_recorded(brats_dir, tmp_path):
     ({"selection": "best"}, "unknown selection 'best'"),
     ({"selection": "val", "val_fraction": 0.0}, "selection='val' needs validation patients"),
     ({"unlabeled_slices": "tumour"}, "unknown unlabeled_slices 'tumour'"),
+    ({"val_scores": "never"}, "unknown val_scores 'never'"),
 ])
 def test_bad_protocol_options(brats_dir, values, match):
     with pytest.raises(ConfigError, match=match):
         tiny_config(brats_dir, **values).validate()
+
+
+def test_val_scores_if_used_skips_scores_no_method_reads_and_changes_nothing_else(brats_dir, tmp_path):
+    results = {}
+    for mode in ("always", "if_used"):
+        trainer = Trainer(tiny_config(brats_dir, method="semi-cml", epochs=2, unlabeled_batch_size=2, val_scores=mode),
+                          tmp_path / mode, quiet=True)
+        results[mode] = (trainer.fit(), trainer.method.state_dict())
+        trainer.close()
+    assert len(read_events(tmp_path / "always", "val")) == 2 and read_events(tmp_path / "if_used", "val") == []
+    assert results["always"][0]["per_patient"] == results["if_used"][0]["per_patient"]
+    for name, weight in results["always"][1].items():
+        assert torch.equal(weight, results["if_used"][1][name]), name
+    prel = Trainer(tiny_config(brats_dir, method="semi-cml-prel", epochs=3, unlabeled_batch_size=2, val_scores="if_used",
+                               options={"m": 0, "p": 1, "L1": 2}), tmp_path / "prel", quiet=True)
+    prel.fit()
+    prel.close()
+    assert len(read_events(tmp_path / "prel", "val")) == 3  # PReL's teachers read them

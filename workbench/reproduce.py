@@ -17,6 +17,9 @@ A grid is a YAML file (shipped ones in ``workbench/grids/``, see :func:`grid_pat
     seeds: [0, 1, 2]
     settings: {epochs: 20, steps_per_epoch: 20}               # any TrainConfig field
     settings_by_labeled: {0.01: {epochs: 121}}
+    reference: Sup                                            # optional: the row the others are tested against
+    claims:                                                   # optional: claimed orders, decided on our runs
+      - "Sup < Semi-CML"                                      # a chain "a < b < c" claims each adjacent pair
 
 A cell's TrainConfig is ``settings``, then the dataset's ``settings``, then
 ``settings_by_labeled[fraction]``, then the method's ``settings``, plus the cell's method,
@@ -45,11 +48,27 @@ with a ``pretrain`` first run that pre-training once per (dataset, row, seed), i
 ``OUT/<dataset>-<method slug>-pretrain-s<seed>``, shared by the row's fractions.
 
 Outputs in OUT: ``per_patient.csv`` (one tidy row per dataset, method, fraction, seed,
-modality and test patient, every metric), ``tables.md`` and ``tables.html`` (one table per
-dataset and fraction, rows = methods, columns = modality x (DSC, Sens), mean ± std over
-seeds of the per-run mean over patients; the paper's values in rows marked "paper (real
-data)"; failed cells listed at the end), ``dsc_vs_labeled_<dataset>.png``, ``cells.csv``
-(each cell's status, time and error) and ``grid.yaml`` (the grid as run).
+modality and test patient, every metric, and the run's ``selection``), ``tables.md`` and
+``tables.html``, ``claims.csv`` (when the grid has ``claims``), ``dsc_vs_labeled_<dataset>.png``,
+``cells.csv`` (each cell's status, time and error) and ``grid.yaml`` (the grid as run).
+
+``tables.md`` / ``tables.html``, top to bottom (statistics: :mod:`workbench.stats`):
+
+* the protocol card of the finished cells (data and hash, patients per set, what steered
+  training, slices, empty-mask rule, seeds, the std / CI / test definitions);
+* one table per dataset and fraction: rows = methods, columns = modality x (DSC, Sens); each of
+  our cells is ``mean ± std [CI]``: the mean over seeds of the per-run mean over patients, the
+  sample std over seeds (ddof 1) and the 95% bootstrap CI (BCa) of the mean over patients x
+  seeds; the paper's values in rows marked "paper (real data)";
+* under it, "vs <reference>": each other row's paired DSC difference to the ``reference`` row
+  (default: the grid's first method) over matched (patient, seed) pairs, the Wilcoxon verdict on
+  "row > reference" and the minimal detectable difference of the cohort;
+* "Claims": each claimed order per dataset, fraction and modality on DSC, holds / reversed /
+  not decided (p);
+* the failed cells.
+
+A run steered by its test patients (``selection: test``, the papers' protocol) stamps the card,
+every table and plot it reaches with :data:`~workbench.stats.TEST_FEEDBACK_STAMP`.
 """
 
 from __future__ import annotations
@@ -64,6 +83,7 @@ import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
@@ -73,23 +93,26 @@ import pandas as pd
 import yaml
 
 from workbench.errors import ConfigError, DataError, WorkbenchError
+from workbench.stats import (TEST_FEEDBACK_STAMP, PairedResult, ProtocolCard, bootstrap_ci, decide,
+                             minimal_detectable_difference, paired_test, protocol_card, sample_std)
 
 __all__ = [
     "GridError", "Grid", "GridDataset", "GridMethod", "Cell", "CellResult", "GridReport", "ResultTable",
     "PaperTable", "grid_path", "shipped_grids", "load_grid", "plan_cells", "reproduce", "tabulate",
-    "collect_rows", "results_tables", "plot_dsc_vs_labeled", "load_paper_values",
+    "collect_rows", "collect_protocols", "results_tables", "decide_claims", "claims_markdown", "claims_html",
+    "parse_claim", "plot_dsc_vs_labeled", "load_paper_values",
 ]
 
 BUILTIN_KINDS = ("brats", "hecktor")
 FORMATS = ("auto", "brats", "hecktor", "generic")
 GRID_KEYS = ("name", "description", "paper_table", "datasets", "methods", "labeled", "seeds", "settings",
-             "settings_by_labeled")
+             "settings_by_labeled", "reference", "claims")
 DATASET_KEYS = ("name", "kind", "patients", "data_seed", "path", "format", "modalities", "settings", "paper")
 METHOD_KEYS = ("label", "method", "options", "pretrain", "labeled", "settings", "paper")
 #: TrainConfig fields that the grid's structure sets; a ``settings`` block may not
 CELL_FIELDS = ("method", "data", "fmt", "modalities", "labeled", "seed", "options", "init")
 #: PretrainConfig fields taken from the cell; the rest may be set under ``pretrain``
-PRETRAIN_FROM_CELL = ("data", "fmt", "modalities", "split_seed", "test_fraction", "crop", "size", "seed",
+PRETRAIN_FROM_CELL = ("data", "fmt", "modalities", "split_seed", "test_fraction", "val_fraction", "crop", "size", "seed",
                       "base_channels", "device")
 #: config fields that may differ between a run folder and the grid (where, not what, was run)
 IGNORED_IN_COMPARISON = ("data", "init", "device", "eval_batch_size")
@@ -163,12 +186,63 @@ class Grid:
     paper_table: str | None = None
     description: str = ""
     text: str = ""  # the YAML as read
+    reference: str | None = None  # the row the others are tested against; None: the first method
+    claims: list[str] = field(default_factory=list)  # claimed orders, "a < b < c" (see parse_claim)
 
     def fractions(self, method: GridMethod) -> list[float]:
         return method.labeled if method.labeled is not None else self.labeled
 
+    @property
+    def reference_label(self) -> str:
+        """The label of the row every other row is tested against."""
+        return self.reference if self.reference is not None else self.methods[0].label
+
     def all_fractions(self) -> list[float]:
         return sorted({f for m in self.methods for f in self.fractions(m)})
+
+
+def parse_claim(text: str) -> list[tuple[str, str, str]]:
+    """The adjacent pairs of a claimed order: ``"a < b > c"`` -> ``[("a", "<", "b"), ("b", ">", "c")]``.
+
+    Labels are the text between the ``<`` / ``>`` signs, stripped (empty when a sign has nothing
+    on one side)."""
+    parts = re.split(r"([<>])", text)
+    labels, ops = [p.strip() for p in parts[0::2]], parts[1::2]
+    return [(labels[i], ops[i], labels[i + 1]) for i in range(len(ops))]
+
+
+def _check_claims(value: Any, methods: Sequence[GridMethod], labeled: Sequence[float]) -> tuple[list[str], list[str]]:
+    """The ``claims`` list and one problem line per bad claim (not a chain, unknown label, a row
+    against itself, two rows that share no labeled fraction)."""
+    if value is None:
+        return [], []
+    if not isinstance(value, list):
+        return [], [f"claims: expected a list of orders such as 'sup < sup+mse', got {value!r}"]
+    fractions = {m.label: set(m.labeled if m.labeled is not None else labeled) for m in methods}
+    claims, problems = [], []
+    for i, text in enumerate(value):
+        if not isinstance(text, str):
+            problems.append(f"claims[{i}]: {text!r} is not an order such as 'sup < sup+mse'")
+            continue
+        where = f"claims[{i}] ({text!r})"
+        pairs = parse_claim(text)
+        if not pairs or any(not left or not right for left, _, right in pairs):
+            problems.append(f"{where}: expected method labels joined by < or >, e.g. 'sup < sup+mse'")
+            continue
+        labels = list(dict.fromkeys(label for left, _, right in pairs for label in (left, right)))
+        unknown = [label for label in labels if label not in fractions]
+        for label in unknown:
+            problems.append(f"{where}: {label!r} is not a method label of the grid; labels: {', '.join(fractions)}")
+        for left, _, right in pairs:
+            if left in unknown or right in unknown:
+                continue
+            if left == right:
+                problems.append(f"{where}: compares {left!r} with itself")
+            elif not fractions[left] & fractions[right]:
+                problems.append(f"{where}: {left!r} and {right!r} share no labeled fraction, so they are never "
+                                "compared")
+        claims.append(text)
+    return claims, problems
 
 
 def slugify(label: str) -> str:
@@ -465,11 +539,18 @@ def load_grid(path: str | Path, *, check_paths: bool = True, check_device: bool 
                         if str(exc) not in seen:
                             seen.add(str(exc))
                             problems.append(line)
+    labels = [m.label for m in methods]
+    reference = raw.get("reference")
+    if reference is not None and str(reference) not in labels:
+        problems.append(f"reference: {reference!r} is not a method label of the grid; labels: {', '.join(labels)}")
+    claims, claim_problems = _check_claims(raw.get("claims"), methods, labeled)
+    problems += claim_problems
     if problems:
         raise GridError(file, problems)
     return Grid(name=str(raw.get("name") or file.stem), path=file, datasets=datasets, methods=methods,
                 labeled=labeled, seeds=seeds, settings=dict(settings), settings_by_labeled=by_labeled,
-                paper_table=paper_table, description=str(raw.get("description") or "").strip(), text=text)
+                paper_table=paper_table, description=str(raw.get("description") or "").strip(), text=text,
+                reference=str(reference) if reference is not None else None, claims=claims)
 
 
 def _check_pretrain(where: str, value: Any) -> tuple[dict[str, Any] | None, list[str]]:
@@ -776,6 +857,13 @@ class GridReport:
     rows: pd.DataFrame
     tables: list["ResultTable"]
     files: list[Path]
+    protocols: list[dict[str, Any] | None] = field(default_factory=list)  # of the finished cells
+    claims: pd.DataFrame | None = None  # decide_claims(rows, grid)
+
+    @property
+    def card(self) -> ProtocolCard:
+        """The protocol card of the finished cells."""
+        return protocol_card(self.protocols, len(self.grid.seeds))
 
     @property
     def failures(self) -> list[tuple[Cell, CellResult]]:
@@ -861,9 +949,11 @@ def reproduce(grid: Grid | str | Path, out: str | Path, *, jobs: int = 1, only_f
             _run_cells(todo, jobs, _threads(jobs, threads), done)
         finally:
             bar.close()
-    rows = collect_rows([c for c in cells if results[c.key].status not in ("failed", "not run")])
+    done_cells = [c for c in cells if results[c.key].status not in ("failed", "not run")]
+    rows = collect_rows(done_cells)
     tables = results_tables(rows, grid)
-    report = GridReport(grid, out, cells, results, rows, tables, [])
+    report = GridReport(grid, out, cells, results, rows, tables, [], protocols=collect_protocols(done_cells),
+                        claims=decide_claims(rows, grid))
     report.files = tabulate(report)
     return report
 
@@ -959,28 +1049,61 @@ def _run_cells(cells: list[Cell], jobs: int, threads: int | None,
 
 
 # ---------------------------------------------------------------------------------- results
+def _read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: unreadable metrics ({type(exc).__name__})") from exc
+
+
+def _protocol(run_dir: Path, metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The run's protocol dict: from metrics.json, else config.json; None for a run made before
+    protocol cards."""
+    protocol = metrics.get("protocol")
+    if not protocol and (run_dir / "config.json").is_file():
+        try:
+            protocol = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("protocol")
+        except (OSError, ValueError, AttributeError):
+            protocol = None
+    return dict(protocol) if isinstance(protocol, dict) and protocol else None
+
+
 def collect_rows(cells: Sequence[Cell]) -> pd.DataFrame:
     """The tidy per-patient table of the finished cells: one row per dataset, method, labeled
-    fraction, seed, modality and test patient, with every metric of ``metrics.json``."""
+    fraction, seed, modality and test patient, with every metric of ``metrics.json`` and the
+    run's ``selection`` (what steered training; None for a run made before protocol cards)."""
     frames = []
     for cell in cells:
         path = cell.run_dir / "metrics.json"
         if not path.is_file():
             continue
-        try:
-            per_patient = json.loads(path.read_text(encoding="utf-8"))["per_patient"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{path}: unreadable metrics ({type(exc).__name__})") from exc
-        frame = pd.DataFrame(per_patient)
+        metrics = _read_metrics(path)
+        if "per_patient" not in metrics:
+            raise DataError(f"{path}: unreadable metrics (KeyError)")
+        frame = pd.DataFrame(metrics["per_patient"])
         frame.insert(0, "seed", cell.seed)
         frame.insert(0, "labeled", cell.labeled)
         frame.insert(0, "method", cell.method.label)
         frame.insert(0, "dataset", cell.dataset.name)
+        protocol = _protocol(cell.run_dir, metrics)
+        frame["selection"] = protocol.get("selection") if protocol else None
         first = ["dataset", "method", "labeled", "seed", "modality", "case_id"]
         frames.append(frame[first + [c for c in frame.columns if c not in first]])
     if not frames:
-        return pd.DataFrame(columns=["dataset", "method", "labeled", "seed", "modality", "case_id", "dsc", "sens"])
+        return pd.DataFrame(columns=["dataset", "method", "labeled", "seed", "modality", "case_id", "dsc", "sens",
+                                     "selection"])
     return pd.concat(frames, ignore_index=True)
+
+
+def collect_protocols(cells: Sequence[Cell]) -> list[dict[str, Any] | None]:
+    """The ``protocol`` dict of each finished cell's metrics.json (None where it has none), for
+    :func:`workbench.stats.protocol_card`."""
+    protocols = []
+    for cell in cells:
+        path = cell.run_dir / "metrics.json"
+        if path.is_file():
+            protocols.append(_protocol(cell.run_dir, _read_metrics(path)))
+    return protocols
 
 
 def _per_seed(rows: pd.DataFrame) -> pd.DataFrame:
@@ -989,13 +1112,67 @@ def _per_seed(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.groupby(keys, sort=False)[[m for m, _ in TABLE_METRICS]].mean()
 
 
+def _stamped(rows: pd.DataFrame) -> bool:
+    """Whether any of these rows comes from a run steered by its test patients."""
+    return "selection" in rows.columns and bool((rows["selection"] == "test").any())
+
+
+def _with_stamp(title: str, stamped: bool) -> str:
+    return f"{title} — {TEST_FEEDBACK_STAMP}" if stamped else title
+
+
+class _Scores:
+    """Per-patient scores of the rows, by (dataset, method, labeled, modality), indexed by (case_id, seed)."""
+
+    def __init__(self, rows: pd.DataFrame) -> None:
+        self.groups: dict[tuple, pd.DataFrame] = {}
+        if len(rows):
+            for key, frame in rows.groupby(["dataset", "method", "labeled", "modality"], sort=False):
+                self.groups[key] = frame.set_index(["case_id", "seed"])
+
+    def values(self, dataset: str, method: str, labeled: float, modality: str, metric: str) -> pd.Series:
+        frame = self.groups.get((dataset, method, labeled, modality))
+        return pd.Series(dtype=float) if frame is None else frame[metric].astype(float).dropna()
+
+    def paired(self, dataset: str, a: str, b: str, labeled: float, modality: str, metric: str = "dsc"
+               ) -> PairedResult:
+        """:func:`~workbench.stats.paired_test` of row ``b`` against row ``a`` over their matched
+        (case_id, seed) pairs."""
+        both = pd.concat([self.values(dataset, a, labeled, modality, metric),
+                          self.values(dataset, b, labeled, modality, metric)], axis=1, join="inner").dropna()
+        return paired_test(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy())
+
+
+#: the fields of a comparison: pairs, mean difference, p-value, verdict text, minimal detectable difference
+COMPARISON_FIELDS = ("pairs", "diff", "p", "verdict", "mdd")
+
+
+def _comparison_values(result: PairedResult, expected: str) -> list[Any]:
+    """The :data:`COMPARISON_FIELDS` of one paired result (verdict on ``expected``)."""
+    verdict = decide(result, expected).text if result.n else "no pairs"  # type: ignore[arg-type]
+    return [result.n, result.mean_diff, result.p, verdict, minimal_detectable_difference(result.diffs)]
+
+
+def _signed(value: float) -> str:
+    return "–" if pd.isna(value) else f"{value:+.3f}"
+
+
+def _plain(value: float) -> str:
+    return "–" if pd.isna(value) else f"{value:.3f}"
+
+
 @dataclass
 class ResultTable:
     """One table of the paper's layout: a dataset at a labeled fraction.
 
-    ``mean`` and ``std`` have the row labels as index and (modality, metric header) columns;
-    ``seeds`` counts our runs per row (0 for the paper's rows); ``paper_rows`` names the rows
-    holding published values.
+    ``mean`` and ``std`` have the row labels as index and (modality, metric header) columns
+    (``std``: sample std over seeds, ddof 1); ``ci_low`` / ``ci_high`` the same layout, the 95%
+    bootstrap CI of the mean over patients x seeds; ``seeds`` counts our runs per row (0 for the
+    paper's rows); ``paper_rows`` names the rows holding published values. ``comparison`` holds,
+    for each of our rows other than ``reference``, the paired DSC test against ``reference``:
+    columns (modality, field) with the fields of :data:`COMPARISON_FIELDS` (diff = row −
+    reference; the verdict is on "row > reference"). ``stamp`` is the test-feedback stamp when a
+    run of this table was steered by its test patients.
     """
 
     dataset: str
@@ -1005,28 +1182,62 @@ class ResultTable:
     seeds: pd.Series
     paper_rows: dict[str, str]  # row label -> citation
     title: str = ""
+    ci_low: pd.DataFrame | None = None
+    ci_high: pd.DataFrame | None = None
+    reference: str | None = None
+    comparison: pd.DataFrame | None = None
+    stamp: str | None = None
 
     def formatted(self) -> pd.DataFrame:
-        """Strings ``mean ± std`` (one seed: the mean; paper: 4 decimals as printed; missing: –)."""
+        """Strings ``mean ± std [CI low, CI high]`` (one seed: ``mean [CI]``; paper: 4 decimals as
+        printed; missing: –)."""
         text = pd.DataFrame(index=self.mean.index, columns=self.mean.columns, dtype=object)
         for label in self.mean.index:
             for col in self.mean.columns:
                 value, spread = self.mean.at[label, col], self.std.at[label, col]
                 if pd.isna(value):
                     text.at[label, col] = "–"
-                elif label in self.paper_rows:
+                    continue
+                if label in self.paper_rows:
                     text.at[label, col] = f"{value:.4f}"
-                elif self.seeds[label] > 1:
-                    text.at[label, col] = f"{value:.3f} ± {spread:.3f}"
-                else:
-                    text.at[label, col] = f"{value:.3f}"
+                    continue
+                several = self.seeds[label] > 1 and not pd.isna(spread)
+                cell = f"{value:.3f} ± {spread:.3f}" if several else f"{value:.3f}"
+                if self.ci_low is not None and self.ci_high is not None:
+                    low, high = self.ci_low.at[label, col], self.ci_high.at[label, col]
+                    if not (pd.isna(low) or pd.isna(high)):
+                        cell += f" [{low:.2f}, {high:.2f}]"
+                text.at[label, col] = cell
         text.insert(0, ("", "seeds"), [str(self.seeds[label]) if label not in self.paper_rows else "–"
                                        for label in self.mean.index])
         text.columns = pd.MultiIndex.from_tuples(list(text.columns))
         text.index.name = "method"
         return text
 
+    @property
+    def comparison_title(self) -> str:
+        return _with_stamp(f"vs {self.reference}: paired DSC over matched test patient x seed pairs, "
+                           f"Δ = row − {self.reference}, verdict on \"row > {self.reference}\" "
+                           "(Wilcoxon, alpha 0.05); MDD: the minimal detectable Δ at 80% power", bool(self.stamp))
+
+    def comparison_formatted(self) -> pd.DataFrame | None:
+        """The comparison as strings: pairs, then per modality Δ DSC, verdict, MDD (None without one)."""
+        if self.comparison is None or self.comparison.empty:
+            return None
+        modalities = list(dict.fromkeys(m for m, _ in self.comparison.columns))
+        text = pd.DataFrame(index=self.comparison.index, dtype=object)
+        text.index.name = "method"
+        text[("", "pairs")] = [" / ".join(dict.fromkeys(str(int(self.comparison.at[label, (m, "pairs")]))
+                                                        for m in modalities)) for label in self.comparison.index]
+        for m in modalities:
+            text[(m, "Δ DSC")] = [_signed(v) for v in self.comparison[(m, "diff")]]
+            text[(m, "verdict")] = list(self.comparison[(m, "verdict")])
+            text[(m, "MDD")] = [_plain(v) for v in self.comparison[(m, "mdd")]]
+        text.columns = pd.MultiIndex.from_tuples(list(text.columns))
+        return text
+
     def to_markdown(self) -> str:
+        """The table, then (when there is one) the comparison against the reference row."""
         table = self.formatted()
         headers = ["method"] + [f"{m} {metric}".strip() for m, metric in table.columns]
         lines = [f"### {self.title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -1036,6 +1247,12 @@ class ResultTable:
                 cells = [c if c == "–" else f"*{c}*" for c in cells]
                 label = f"↳ *{label}*"
             lines.append("| " + " | ".join([str(label)] + cells) + " |")
+        comparison = self.comparison_formatted()
+        if comparison is not None:
+            headers = ["method"] + [f"{m} {metric}".strip() for m, metric in comparison.columns]
+            lines += ["", f"*{self.comparison_title}*", "", "| " + " | ".join(headers) + " |",
+                      "|" + "---|" * len(headers)]
+            lines += ["| " + " | ".join([str(label)] + list(row)) + " |" for label, row in comparison.iterrows()]
         return "\n".join(lines)
 
     def styler(self) -> Any:
@@ -1049,8 +1266,15 @@ class ResultTable:
 
         return table.style.apply(style, axis=1).set_caption(self.title)
 
+    def comparison_styler(self) -> Any:
+        """A pandas Styler of :meth:`comparison_formatted` (None without a comparison)."""
+        comparison = self.comparison_formatted()
+        return None if comparison is None else comparison.style.set_caption(self.comparison_title)
+
     def to_html(self) -> str:
-        return self.styler().to_html()
+        """The table, then (when there is one) the comparison against the reference row."""
+        comparison = self.comparison_styler()
+        return self.styler().to_html() + ("" if comparison is None else comparison.to_html())
 
 
 def _modality_header(modality: str) -> str:
@@ -1061,12 +1285,17 @@ def results_tables(rows: pd.DataFrame, grid: Grid, papers: Mapping[str, PaperTab
                    ) -> list[ResultTable]:
     """One :class:`ResultTable` per dataset and labeled fraction with at least one finished run.
 
-    Our rows: mean ± std (population, ddof 0) over seeds of each run's mean over patients.
-    Below a row with a ``paper`` reference, the published value in a row marked
-    "paper (real data)" (only for the modalities we have columns for).
+    Our rows: mean ± sample std (ddof 1) over seeds of each run's mean over patients, and the 95%
+    bootstrap CI (BCa) of the mean over the per-(patient, seed) scores (none from a single score).
+    Below a row with a ``paper`` reference, the published value in a row marked "paper (real
+    data)" (only for the modalities we have columns for). Each table's ``comparison`` tests every other row of ours
+    against the grid's reference row on DSC (:func:`workbench.stats.paired_test`, matched by
+    test patient and seed).
     """
     papers = load_paper_values() if papers is None else papers
     per_seed = _per_seed(rows) if len(rows) else None
+    scores = _Scores(rows)
+    reference = grid.reference_label
     tables = []
     for dataset in grid.datasets:
         modalities = list(dict.fromkeys(rows.loc[rows["dataset"] == dataset.name, "modality"])) if len(rows) else []
@@ -1075,11 +1304,12 @@ def results_tables(rows: pd.DataFrame, grid: Grid, papers: Mapping[str, PaperTab
         columns = pd.MultiIndex.from_tuples([(_modality_header(m), header) for m in modalities
                                              for _, header in TABLE_METRICS])
         for fraction in grid.all_fractions():
-            labels, means, stds, seeds, paper_rows = [], [], [], [], {}
+            labels, means, stds, lows, highs, seeds, paper_rows = [], [], [], [], [], [], {}
+            ours = []
             for method in grid.methods:
                 if fraction not in grid.fractions(method):
                     continue
-                mean_row, std_row, n = [], [], 0
+                mean_row, std_row, low_row, high_row, n = [], [], [], [], 0
                 for m in modalities:
                     for metric, _ in TABLE_METRICS:
                         values = pd.Series(dtype=float)
@@ -1091,10 +1321,18 @@ def results_tables(rows: pd.DataFrame, grid: Grid, papers: Mapping[str, PaperTab
                                 pass
                         n = max(n, len(values))
                         mean_row.append(values.mean() if len(values) else math.nan)
-                        std_row.append(values.std(ddof=0) if len(values) else math.nan)
+                        std_row.append(sample_std(values))
+                        cell_scores = scores.values(dataset.name, method.label, fraction, m, metric)
+                        # one score has no spread to resample: no interval rather than a zero-width one
+                        low, high = bootstrap_ci(cell_scores) if len(cell_scores) >= 2 else (math.nan, math.nan)
+                        low_row.append(low)
+                        high_row.append(high)
                 labels.append(method.label)
+                ours.append(method.label)
                 means.append(mean_row)
                 stds.append(std_row)
+                lows.append(low_row)
+                highs.append(high_row)
                 seeds.append(n)
                 if method.paper is not None:
                     table_id, paper_row = method.paper
@@ -1104,29 +1342,120 @@ def results_tables(rows: pd.DataFrame, grid: Grid, papers: Mapping[str, PaperTab
                         labels.append(label)
                         means.append([published[m][i] if m in published else math.nan
                                       for m in modalities for i in range(len(TABLE_METRICS))])
-                        stds.append([math.nan] * len(columns))
+                        for block in (stds, lows, highs):
+                            block.append([math.nan] * len(columns))
                         seeds.append(0)
                         paper_rows[label] = papers[table_id].citation
             if not any(s > 0 for s in seeds):  # nothing of ours (published values alone are no table)
                 continue
+            comparison = None
+            others = [label for label in ours if label != reference]
+            if reference in ours and others:
+                comparison = pd.DataFrame(
+                    [[value for m in modalities
+                      for value in _comparison_values(scores.paired(dataset.name, reference, label, fraction, m), ">")]
+                     for label in others],
+                    index=others, columns=pd.MultiIndex.from_tuples([(_modality_header(m), f) for m in modalities
+                                                                     for f in COMPARISON_FIELDS]))
+            sub = rows[(rows["dataset"] == dataset.name) & (rows["labeled"] == fraction)]
+            stamped = _stamped(sub)
+            frame = partial(pd.DataFrame, index=labels, columns=columns)
             tables.append(ResultTable(
-                dataset.name, fraction, pd.DataFrame(means, index=labels, columns=columns),
-                pd.DataFrame(stds, index=labels, columns=columns), pd.Series(seeds, index=labels), paper_rows,
-                title=f"{dataset.name}, {fraction * 100:g}% labeled"))
+                dataset.name, fraction, frame(means), frame(stds), pd.Series(seeds, index=labels), paper_rows,
+                title=_with_stamp(f"{dataset.name}, {fraction * 100:g}% labeled", stamped),
+                ci_low=frame(lows), ci_high=frame(highs), reference=reference if comparison is not None else None,
+                comparison=comparison, stamp=TEST_FEEDBACK_STAMP if stamped else None))
     return tables
+
+
+#: the columns of :func:`decide_claims` (and claims.csv)
+CLAIM_COLUMNS = ("dataset", "labeled", "claim", "modality", "left", "op", "right", "n", "diff", "p", "verdict",
+                 "mdd", "stamp")
+
+
+def decide_claims(rows: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+    """Each claimed order of ``grid.claims`` decided on our runs, on DSC.
+
+    One row per adjacent pair of a claim ("a < b < c": a < b and b < c), dataset, labeled
+    fraction both rows run at, and modality: ``n`` matched (test patient, seed) pairs, ``diff``
+    the mean of left − right, ``p`` the two-sided Wilcoxon signed-rank p-value, ``verdict`` on
+    "left op right" (holds / reversed / not decided (p); "no pairs" when a side has no finished
+    run), ``mdd`` the minimal detectable difference, and ``stamp`` when a run of the pair was
+    steered by its test patients. Columns: :data:`CLAIM_COLUMNS`.
+    """
+    scores = _Scores(rows)
+    methods = {m.label: m for m in grid.methods}
+    records = []
+    for dataset in grid.datasets:
+        in_dataset = rows[rows["dataset"] == dataset.name] if len(rows) else rows
+        modalities = list(dict.fromkeys(in_dataset["modality"]))
+        for claim in grid.claims:
+            for left, op, right in parse_claim(claim):
+                common = set(grid.fractions(methods[left])) & set(grid.fractions(methods[right]))
+                for fraction in sorted(common):
+                    pair_rows = in_dataset[(in_dataset["labeled"] == fraction)
+                                           & in_dataset["method"].isin([left, right])]
+                    for m in modalities:
+                        result = scores.paired(dataset.name, right, left, fraction, m)  # diffs: left − right
+                        n, diff, p, verdict, mdd = _comparison_values(result, op)
+                        records.append(dict(zip(CLAIM_COLUMNS, (
+                            dataset.name, fraction, claim, m, left, op, right, n, diff, p, verdict, mdd,
+                            TEST_FEEDBACK_STAMP if _stamped(pair_rows) else "",
+                        ))))
+    return pd.DataFrame(records, columns=list(CLAIM_COLUMNS))
+
+
+def _claims_title(claims: pd.DataFrame) -> str:
+    return _with_stamp("Claims", bool((claims["stamp"] != "").any()) if len(claims) else False)
+
+
+CLAIMS_NOTE = ("Each claimed order of the grid, per adjacent pair, on DSC over matched test patient x seed pairs: "
+               "Δ = left − right, two-sided Wilcoxon signed-rank, alpha 0.05, no correction for multiple "
+               "comparisons; MDD: the minimal detectable Δ at 80% power (optimistic: seeds share patients).")
+
+
+def _claims_text(claims: pd.DataFrame) -> pd.DataFrame:
+    """The claims as display strings."""
+    return pd.DataFrame({
+        "dataset": claims["dataset"], "labeled": [f"{f * 100:g}%" for f in claims["labeled"]],
+        "claim": [f"{a} {op} {b}" for a, op, b in zip(claims["left"], claims["op"], claims["right"])],
+        "modality": [_modality_header(m) for m in claims["modality"]], "pairs": claims["n"].astype(str),
+        "Δ DSC": [_signed(v) for v in claims["diff"]], "verdict": claims["verdict"],
+        "MDD": [_plain(v) for v in claims["mdd"]],
+    })
+
+
+def claims_markdown(claims: pd.DataFrame) -> str:
+    """The "Claims" section of tables.md."""
+    text = _claims_text(claims)
+    lines = [f"## {_claims_title(claims)}", "", CLAIMS_NOTE, "", "| " + " | ".join(text.columns) + " |",
+             "|" + "---|" * len(text.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in text.itertuples(index=False)])
+
+
+def claims_html(claims: pd.DataFrame) -> str:
+    """The "Claims" section of tables.html."""
+    import html
+
+    table = _claims_text(claims).style.hide(axis="index").to_html()
+    return f"<h2>{html.escape(_claims_title(claims))}</h2><p>{html.escape(CLAIMS_NOTE)}</p>{table}"
 
 
 def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = None,
                         papers: Mapping[str, PaperTable] | None = None, metric: str = "dsc") -> Any:
     """DSC (or ``metric="sens"``) against the labeled fraction: one panel per modality, one line
-    per method (mean over seeds of each run's mean over patients; error bar: std over seeds).
+    per method (mean over seeds of each run's mean over patients; error bar: the sample std over
+    seeds, ddof 1).
     With ``grid``, a row's published values (at the row's fractions) are drawn in the same
     colour, dotted with open markers.
 
     A grid with a single labeled fraction (e.g. a Table 3 ablation) would stack every method on
     one x position, so it is drawn as a dot plot instead: one row per method, the metric on the
     x axis with the std over seeds as a horizontal error bar, the paper's value as an open
-    marker on the same row."""
+    marker on the same row.
+
+    When a plotted run was steered by its test patients (``selection`` test), the title carries
+    :data:`~workbench.stats.TEST_FEEDBACK_STAMP`."""
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.ticker import NullFormatter
@@ -1138,7 +1467,8 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
         raise ConfigError(f"no finished runs of dataset {dataset!r} to plot")
     per_seed = _per_seed(sub)[metric]
     grouped = per_seed.groupby(level=["method", "labeled", "modality"], sort=False)
-    stats = pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=0)})
+    points_of = pd.DataFrame({"mean": grouped.mean(), "std": grouped.agg(sample_std)})
+    stamped = _stamped(sub)
     modalities = list(dict.fromkeys(sub["modality"]))
     methods = list(dict.fromkeys(sub["method"]))
     rows_of = {m.label: m for m in grid.methods} if grid is not None else {}
@@ -1166,7 +1496,7 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
     for ax, modality in zip(axes[0], modalities):
         for position, (colour, method) in enumerate(zip(colours, methods)):
             try:
-                points = stats.xs((method, modality), level=["method", "modality"]).sort_index()
+                points = points_of.xs((method, modality), level=["method", "modality"]).sort_index()
             except KeyError:
                 continue
             paper = published(method, modality)
@@ -1189,7 +1519,7 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
             ax.set_yticks(range(len(methods)), methods)
             ax.set_ylim(len(methods) - 0.5, -0.5)
             ax.set_xlim(0, 1)
-            ax.set_xlabel(f"{name_of_metric} (mean over seeds ± std)")
+            ax.set_xlabel(f"{name_of_metric} (mean over seeds ± sample std)")
             continue
         if fractions[-1] / fractions[0] > 8:
             ax.set_xscale("log")
@@ -1199,17 +1529,17 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
         ax.set_ylim(0, 1)
     handles, labels = [], []
     if single:
-        fig.suptitle(f"{dataset}: {name_of_metric} at {fractions[0] * 100:g}% labeled")
+        fig.suptitle(_with_stamp(f"{dataset}: {name_of_metric} at {fractions[0] * 100:g}% labeled", stamped))
         if drew_paper:
             handles, labels = [plt.Line2D([], [], color="grey", ls="none", marker="o", mfc="none")], \
                 [f"{PAPER_LABEL} (open marker)"]
     else:
-        axes[0, 0].set_ylabel(f"{name_of_metric} (mean over seeds ± std)")
+        axes[0, 0].set_ylabel(f"{name_of_metric} (mean over seeds ± sample std)")
         handles, labels = axes[0, 0].get_legend_handles_labels()
         if drew_paper:
             handles.append(plt.Line2D([], [], color="grey", ls=":", marker="o", mfc="none"))
             labels.append(f"{PAPER_LABEL} (same colour)")
-        fig.suptitle(f"{dataset}: {name_of_metric} vs labeled fraction")
+        fig.suptitle(_with_stamp(f"{dataset}: {name_of_metric} vs labeled fraction", stamped))
     if handles:
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
@@ -1217,8 +1547,9 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
 
 
 def tabulate(report: GridReport) -> list[Path]:
-    """Write ``per_patient.csv``, ``cells.csv``, ``tables.md``, ``tables.html`` and one
-    ``dsc_vs_labeled_<dataset>.png`` per dataset with results into ``report.out``."""
+    """Write ``per_patient.csv``, ``cells.csv``, ``tables.md``, ``tables.html``, ``claims.csv``
+    (when the grid has claims) and one ``dsc_vs_labeled_<dataset>.png`` per dataset with results
+    into ``report.out`` (layout: the module docstring)."""
     import matplotlib.pyplot as plt
 
     from workbench.viz.export import save_figure
@@ -1236,21 +1567,35 @@ def tabulate(report: GridReport) -> list[Path]:
     status.to_csv(path, index=False)
     files.append(path)
 
+    claims = report.claims if report.claims is not None else decide_claims(report.rows, grid)
+    if grid.claims:
+        path = out / "claims.csv"
+        claims.to_csv(path, index=False)
+        files.append(path)
+    card = report.card
+
     counts = ", ".join(f"{n} {s}" for s, n in report.counts().items())
     citations = sorted({c for t in report.tables for c in t.paper_rows.values()})
     settings = ", ".join(f"{k} {v}" for k, v in grid.settings.items())
-    head = [f"# {grid.name}", "", grid.description, "",
-            f"Grid `{grid.path.name}`; shared settings: {settings or 'defaults'}; seeds {grid.seeds}. "
-            f"Cells: {counts}. Each value is the mean over seeds (± std, ddof 0) of one run's mean per-patient "
-            "3D metric on the test patients."]
+    values_text = ("Each value is the mean over seeds ± the sample std over seeds (ddof 1) of one run's mean "
+                   "per-patient 3D metric on the test patients, and in brackets the 95% bootstrap CI (BCa) of the "
+                   "mean over patients x seeds (one seed: mean and CI only).")
+    head = [f"# {_with_stamp(grid.name, bool(card.stamp))}", ""] + ([grid.description, ""] if grid.description else [])
+    head += [card.to_markdown(), "",
+             f"Grid `{grid.path.name}`; shared settings: {settings or 'defaults'}; seeds {grid.seeds}. "
+             f"Cells: {counts}. {values_text}"]
     if citations:
         head += ["", f"Rows marked *{PAPER_LABEL}* are published numbers on the real datasets, not runs of ours: "
                  + "; ".join(citations) + "."]
     md = head + [""] + [t.to_markdown() + "\n" for t in report.tables]
-    html = [f"<h1>{grid.name}</h1>", f"<p>{grid.description}</p>", f"<p>Cells: {counts}.</p>"]
+    html = [f"<h1>{_with_stamp(grid.name, bool(card.stamp))}</h1>", f"<p>{grid.description}</p>", card.to_html(),
+            f"<p>Cells: {counts}. {values_text}</p>"]
     if citations:
         html.append(f"<p>Grey italic rows ({PAPER_LABEL}): {'; '.join(citations)}.</p>")
     html += [t.to_html() for t in report.tables]
+    if grid.claims:
+        md += [claims_markdown(claims) + "\n"]
+        html.append(claims_html(claims))
     if report.failures:
         md += ["## Failed cells", ""] + [f"- `{c.key}`: {r.error}" for c, r in report.failures]
         html += ["<h2>Failed cells</h2><ul>"] + [f"<li><code>{c.key}</code>: {r.error}</li>"

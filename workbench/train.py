@@ -69,6 +69,7 @@ from workbench.events import EventLog
 from workbench.methods import Batch, Method, get_method
 from workbench.methods.options import config_from_dict
 from workbench.metrics import EMPTY_MASK_RULE, MetricAccumulator, dice
+from workbench.stats import TEST_FEEDBACK_STAMP
 
 __all__ = ["TrainConfig", "Trainer", "TrainingInterrupted", "lr_factor", "load_splits", "predict_volume",
            "PRECISIONS", "resolve_device", "resolve_precision", "autocast_context", "set_tf32", "make_optimizer"]
@@ -76,7 +77,6 @@ __all__ = ["TrainConfig", "Trainer", "TrainingInterrupted", "lr_factor", "load_s
 BOUNDARY_WIDTH = {"brats": 5, "hecktor": 4}  # Boundary IoU d (Semi-CML section 4.6.1)
 #: what may steer training (module docstring)
 SELECTIONS = ("val", "train", "test")
-TEST_FEEDBACK_STAMP = "test feedback (paper protocol)"
 
 
 @dataclass
@@ -95,6 +95,8 @@ class TrainConfig:
     selection: str = "val"  # what steers training: val | train (training accuracy) | test (paper protocol)
     unlabeled_slices: str = "body"  # body (label-free) | all | label (the paper's filter, uses the labels)
     test_curve: bool = False  # also score the test patients after each epoch (plots only, never training)
+    val_scores: str = "always"  # always: score the selection patients every epoch | if_used: only for methods
+    #                             that read the scores (PReL); the others train bit for bit the same
     crop: int | None = None  # paper: 160 (BraTS), 144 (HECKTOR)
     size: int | None = 64
     seed: int = 0
@@ -144,6 +146,8 @@ class TrainConfig:
         if self.selection == "val" and self.val_fraction <= 0:
             raise ConfigError(f"selection='val' needs validation patients but val_fraction={self.val_fraction}; "
                               "set val_fraction > 0 or selection=train|test")
+        if self.val_scores not in ("always", "if_used"):
+            raise ConfigError(f"unknown val_scores {self.val_scores!r}; choose one of: always, if_used")
         if self.unlabeled_slices not in UNLABELED_SLICES:
             raise ConfigError(f"unknown unlabeled_slices {self.unlabeled_slices!r}; choose one of: "
                               f"{', '.join(UNLABELED_SLICES)}")
@@ -610,10 +614,12 @@ class Trainer:
                 self.epoch = epoch
                 self.events.write("train", epoch=epoch, step=self.step, lr=self.optimizer.param_groups[0]["lr"],
                                   **losses)
-                # rank 0 validates; every rank's teacher sees the same scores
-                scores = distributed.broadcast(self.validate() if self.world.is_main else None, self.world)
-                self.events.write("val", epoch=epoch, step=self.step, dsc=scores, on=cfg.selection)
-                self.method.on_validation_end(epoch, scores)
+                scores: dict[str, float] = {}
+                if cfg.val_scores == "always" or self.method.reads_validation:
+                    # rank 0 validates; every rank's teacher sees the same scores
+                    scores = distributed.broadcast(self.validate() if self.world.is_main else None, self.world)
+                    self.events.write("val", epoch=epoch, step=self.step, dsc=scores, on=cfg.selection)
+                    self.method.on_validation_end(epoch, scores)
                 if cfg.test_curve and self.world.is_main:  # after the hook: out of the method's reach
                     self.events.write("test_curve", epoch=epoch, step=self.step, dsc=self.score(self.test_volumes),
                                       note="test (not used in training)")

@@ -44,11 +44,11 @@ def test_table_is_mean_over_patients_then_mean_and_std_over_seeds(runs):
     assert list(table.index) == [("sup", "t1"), ("sup", "flair"), ("semi", "t1"), ("semi", "flair")]
     assert table.loc[("sup", "t1"), "seeds"] == 1
     assert table.loc[("sup", "t1"), "dsc"] == pytest.approx(0.3)
-    assert table.loc[("sup", "t1"), "dsc_std"] == pytest.approx(0.0)
-    # semi t1: seed 0 mean 0.6, seed 1 mean 0.3 -> 0.45 ± 0.15 (population std over seeds)
+    assert np.isnan(table.loc[("sup", "t1"), "dsc_std"])  # one seed: no sample std
+    # semi t1: seed 0 mean 0.6, seed 1 mean 0.3 -> 0.45 ± 0.212 (sample std over seeds, ddof 1)
     assert table.loc[("semi", "t1"), "seeds"] == 2
     assert table.loc[("semi", "t1"), "dsc"] == pytest.approx(0.45)
-    assert table.loc[("semi", "t1"), "dsc_std"] == pytest.approx(0.15)
+    assert table.loc[("semi", "t1"), "dsc_std"] == pytest.approx(0.15 * np.sqrt(2))
     assert table.loc[("semi", "t1"), "sens"] == pytest.approx(0.225)
     assert table.loc[("semi", "flair"), "hd95"] == pytest.approx(15.0)
 

@@ -88,8 +88,8 @@ def test_bma_timeline_traces_reflect_the_events(bma_run):
     fig = plot_bma_timeline(bma_run)
     ax, ax_alpha = fig.axes
     lines = {line.get_label(): line for line in ax.get_lines()}
-    assert list(lines["test DSC flair (high, Acc_t)"].get_ydata()) == [0.1, 0.3, 0.4, 0.5, 0.45, 0.55, 0.6]
-    assert list(lines["test DSC t1"].get_xdata()) == [1, 2, 3, 4, 5, 6, 7]
+    assert list(lines["flair (high, Acc_t)"].get_ydata()) == [0.1, 0.3, 0.4, 0.5, 0.45, 0.55, 0.6]
+    assert list(lines["t1"].get_xdata()) == [1, 2, 3, 4, 5, 6, 7]
     assert list(lines["min of pool"].get_ydata()) == [0.3, 0.3, 0.5, 0.5]  # epochs 2..5
     points = {c.get_label(): c for c in ax.collections}
     assert points["pool filled"].get_offsets().tolist() == [[2, 0.3]]

@@ -49,6 +49,9 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     #: whether the loop must draw unlabeled batches for this method
     uses_unlabeled: ClassVar[bool] = False
+    #: whether :meth:`on_validation_end` reads the per-epoch scores (PReL's teachers); with
+    #: ``val_scores="if_used"`` the loop scores the selection patients only for such methods
+    reads_validation: ClassVar[bool] = False
     #: dataclass of the method's options (``--set options.NAME=VALUE``), parsed into ``self.opts``
     options_class: ClassVar[type] = NoOptions
 

@@ -90,6 +90,7 @@ class SemiCMLPReL(SemiCML):
 
     name = "semi-cml-prel"
     options_class = PReLOptions
+    reads_validation = True
 
     def __init__(self, modalities: list[str], config) -> None:
         super().__init__(modalities, config)

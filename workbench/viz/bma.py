@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from matplotlib.ticker import MaxNLocator
 
 from workbench.events import read_events
+from workbench.viz.curves import steering_label
 
 __all__ = ["plot_bma_timeline", "bma_decisions", "bma_pool_figure", "bma_explorer"]
 
@@ -74,16 +75,18 @@ def bma_explorer(run_dir: str | Path):
 
 
 def plot_bma_timeline(run_dir: str | Path) -> plt.Figure:
-    """Top: the high-performance model's test DSC per epoch (Acc_t), the pool's minimum,
+    """Top: the high-performance model's per-epoch DSC (Acc_t, on the patients that steer
+    training: validation by default, see :func:`~workbench.viz.curves.steering_label`), the pool's minimum,
     and the epochs where the teacher moved (marker size ~ 1 - alpha, the new model's weight).
     Bottom: alpha of every teacher update. Shaded: stage 2."""
     high, bma = bma_decisions(run_dir)
     val = read_events(run_dir, "val")
+    label = steering_label(run_dir)
     stage = read_events(run_dir, "stage")
     fig, (ax, ax_alpha) = plt.subplots(2, 1, figsize=(11, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
     for m in val[0]["dsc"]:
         ax.plot([r["epoch"] for r in val], [r["dsc"][m] for r in val], marker=".", lw=1,
-                label=f"test DSC {m}" + (" (high, Acc_t)" if m == high else ""), alpha=0.9 if m == high else 0.5)
+                label=f"{m}" + (" (high, Acc_t)" if m == high else ""), alpha=0.9 if m == high else 0.5)
     pool_min = [(d["epoch"], min(d["pool_after"])) for d in bma if d["pool_after"]]
     if pool_min:
         ax.step(*zip(*pool_min), where="post", color="grey", ls="--", label="min of pool")
@@ -100,7 +103,7 @@ def plot_bma_timeline(run_dir: str | Path) -> plt.Figure:
         for a in (ax, ax_alpha):
             a.axvspan(stage[0]["epoch"] - 0.5, val[-1]["epoch"] + 0.5, color="gold", alpha=0.15)
         ax.text(stage[0]["epoch"] - 0.4, 0.97, "stage 2 (re-learning):\nteacher frozen", fontsize=8, va="top")
-    ax.set_ylabel("mean per-patient test DSC")
+    ax.set_ylabel(label.replace(" (", "\n("), fontsize=8)
     ax.set_ylim(0, 1)
     n = len(moved)
     ax.set_title(f"BMA teacher built from {high}: moved at {n} epoch{'s' if n != 1 else ''} (init included)")

@@ -18,6 +18,7 @@ import pandas as pd
 
 from workbench.errors import ConfigError
 from workbench.events import read_events
+from workbench.viz.curves import steering_label
 
 __all__ = ["collect_runs", "methods_table", "plot_methods_dsc", "plot_val_curves"]
 
@@ -108,7 +109,8 @@ def plot_methods_dsc(rows: pd.DataFrame, title: str = "") -> plt.Figure:
 
 
 def plot_val_curves(runs: Mapping[str, str | Path]) -> plt.Figure:
-    """The per-epoch evaluation DSC (``val`` events) of each method, one panel per modality."""
+    """The per-epoch DSC that steered each run (``val`` events: validation patients by default),
+    one panel per modality."""
     curves = {label: read_events(run_dir, "val") for label, run_dir in runs.items()}
     modalities = list(dict.fromkeys(m for records in curves.values() for r in records for m in r["dsc"]))
     if not modalities:
@@ -123,7 +125,8 @@ def plot_val_curves(runs: Mapping[str, str | Path]) -> plt.Figure:
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylim(0, 1)
-    axes[0, 0].set_ylabel("mean per-patient DSC")
+    labels = {steering_label(run_dir) for run_dir in runs.values()}
+    axes[0, 0].set_ylabel("mean per-patient DSC\n" + "; ".join(sorted(labels)), fontsize=8)
     axes[0, -1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
