@@ -38,8 +38,8 @@ SHAPE = (24, 24, 8)
 AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])
 CASE_IDS = ("BraTS-FZ-00000", "BraTS-FZ-00001", "BraTS-FZ-00002")
 LABELED = 0.5
-# with 3 patients and --labeled 0.5: one labeled, one unlabeled, one test patient
-_, _, SPLIT_TEST = split_patients(list(CASE_IDS), LABELED)
+# with 3 patients and --labeled 0.5: one labeled, one validation and one test patient
+SPLIT_TEST = split_patients(list(CASE_IDS), LABELED).test
 TRAIN_ARGS = ["--labeled", str(LABELED), "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
               "--base-channels", "4", "--size", "16", "--quiet"]
 
@@ -204,7 +204,8 @@ def _(tmp: Path) -> Expect:
 @case("too_few_patients")
 def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d", n=2)
-    return Expect(train(data), "error", ("2 cases", "at least 3 patients"), why="no train/test split possible")
+    return Expect(train(data), "error", ("2 patients", "need at least 3 patients"),
+                  why="no train/val/test split possible")
 
 
 @case("data_folder_missing")

@@ -150,6 +150,12 @@ $$\\mathcal{L}_{sup}(\\hat y, y) = \\beta\\,\\mathcal{L}_{bce}(\\hat y, y) + \\g
 We train it on the built-in brain data with a small fraction of labeled patients, watch the
 curves, and read the per-patient table (DSC and sensitivity on the 3D volume, HD95 and ASD in
 mm, Boundary IoU per slice).
+
+**The protocol.** The patients are split four ways, disjoint: *labeled* and *unlabeled*
+training patients (the supervised baseline ignores the unlabeled ones), *validation* patients,
+whose DSC is computed after every epoch and is all that may steer training (here: nothing
+reads it, but the semi-supervised methods' teachers do), and *test* patients, predicted once at
+the end. Every results table comes with its **protocol card**: how its numbers were made.
 """),
 code("""
 # Parameters (papermill overrides this cell)
@@ -170,6 +176,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from workbench.data.synthetic import generate
+from workbench.events import read_events
 from workbench.train import TrainConfig, Trainer
 from workbench.viz import plot_training_curves
 from workbench.viz.export import save_figure
@@ -186,15 +193,24 @@ md("""
 
 `TrainConfig` holds everything that defines a run; `Trainer` owns the loop (Adam, warm-up
 multi-step learning rate, validation of every modality after each epoch, checkpoints, the
-event log). The run folder gets `config.json`, `checkpoint.pt`, `events.jsonl`,
-`metrics.json` and `per_patient.csv`.
+event log). The run folder gets `config.json` (with the split), `checkpoint.pt`,
+`events.jsonl`, `metrics.json` (with the protocol card) and `per_patient.csv`.
+
+`test_curve=True` also scores the **test** patients after every epoch, for the plot below only:
+those scores are logged as `test_curve` events after the method has seen the epoch's validation
+scores, and training is bit for bit the same with or without them. Never pick an epoch or a
+setting from that curve.
 """),
 code("""
 config = TrainConfig(method="supervised", data=data_dir, labeled=labeled, epochs=epochs,
-                     steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed)
+                     steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed,
+                     test_curve=True)
 trainer = Trainer(config, out / "run", overwrite=True)
-print("labeled patients:", trainer.splits.labeled_cases)
-print("test patients:   ", trainer.splits.test_cases)
+split = trainer.splits.split
+print("labeled patients:  ", split.labeled)
+print("unlabeled patients:", split.unlabeled, "(not used by the supervised baseline)")
+print("val patients:      ", split.val, "(scored every epoch: what may steer training)")
+print("test patients:     ", split.test, "(predicted at the end)")
 print(trainer.splits.info)
 result = trainer.fit()
 trainer.close()
@@ -202,8 +218,10 @@ trainer.close()
 md("""
 ## 2. Curves
 
-Left: the supervised loss of each modality's network. Right: the mean per-patient test DSC of
-each modality after every epoch.
+Left: the supervised loss of each modality's network. Right: the mean per-patient DSC of each
+modality after every epoch on the **validation** patients (solid: what steers training; the
+legend title says so) and, dashed, on the **test** patients ("test (not used in training)",
+logged because of `test_curve=True`).
 """),
 code("""
 fig = plot_training_curves(trainer.run_dir, title=f"supervised, {labeled:.0%} labeled")
@@ -213,15 +231,28 @@ plt.show()
 md("""
 **What to look for:** the two losses fall at different speeds, and the DSC of the weak
 modality stays well below the strong one. With few labels the curves are also noisy: a
-handful of labeled patients cannot cover the variety of tumour shapes and places.
+handful of labeled patients cannot cover the variety of tumour shapes and places, and a
+handful of validation patients cannot measure the result precisely: the solid and the dashed
+lines differ because they score different patients, and a choice made on a few validation
+patients need not carry over to new ones.
 
-## 3. Per-patient results
+## 3. Per-patient results on the test patients
+
+One row per test patient, then the summary per modality: the mean over the test patients and
+its spread, `*_std` = the **sample std over patients** (ddof 1). Below it, the run's protocol
+card (`metrics.json["protocol"]`, rendered by `workbench.cli.format_protocol`).
 """),
 code("""
+from workbench.cli import format_protocol
+
 table = pd.DataFrame(result["per_patient"])
 display(table.pivot(index="case_id", columns="modality", values=["dsc", "sens", "hd95"]).round(3))
-summary = pd.DataFrame(result["summary"]).T[["dsc", "dsc_std", "sens", "hd95", "asd", "biou"]]
+summary = pd.DataFrame(result["summary"]).T[["dsc", "dsc_std", "sens", "sens_std", "hd95", "asd", "biou"]]
+summary.columns = ["DSC", "± DSC (sample std over patients)", "Sens", "± Sens (sample std over patients)",
+                   "HD95 mm", "ASD mm", "BIoU"]
 display(summary.round(3))
+card = format_protocol(result["protocol"])
+print(card)
 """),
 md("""
 **What to look for:** the spread across patients (small tumours are hard), and HD95 in mm —
@@ -230,6 +261,9 @@ a few false-positive blobs far from the tumour make it large even when the DSC l
 code("""
 assert set(table["modality"]) == set(trainer.splits.modalities)
 assert table["dsc"].between(0, 1).all()
+assert set(table["case_id"]) == set(split.test) and not set(split.test) & set(split.val + split.train)
+assert "steered training: validation patients" in card
+assert len(read_events(trainer.run_dir, "test_curve")) == epochs
 print(summary.round(3).to_string())
 """),
 ], NB / "02_supervised_baseline.ipynb")
@@ -244,6 +278,11 @@ $F$ for $x'$ and $G$ for $x''$ — and lets them teach each other on unlabeled p
 needs only one modality. In this lesson we push **one batch** through both networks, compute
 every term of the loss by hand, check it against the library, and then train for a short while
 next to the supervised baseline.
+
+The patients are split into labeled and unlabeled training patients, validation patients (scored
+after every epoch) and test patients (predicted once, at the end). The unlabeled slices are
+chosen **without their labels** (`unlabeled_slices="body"`: slices whose body cross-section is
+large enough); the paper's filter, which looks at the labels, is `unlabeled_slices="label"`.
 """),
 code("""
 # Parameters (papermill overrides this cell)
@@ -285,6 +324,9 @@ config = TrainConfig(method="semi-cml", data=str(data_dir), labeled=labeled, epo
 splits, fmt = load_splits(config, progress=False)
 a, b = splits.modalities
 print(f"x' = {a}, x'' = {b};", splits.info)
+for name, ids in splits.split.as_dict().items():
+    print(f"{name + ' patients:':<20}", ids)
+print(f"unlabeled slices: {len(splits.train_unlabeled)}, chosen by the rule {splits.unlabeled_slices!r}")
 """),
 md(r"""
 ## 1. One batch: labeled pairs and unlabeled pairs
@@ -403,15 +445,29 @@ for name, method_name in (("supervised", "supervised"), ("semi-cml", "semi-cml")
 fig = plot_training_curves(runs["semi-cml"], title="Semi-CML (sup + w1 MSE + w2 ASC)")
 save_figure(fig, out / "curves_semi_cml"); plt.show()
 """),
+md("""
+The two runs on the test patients: the mean over the test patients, and `dsc_std`, the
+**sample std over patients** (ddof 1; one seed, so no spread over seeds). Both runs share one
+protocol card (same data, split and selection), printed below the table.
+"""),
 code("""
+from workbench.cli import format_protocol
+
 rows = []
 for name, result in results.items():
     for row in result["per_patient"]:
         rows.append({"method": name, **row})
 table = pd.DataFrame(rows)
-summary = table.groupby(["method", "modality"])[["dsc", "sens", "hd95"]].mean().unstack("modality").round(3)
+grouped = table.groupby(["method", "modality"], sort=False)
+summary = grouped[["dsc", "sens", "hd95"]].mean()
+summary.insert(1, "dsc_std", grouped["dsc"].std(ddof=1))  # sample std over patients
+summary = summary.unstack("modality").round(3)
 summary.to_csv(out / "summary.csv")
-summary
+display(summary)
+protocols = {name: result["protocol"] for name, result in results.items()}
+assert protocols["supervised"] == protocols["semi-cml"], "same data, split and selection"
+card = format_protocol(protocols["semi-cml"])
+print(card)
 """),
 md("""
 **What to look for:** the weak modality is where mutual learning can help — it learns from
@@ -423,6 +479,8 @@ validated every epoch.
 code("""
 assert set(table["modality"]) == {a, b}
 assert table["dsc"].between(0, 1).all()
+assert set(table["case_id"]) == set(splits.split.test)
+assert "steered training: validation patients" in card
 """),
 ], NB / "03_semi_cml_step_by_step.ipynb")
 
@@ -564,12 +622,26 @@ $Acc_t > Acc_{min} = \min \mathbb{R}_{pool}$:
 
 $$\alpha = \min\Big(1 - \frac{Acc_t - Acc_{min}}{Acc_t},\ \alpha_0\Big)\ (12),\qquad \theta_t = \alpha\,\theta_{t-1} + (1-\alpha)\,\theta''_t\ (13)$$
 
+**Whose accuracy is $Acc_t$?** Everything Algorithm 1 reads — $Acc_t$, the pool, $Acc_{min}$ and
+the choice of the high modality below — is the mean per-patient DSC on the **validation**
+patients after each epoch (`selection="val"`, the default), never on the test patients, which are
+predicted once, at the end. The paper has no validation set: it used its *test* set as
+"validation" for these decisions. That protocol is available as `TrainConfig(selection="test")`;
+the run's metrics, its protocol card and every table it reaches are then stamped
+**"test feedback (paper protocol)"**, because its test scores are no longer held-out numbers.
+
 Which modality is "high"? The paper names it from its stage-1 results. The workbench does the
 same from the data: during stage 1 it keeps a pool and a teacher for **both** modalities, and at
 the end of epoch $L_1 - 1$ the modality with the higher mean validation DSC over epochs
-$m+1..L_1-1$ becomes "high" (event `high_modality`). Deciding earlier is a trap: after two
-epochs on the built-in BraTS data T1 led FLAIR 0.29 to 0.15, yet FLAIR ended stage 1 at 0.88
-against 0.48, and a T1 teacher then dragged FLAIR down in stage 2.
+$m+1..L_1-1$ becomes "high" (event `high_modality`). Deciding earlier is a trap: in an early run
+on the built-in BraTS data (made, as in the paper, with the test patients as "validation"), T1
+led FLAIR 0.29 to 0.15 after two epochs, yet FLAIR ended stage 1 at 0.88 against 0.48, and a T1
+teacher then dragged FLAIR down in stage 2.
+
+This run also sets `test_curve=True`: after every epoch, *after* the method has seen the
+validation scores, the test patients are scored too and logged as `test_curve` events, "test
+(not used in training)". Training is bit for bit the same without it; we use it only to show,
+in section 3, how the gains look on patients the method never saw.
 """),
 code("""
 # Parameters (papermill overrides this cell)
@@ -597,9 +669,11 @@ import torch
 
 from workbench.data.synthetic import generate
 from workbench.events import events_frame, read_events
+from workbench.cli import format_summary
 from workbench.teachers import mc_dropout_pseudo_labels
 from workbench.train import TrainConfig, Trainer
 from workbench.viz.bma import plot_bma_timeline
+from workbench.viz.curves import TEST_CURVE_LABEL, steering_label
 from workbench.viz.export import save_figure
 
 out = Path(out_dir)
@@ -609,17 +683,22 @@ if not data_dir.exists():
     generate(kind, data_dir, patients, seed=0)
 config = TrainConfig(method="semi-cml-prel", data=str(data_dir), labeled=labeled, epochs=epochs,
                      steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed,
-                     unlabeled_batch_size=k_unlabeled, options={"w2": w2, "m": m, "p": p, "L1": L1})
+                     unlabeled_batch_size=k_unlabeled, options={"w2": w2, "m": m, "p": p, "L1": L1},
+                     test_curve=True)
 trainer = Trainer(config, out / "run", overwrite=True)
+for name, ids in trainer.splits.split.as_dict().items():
+    print(f"{name + ' patients:':<20}", ids)
 result = trainer.fit()
 trainer.close()
+print("Acc_t, the pool and the high modality read:", steering_label(trainer.run_dir))
 """),
 md("""
 ## 1. Every BMA decision, as a table
 
-Each stage-1 epoch writes one `bma` event per modality: the accuracy, the pool before and after,
-$\\alpha$, which entry was replaced and whether the teacher moved. Below: the decision about
-"high", then the pool of the modality that won it.
+Each stage-1 epoch writes one `bma` event per modality: the accuracy $Acc_t$ (`acc`: that
+modality's mean DSC on the validation patients), the pool before and after, $\\alpha$, which
+entry was replaced and whether the teacher moved. Below: the decision about "high", then the
+pool of the modality that won it. The timeline's top panel shows the same validation scores.
 """),
 code("""
 print(read_events(trainer.run_dir, "high_modality")[0])
@@ -659,6 +738,7 @@ code("""
 method = trainer.method
 high, low = method.high, method.low
 unl = trainer.splits.train_unlabeled
+# for the picture only: the 4 unlabeled slices with the most tumour (their labels never reach training)
 order = torch.argsort(unl.labels.flatten(1).sum(1), descending=True)[:4]
 x = unl.images[order]
 hi = trainer.splits.modalities.index(high)
@@ -684,33 +764,60 @@ prediction.
 $$\mathcal{L}'_{ReL}(F) = \alpha_1\,\mathcal{L}^{ReL}_{ASC}(F(x'), P_s) + (1-\alpha_1)\,\mathcal{L}'_{sup}(F(x'), P_s)$$
 
 and the same for $G$ with $\alpha_2$ after epoch $L_2 = (t_{max} - L_1)\,r + L_1$. The gain per
-modality is the test DSC at the end minus the test DSC at the last stage-1 epoch.
+modality is the DSC at the end minus the DSC at the last stage-1 epoch, read twice:
+
+* on the **validation** patients (`val` events): the scores that steered training;
+* on the **test** patients (`test_curve` events, logged because of `test_curve=True`): "test
+  (not used in training)" — no decision of the method saw them, so they show whether the gain
+  carries over to new patients. Outside this lesson, judge a method on its final test metrics
+  (section 4), not on a per-epoch test curve.
 """),
 code("""
 val = events_frame(trainer.run_dir, "val").set_index("epoch")
+test_curve = events_frame(trainer.run_dir, "test_curve").set_index("epoch")
 stage2 = read_events(trainer.run_dir, "stage")[0]
-before = val.loc[stage2["epoch"] - 1]
-after = val.loc[val.index.max()]
-gain = pd.DataFrame({"end of stage 1": before, "end of stage 2": after}).rename(index=lambda s: s.replace("dsc.", ""))
-gain = gain.loc[[c for c in gain.index if c in trainer.splits.modalities]]
+last_stage1, end = stage2["epoch"] - 1, val.index.max()
+scored_on = {"validation (steers training)": val, TEST_CURVE_LABEL: test_curve}
+gain = pd.DataFrame([{"modality": mod, "scored on": where,
+                      "end of stage 1": frame.at[last_stage1, f"dsc.{mod}"],
+                      "end of stage 2": frame.at[end, f"dsc.{mod}"]}
+                     for mod in trainer.splits.modalities for where, frame in scored_on.items()])
+gain = gain.set_index(["modality", "scored on"])
 gain["gain"] = gain["end of stage 2"] - gain["end of stage 1"]
 display(gain.round(3))
-fig, ax = plt.subplots(figsize=(8, 3.2))
-for col in [c for c in val.columns if c.startswith("dsc.")]:
-    ax.plot(val.index, val[col], marker=".", label=col.replace("dsc.", ""))
+fig, ax = plt.subplots(figsize=(9, 3.4))
+for mod in trainer.splits.modalities:
+    line, = ax.plot(val.index, val[f"dsc.{mod}"], marker=".", label=f"{mod}: validation (steers training)")
+    ax.plot(test_curve.index, test_curve[f"dsc.{mod}"], ls="--", color=line.get_color(),
+            label=f"{mod}: {TEST_CURVE_LABEL}")
 ax.axvline(stage2["epoch"] - 0.5, color="goldenrod", ls="--", label="L1: stage 2")
 ax.axvline(stage2["L2"] + 0.5, color="grey", ls=":", label="L2: high model joins")
-ax.set_xlabel("epoch"); ax.set_ylabel("test DSC"); ax.set_ylim(0, 1); ax.legend(fontsize=8)
+ax.set_xlabel("epoch"); ax.set_ylabel("mean per-patient DSC"); ax.set_ylim(0, 1)
+ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 ax.set_title(f"PReL: {low} (low) re-learns from the BMA teacher of {high} (high)")
 fig.tight_layout(); save_figure(fig, out / "stage2_gain"); plt.show()
 """),
 md("""
 **What to look for:** the low-performance modality should rise after $L_1$. If it does not on a
 short CPU run, look at the pseudo-labels above: the re-learning target is only as good as the teacher.
+With a few validation patients the solid lines are noisy, and the dashed (test) lines score other
+patients: a gain on validation need not carry over, which is why the method never sees the test curve.
+
+## 4. The test patients, once, at the end
+
+The run's final metrics (`metrics.json`): per modality the mean over the test patients ±
+the **sample std over patients** (ddof 1), each patient's DSC, then the run's protocol card.
+"""),
+code("""
+text = format_summary(result)
+print(text)
 """),
 code("""
 assert len(bma) > 0 and (bma["action"] == "init").sum() == 1
-assert gain.shape[0] == 2
+assert gain.shape[0] == 4 and set(test_curve.index) == set(val.index)
+assert result["protocol"]["selection"] == "val" and result["protocol"]["stamp"] is None
+assert "steered training: validation patients" in text
+assert (bma["epoch"] <= last_stage1).all()
 """),
 ], NB / "05_prel_bma.ipynb")
 
@@ -983,7 +1090,7 @@ compare.
 | `meng-fusion` | Meng et al. | one dual-branch network with multi-stage fusion; MSE between the branches' predictions |
 | `semi-cml-prel` | Semi-CML + PReL | MSE and the ASC loss between the modalities, then re-learning from the BMA teacher |
 | `cmc` | Zhou et al. 2024 | modality-specific encoders + MIA fusion; channel-wise consistency (CSC) and anatomical contrast (CAC) |
-| `multi-condos` | Multi-ConDoS | nothing during fine-tuning: a DSGAN translating A <-> B is pre-trained on all images first, and its encoder and shared layers start the supervised U-Nets |
+| `multi-condos` | Multi-ConDoS | nothing during fine-tuning: a DSGAN translating A <-> B is pre-trained first on the images of all training patients (never the validation or test patients), and its encoder and shared layers start the supervised U-Nets |
 
 The single-modality methods (`mean-teacher`, `ua-mt`, `cps`, `cross-view`) train one model per
 modality, each on its own channel, so every method reports one DSC per modality. Set a
@@ -992,6 +1099,10 @@ reports `fused` and `<modality> only` rows instead.
 
 To compare the full 3-seed runs of `scripts/run_grid.py methods` instead of training here,
 set `grid_dir` to that grid's output folder.
+
+Every run uses the same split: labeled and unlabeled training patients, validation patients
+(scored after every epoch; only those scores may steer a method, e.g. PReL's BMA teacher) and
+test patients, predicted once at the end for the table.
 """),
 code("""
 # Parameters (papermill overrides this cell)
@@ -1070,13 +1181,24 @@ md("""
 ## 2. One table
 
 Mean per-patient DSC, sensitivity and HD95 (mm) on the test patients, per method and per
-modality; with several seeds, the mean over seeds and its standard deviation (`*_std`).
+modality; with several seeds, the mean over seeds ± the **sample std over seeds** (ddof 1,
+`*_std`; empty with one seed). Below it, the protocol card of the runs in the table, built
+from each run's `metrics.json["protocol"]` (`workbench.stats.protocol_card`).
 """),
 code("""
+import json
+from IPython.display import Markdown
+from workbench.stats import protocol_card
+
 rows = collect_runs(runs)
 table = methods_table(rows)
 table.to_csv(out / "methods_table.csv")
-table.round(3)
+display(table.round(3))
+protocols = [json.loads((Path(d) / "metrics.json").read_text()).get("protocol")
+             for dirs in runs.values() for d in dirs]
+card = protocol_card(protocols, n_seeds=int(table["seeds"].max()))
+(out / "protocol_card.md").write_text(card.to_markdown() + "\\n")
+display(Markdown(card.to_markdown()))
 """),
 md("""
 ## 3. One plot
@@ -1099,7 +1221,10 @@ seed, differences of a few hundredths are within the seed-to-seed spread (see
 md("""
 ## 4. How they got there
 
-The evaluation DSC after every epoch (the same test patients), one line per method.
+The DSC on the **validation** patients after every epoch (what steered training; the axis says
+so), one line per method. These are not the test patients of the table above. A grid run with
+`val_scores: if_used` scored the validation patients only for the methods that read them
+(PReL), so the other methods have no line there.
 """),
 code("""
 fig = plot_val_curves({label: dirs[0] for label, dirs in runs.items()})
@@ -1137,6 +1262,7 @@ expects when the tumour looks different in the two modalities (T1 vs FLAIR).
 code("""
 assert set(table.index.get_level_values("method")) == set(runs)
 assert table["dsc"].between(0, 1).all()
+assert "validation patients" in dict(card.entries)["what steered training"]
 if seconds:
     print(pd.Series(seconds, name="seconds").round(1).to_string())
 """),
@@ -1148,7 +1274,12 @@ md(r"""
 `workbench reproduce` runs a **grid**: datasets x methods x labeled fractions x seeds, one
 training run (a run folder) per cell, and writes the results in the layout of the papers'
 tables: one table per dataset and labeled fraction, one row per method, DSC and sensitivity
-per modality, mean ± std over seeds. Where the paper reports a number for a row, it is shown
+per modality, as mean ± sample std (ddof 1) over seeds, [95% bootstrap CI over patients x
+seeds]. Every table comes with its **protocol card** (how the numbers were made: data and its
+hash, patients per set, what steered training, how the unlabeled slices were chosen, the
+test-slice and empty-mask rules, seeds, the std and CI definitions), a **paired comparison**
+of every row against the grid's reference row, and the verdicts on the paper's **claimed
+orders**. Where the paper reports a number for a row, it is shown
 right below ours, in grey, marked **paper (real data)**: those are the published values on
 the real HECKTOR and BraTS data, not runs of ours, so they say where the method stood in the
 paper, not what our built-in data should give.
@@ -1183,6 +1314,8 @@ code("""
 from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
+
+from IPython.display import Markdown
 
 from workbench.reproduce import load_grid, plan_cells, plot_dsc_vs_labeled, reproduce
 from workbench.viz.compare import plot_methods_dsc
@@ -1225,25 +1358,60 @@ pd.read_csv(out / "cells.csv", keep_default_na=False)[["dataset", "method", "lab
 md("""
 ## 3. The tables
 
+First the protocol card of the finished cells (`report.card`). If any run was steered by its
+test patients (`selection: test`, the paper's own protocol), the card, the tables and the
+claims are stamped "test feedback (paper protocol)".
+"""),
+code("""
+card = report.card
+display(Markdown(card.to_markdown()))
+"""),
+md("""
 The layout of Semi-CML's Table 1: rows are methods, columns are modality x (DSC, Sens). Each
-value is one run's mean over its test patients, then the mean ± std over seeds. The same
-tables are in `tables.md` and `tables.html` in the output folder, and every patient's
-metrics in `per_patient.csv`.
+run is scored by its mean over its test patients; a cell is the mean of those over seeds ±
+the sample std (ddof 1) over seeds (no ± with one seed), then in brackets the 95% bootstrap CI
+(BCa) of the mean over the per-(patient, seed) scores. Below each table, every other row of
+ours against the reference row (the grid's `reference`, else its first method): the paired
+DSC difference over matched test patient x seed pairs, the Wilcoxon verdict on "row >
+reference" (holds / reversed / not decided (p)), and MDD, the smallest difference this cohort
+could detect. The same tables are in `tables.md` and `tables.html` in the output folder, and
+every patient's metrics in `per_patient.csv`.
 """),
 code("""
 for table in report.tables:
     display(table.styler())
+    comparison = table.comparison_styler()
+    if comparison is not None:
+        display(comparison)
+"""),
+md("""
+### The claimed orders
+
+Each order the grid claims (its `claims`, e.g. "Sup < Semi-CML + PReL"), per adjacent pair,
+dataset, labeled fraction and modality, decided on our runs with the same paired test:
+`n` matched (test patient, seed) pairs, `diff` = left − right, `verdict` holds / reversed / not
+decided (p), `mdd` the minimal detectable difference. Also in `claims.csv` in the output folder.
+"""),
+code("""
+claims = report.claims
+if claims is not None and len(claims):
+    shown = claims.assign(pair=claims["left"] + " " + claims["op"] + " " + claims["right"])
+    display(shown[["dataset", "labeled", "claim", "pair", "modality", "n", "diff", "p", "verdict", "mdd",
+                   "stamp"]].round(3))
+else:
+    print(f"grid {spec.name} claims no order (add `claims:` to the grid file to decide one)")
 """),
 md("""
 **What to look for:** whether the *order* of the rows matches the paper's (semi-supervised
 above supervised, PReL above Semi-CML), not the values: the built-in data is smaller and
 easier in one modality and harder in the other than the real data, and a CPU-scale run is
-far shorter than the paper's 81 epochs. A gap of a few hundredths is within the seed-to-seed
-spread when the ± is of that size.
+far shorter than the paper's 81 epochs. Read the order from the verdicts, not from the means:
+"not decided" means this cohort and these seeds cannot tell the rows apart (a Δ below the MDD),
+and a CI that overlaps the reference row's says the same.
 
 ## 4. DSC against the labeled fraction
 
-One panel per modality and one line per method (error bars: std over seeds); the paper's
+One panel per modality and one line per method (error bars: sample std over seeds, ddof 1); the paper's
 values, where there are any, are dotted with open markers in the same colour.
 """),
 code("""
@@ -1270,6 +1438,8 @@ for name in datasets:
 code("""
 assert report.tables, "no finished cell to tabulate"
 assert report.rows["dsc"].between(0, 1).all()
+assert dict(card.entries)["seeds"] == str(len(spec.seeds)) and "CI" in dict(card.entries)
+assert claims is None or len(claims) == 0 or claims["verdict"].str.match("holds|reversed|not decided|no pairs").all()
 assert not report.failures, [f"{c.key}: {r.error}" for c, r in report.failures]
 print(f"{len(report.tables)} tables, {len(report.rows)} per-patient rows in", out)
 """),

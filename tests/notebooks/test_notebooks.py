@@ -49,6 +49,27 @@ PNGS = {
 }
 PLOTLY = {"bma_pool_last_epoch", "asc_explorer", "asc_epoch_1", "asc_epoch_3", "asc_explorer_last_epoch", "tsne_semi_cml_slices_by_source",
           "tsne_semi_cml_slices_by_tumour", "tsne_compare_slices", "tsne_compare_pixels"}
+#: text every run of a notebook must show (stream, plain, markdown or HTML outputs): the split,
+#: what steered training (validation, not test) and the protocol card next to its results tables
+OUTPUT_TEXT = {
+    "02_supervised_baseline.ipynb": ["unlabeled patients:", "val patients:", "test patients:",
+                                     "steered training: validation patients", "sample std (ddof 1)",
+                                     "sample std over patients"],
+    "03_semi_cml_step_by_step.ipynb": ["labeled patients:", "unlabeled patients:", "val patients:",
+                                        "test patients:", "steered training: validation patients"],
+    "05_prel_bma.ipynb": ["val patients:", "validation DSC (steers training)", "validation (steers training)",
+                          "test (not used in training)", "steered training: validation patients"],
+    "08_methods_side_by_side.ipynb": ["Protocol card", "validation patients (selection val)",
+                                      "sample std over seeds, ddof 1", "95% bootstrap CI"],
+    "09_reproduction_tables.ipynb": ["Protocol card", "validation patients (selection val)",
+                                     "sample std over seeds, ddof 1", "95% bootstrap CI", "vs Sup: paired DSC",
+                                     "not decided (p = n/a)", "Sup &lt; Semi-CML"],
+}
+#: notebook 09 runs the tiny grid with a claimed order, so that its claims table is shown
+TINY_CLAIMS = 'reference: Sup\nclaims:\n  - "Sup < Semi-CML"\n'
+
+#: text no run of a notebook may show: per-epoch scores called test scores, unstamped
+FORBIDDEN_TEXT = ["test feedback (paper protocol)", "earlier protocol: steered training"]
 #: notebooks that take a napari screenshot when a display exists (an Xvfb started here)
 NEEDS_DISPLAY = {"07_napari_overlay.ipynb"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -68,11 +89,20 @@ def test_every_notebook_has_one_parameters_cell_and_a_tiny_setting():
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_notebook_runs(name, tmp_path, monkeypatch):
     params = dict(TINY[name], out_dir=str(tmp_path / "out"))
+    if name == "09_reproduction_tables.ipynb":
+        grid = tmp_path / "tiny_grid_claims.yaml"
+        grid.write_text(Path(params["grid"]).read_text() + TINY_CLAIMS)
+        params["grid"] = str(grid)
     with contextlib.ExitStack() as stack:
         if name in NEEDS_DISPLAY:  # the kernel inherits DISPLAY from this process
             monkeypatch.setenv("DISPLAY", stack.enter_context(virtual_display()))
         pm.execute_notebook(str(NOTEBOOKS / name), str(tmp_path / name), parameters=params, kernel_name="python3",
                             cwd=str(tmp_path), progress_bar=False)
+    shown = _output_text(tmp_path / name)
+    for text in OUTPUT_TEXT.get(name, []):
+        assert text in shown, f"{name}: its outputs do not show {text!r}"
+    for text in FORBIDDEN_TEXT:
+        assert text not in shown, f"{name}: its outputs show {text!r}"
     out = tmp_path / "out"
     for stem in PNGS[name]:
         png = out / f"{stem}.png"
@@ -90,3 +120,19 @@ def _has_browser() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def _output_text(path: Path) -> str:
+    """Every text output of an executed notebook, joined (streams, text/plain, markdown, HTML)."""
+    import nbformat
+
+    parts = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                parts.append(output.get("text", ""))
+            for mime in ("text/plain", "text/markdown", "text/html"):
+                value = output.get("data", {}).get(mime)
+                if value:
+                    parts.append(value if isinstance(value, str) else "".join(value))
+    return "\n".join(parts)

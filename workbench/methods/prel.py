@@ -20,8 +20,15 @@ of 81): our epochs are ``steps_per_epoch`` steps (20 on the built-in data), the 
 full passes. With m = 10% the BMA teacher was copied ~100 steps in and, since alpha stays
 0.9-0.99 afterwards, remained that early, under-confident model (0.2 probability on
 background pixels); re-learning from it lowered BraTS T1 from 0.565 (Semi-CML) to
-0.478 ± 0.102, while m = 8 of 20 gave 0.648 over 3 seeds (docs/results.md). For
+0.478 ± 0.102, while m = 8 of 20 gave 0.648 over 3 seeds (docs/results.md; both measured
+under the earlier protocol, whose teacher read the test patients). For
 paper-scale runs set ``options.m`` explicitly.
+
+Whose accuracy: eq. 12's Acc_t, the pool and the high-modality choice read the per-epoch
+mean per-patient DSC of the patients ``TrainConfig.selection`` names, never the test
+patients: the validation patients by default, or the labeled training patients' volumes
+("training accuracy"). The paper, which has no validation set, reads its test set;
+``selection="test"`` does the same and stamps every result "test feedback (paper protocol)".
 
 Which modality is "high-performance": the paper names it from its stage-1 results (PET
 over CT, T1CE over T2). Here ``high_modality="auto"`` decides it the same way, from the

@@ -53,7 +53,7 @@ def collect_runs(runs: Mapping[str, str | Path | Sequence[str | Path]]) -> pd.Da
 
 
 def methods_table(rows: pd.DataFrame, metrics: Sequence[str] = ("dsc", "sens", "hd95")) -> pd.DataFrame:
-    """One line per (method, modality): the mean per-patient metric, mean ± std over seeds.
+    """One line per (method, modality): the mean per-patient metric, mean ± sample std (ddof 1) over seeds.
 
     Columns: ``seeds``, then per metric its mean over seeds and (when more than one seed)
     ``<metric>_std``. Methods keep the order in which they first appear in ``rows``.
