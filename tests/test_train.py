@@ -227,6 +227,8 @@ def test_split_and_protocol_are_recorded(brats_dir, tmp_path):
     ({"selection": "val", "val_fraction": 0.0}, "selection='val' needs validation patients"),
     ({"unlabeled_slices": "tumour"}, "unknown unlabeled_slices 'tumour'"),
     ({"val_scores": "never"}, "unknown val_scores 'never'"),
+    ({"val_fraction": 1.2}, r"val_fraction=1.2: must be in \[0, 1\)"),
+    ({"test_fraction": 0.5, "val_fraction": 0.5}, "leave no training patients"),
 ])
 def test_bad_protocol_options(brats_dir, values, match):
     with pytest.raises(ConfigError, match=match):
@@ -249,3 +251,23 @@ def test_val_scores_if_used_skips_scores_no_method_reads_and_changes_nothing_els
     prel.fit()
     prel.close()
     assert len(read_events(tmp_path / "prel", "val")) == 3  # PReL's teachers read them
+
+
+def test_a_run_made_before_the_validation_split_is_read_as_it_was_trained(brats_dir, tmp_path):
+    """A checkpoint whose config has no ``selection`` (the earlier protocol) resumes with its old
+    80/20 split, label-based unlabeled slices and test feedback, and says so in its metrics."""
+    from workbench.train import EARLIER_PROTOCOL
+
+    trainer = Trainer(tiny_config(brats_dir, epochs=1, **EARLIER_PROTOCOL), tmp_path / "run", quiet=True)
+    expected = trainer.fit()
+    trainer.close()
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    for key in ("selection", "val_fraction", "unlabeled_slices", "test_curve", "val_scores"):
+        del state["config"][key]
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    old = Trainer.resume(tmp_path / "run", quiet=True, read_only=True)
+    assert old.splits.val == [] and old.splits.test_cases == trainer.splits.test_cases
+    result = old.evaluate(write=False)
+    assert result["per_patient"] == expected["per_patient"]
+    assert result["protocol"]["stamp"] == "test feedback (paper protocol)"
+    assert result["protocol"]["unlabeled_slices"] == "label"

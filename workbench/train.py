@@ -77,6 +77,10 @@ __all__ = ["TrainConfig", "Trainer", "TrainingInterrupted", "lr_factor", "load_s
 BOUNDARY_WIDTH = {"brats": 5, "hecktor": 4}  # Boundary IoU d (Semi-CML section 4.6.1)
 #: what may steer training (module docstring)
 SELECTIONS = ("val", "train", "test")
+#: how runs made before the validation split were trained (80/20 train / test, the test patients
+#: steering PReL, the paper's label-based unlabeled slices); a checkpoint without ``selection``
+#: resumes (and is evaluated) this way, so its metrics carry the test-feedback stamp
+EARLIER_PROTOCOL = {"selection": "test", "val_fraction": 0.0, "unlabeled_slices": "label"}
 
 
 @dataclass
@@ -141,6 +145,13 @@ class TrainConfig:
             raise ConfigError(f"unknown data format {self.fmt!r}; choose one of: auto, brats, hecktor, generic")
         if self.test_slices not in ("all", "tumour"):
             raise ConfigError(f"unknown test_slices {self.test_slices!r}; choose one of: all, tumour")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"test_fraction={self.test_fraction}: must be in (0, 1)")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
+        if self.test_fraction + self.val_fraction >= 1.0:
+            raise ConfigError(f"test_fraction={self.test_fraction} + val_fraction={self.val_fraction} leave no "
+                              "training patients")
         if self.selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {self.selection!r}; choose one of: {', '.join(SELECTIONS)}")
         if self.selection == "val" and self.val_fraction <= 0:
@@ -510,6 +521,8 @@ class Trainer:
         except Exception as exc:  # noqa: BLE001  (any unpickling failure means a broken file)
             raise DataError(f"{ckpt_path}: unreadable checkpoint ({type(exc).__name__})") from exc
         values = dict(state["config"])
+        if "selection" not in values:  # made before the validation split: keep what it did, stamped
+            values.update(EARLIER_PROTOCOL)
         if eval_overrides:
             allowed = {"test_slices", "eval_batch_size", "device"}
             if not read_only or set(eval_overrides) - allowed:
