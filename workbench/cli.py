@@ -258,7 +258,7 @@ def _cmd_data_make(args: argparse.Namespace) -> int:
     from workbench.data.synthetic import generate
 
     if args.patients < 3:
-        raise ConfigError(f"--patients {args.patients}: need at least 3 (train/test split by patient)")
+        raise ConfigError(f"--patients {args.patients}: need at least 3 (train / val / test split by patient)")
     start = time.perf_counter()
     ids = generate(args.kind, Path(args.out), args.patients, args.seed)
     print(f"wrote {len(ids)} {args.kind} cases to {args.out} in {time.perf_counter() - start:.1f} s")

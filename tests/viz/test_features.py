@@ -42,8 +42,8 @@ def test_slice_level_shapes_and_metadata(runs, layer, dim):
     # each modality's network saw the same slices
     t1, flair = (points[points.modality == m].drop(columns="modality").reset_index(drop=True) for m in ("t1", "flair"))
     assert t1.equals(flair)
-    # training slice sets hold tumour slices only; the test patient brings slices without tumour
-    assert points[points.source != "test"]["tumour"].all() and not points[points.source == "test"]["tumour"].all()
+    # the labeled slice set holds tumour slices only; test patients bring slices without tumour
+    assert points[points.source == "labeled"]["tumour"].all() and not points[points.source == "test"]["tumour"].all()
 
 
 def test_slice_vector_is_the_pooled_layer_of_a_direct_forward_pass(runs):

@@ -25,10 +25,11 @@ How to read the maps:
   ones, or off on their own? Semi-supervised training sees the unlabeled slices, so it
   may pull them in; a supervised network has only ever seen the labeled ones.
 * Coloured by ``tumour``: at pixel level, a network that segments well keeps tumour and
-  background pixels apart. At slice level note that the training slice sets keep tumour
-  slices only (see ``SliceSet.from_volumes``), so slices without tumour come from the test
-  patients alone. The tumour flag of unlabeled slices is the ground truth that training
-  never saw.
+  background pixels apart. At slice level note that the labeled slice set keeps tumour
+  slices only, while the unlabeled one is chosen without labels (by default the slices
+  with enough body / brain, see ``Volume.slices_to_keep``), so slices without tumour come
+  from the unlabeled and the test patients. The tumour flag of unlabeled slices is the
+  ground truth that training never saw.
 * t-SNE keeps neighbourhoods, not distances: cluster sizes and the gaps between clusters
   mean little, and the axes have no units (their tick labels are hidden for that reason).
 
