@@ -488,9 +488,11 @@ def test_shipped_grids_validate():
     assert [m.method for m in table1.methods] == ["supervised", "mean-teacher", "ua-mt", "cps", "cross-view",
                                                   "meng-fusion", "cmc", "semi-cml", "semi-cml-prel"]
     assert table1.labeled == [0.05, 0.1] and table1.seeds == [0, 1, 2]
-    # the settings of scripts/run_grid.py
+    # the settings of scripts/run_grid.py; validation scores only where a method reads them
     assert table1.settings == {"epochs": 20, "steps_per_epoch": 20, "base_channels": 16, "size": 64,
-                               "batch_size": 8, "unlabeled_batch_size": 4}
+                               "batch_size": 8, "unlabeled_batch_size": 4, "val_scores": "if_used"}
+    # cohorts that leave 4 validation and 8 test patients (issue 18)
+    assert [d.patients for d in table1.datasets] == [40, 40]
     table3 = load_grid("semi-cml-table3-cpu")
     assert [m.options.get("variant") for m in table3.methods if m.method == "semi-cml"] == [
         "sup+mse", "sup+nce", "sup+asc", "sup+mse+nce", "sup+mse+nce*", "sup+mse+asc"]
