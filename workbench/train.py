@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 
 from workbench import distributed
 from workbench.data.slices import (UNLABELED_SLICES, DataSplits, PreprocessConfig, Volume, build_splits,
-                                   format_and_modalities)
+                                   check_split_fractions, format_and_modalities)
 from workbench.data.fingerprint import dataset_fingerprint
 from workbench.errors import ConfigError, DataError
 from workbench.events import EventLog
@@ -145,13 +145,7 @@ class TrainConfig:
             raise ConfigError(f"unknown data format {self.fmt!r}; choose one of: auto, brats, hecktor, generic")
         if self.test_slices not in ("all", "tumour"):
             raise ConfigError(f"unknown test_slices {self.test_slices!r}; choose one of: all, tumour")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ConfigError(f"test_fraction={self.test_fraction}: must be in (0, 1)")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
-        if self.test_fraction + self.val_fraction >= 1.0:
-            raise ConfigError(f"test_fraction={self.test_fraction} + val_fraction={self.val_fraction} leave no "
-                              "training patients")
+        check_split_fractions(self.test_fraction, self.val_fraction)
         if self.selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {self.selection!r}; choose one of: {', '.join(SELECTIONS)}")
         if self.selection == "val" and self.val_fraction <= 0:
@@ -426,7 +420,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         method_cls = get_method(config.method)
         self.method: Method = method_cls(self.splits.modalities, config).to(self.device)
-        self.init_info = pretraining.apply(self.method, self.splits.val_cases + self.splits.test_cases) if pretraining else None
+        held_out = self.splits.val_cases + self.splits.test_cases  # a pre-training must not have seen them
+        self.init_info = pretraining.apply(self.method, held_out) if pretraining else None
         self.precision = resolve_precision(config.precision, self.device)
         if self.device.type == "cuda":
             set_tf32(self.precision == "tf32")

@@ -64,6 +64,7 @@ __all__ = [
     "modality_kind",
     "normalize_case",
     "preprocess_case",
+    "check_split_fractions",
     "split_patients",
     "build_splits",
 ]
@@ -343,6 +344,16 @@ def preprocess_case(case: Case, modalities: list[str], pre: PreprocessConfig) ->
                   body=body_mask.flatten(1).mean(dim=1))
 
 
+def check_split_fractions(test_fraction: float, val_fraction: float) -> None:
+    """ConfigError (one line, naming the value) for fractions that leave a set impossible."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction={test_fraction}: must be in (0, 1)")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction={val_fraction}: must be in [0, 1)")
+    if test_fraction + val_fraction >= 1.0:
+        raise ConfigError(f"test_fraction={test_fraction} + val_fraction={val_fraction} leave no training patients")
+
+
 def split_patients(
     case_ids: list[str], labeled_fraction: float, split_seed: int = 0, test_fraction: float = 0.2,
     val_fraction: float = 0.1,
@@ -359,12 +370,7 @@ def split_patients(
     """
     if not 0.0 < labeled_fraction <= 1.0:
         raise ConfigError(f"labeled fraction {labeled_fraction}: must be in (0, 1], e.g. 0.1 for 10%")
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"test_fraction={test_fraction}: must be in (0, 1)")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"val_fraction={val_fraction}: must be in [0, 1)")
-    if test_fraction + val_fraction >= 1.0:
-        raise ConfigError(f"test_fraction={test_fraction} + val_fraction={val_fraction} leave no training patients")
+    check_split_fractions(test_fraction, val_fraction)
     n = len(case_ids)
     n_test = max(1, round(test_fraction * n))
     n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
