@@ -1,10 +1,11 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import tiny_config
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, DataError
 from workbench.events import events_frame, read_events
 from workbench.train import TrainConfig, Trainer, lr_factor
 
@@ -73,6 +74,85 @@ def test_existing_run_folder_is_not_overwritten(brats_dir, tmp_path):
     trainer.close()
     with pytest.raises(ConfigError, match="already has a run"):
         Trainer(tiny_config(brats_dir, epochs=1), tmp_path / "run", quiet=True)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_overwrite_that_fails_to_start_leaves_the_old_run_as_it_was(brats_dir, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(brats_dir, epochs=1), run, quiet=True).fit()
+    before = _files(run)
+    with pytest.raises(DataError, match="nonexistent"):
+        Trainer(tiny_config(tmp_path / "nonexistent", epochs=1), run, quiet=True, overwrite=True)
+    with pytest.raises(ConfigError, match="unknown method"):
+        Trainer(tiny_config(brats_dir, method="nope"), run, quiet=True, overwrite=True)
+    assert _files(run) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder behind
+
+
+def test_overwrite_replaces_the_run_at_its_first_checkpoint(brats_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    Trainer(tiny_config(brats_dir, epochs=1), run, quiet=True).fit()
+    before = _files(run)
+    trainer = Trainer(tiny_config(brats_dir, epochs=2, seed=1), run, quiet=True, overwrite=True)
+    assert _files(run) == before  # built, config written beside it: the old run is still whole
+    calls = []
+    real_epoch = trainer._train_epoch
+
+    def epoch_after_the_swap(epoch):
+        calls.append(json.loads((run / "config.json").read_text())["config"]["seed"])
+        return real_epoch(epoch)
+
+    monkeypatch.setattr(trainer, "_train_epoch", epoch_after_the_swap)
+    trainer.fit()
+    trainer.close()
+    assert calls == [1, 1]  # the epoch-0 checkpoint swapped the new run in before training
+    assert json.loads((run / "metrics.json").read_text())["epoch"] == 2
+    assert [r["epoch"] for r in read_events(run, "train")] == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_failed_start_leaves_no_empty_folder(brats_dir, tmp_path):
+    with pytest.raises(DataError):
+        Trainer(tiny_config(tmp_path / "nonexistent"), tmp_path / "new", quiet=True)
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_run_folder_works_from_any_directory(brats_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(brats_dir.parent)
+    Trainer(tiny_config(Path(brats_dir.name), epochs=1), tmp_path / "run", quiet=True).fit()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["config"]["data"] == str(brats_dir.resolve())
+    monkeypatch.chdir(tmp_path)
+    result = Trainer.resume("run", quiet=True, read_only=True, overrides={"device": "cpu"}).evaluate(write=False)
+    assert result["per_patient"]
+
+
+def test_a_moved_data_folder_is_given_on_resume_and_checked(brats_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(brats_dir, data)
+    Trainer(tiny_config(data, epochs=1), tmp_path / "run", quiet=True).fit()
+    expected = json.loads((tmp_path / "run" / "metrics.json").read_text())["per_patient"]
+    data.rename(tmp_path / "moved")
+    with pytest.raises(DataError, match=r"its data folder .*data does not exist here; give the folder .*\(--data\)"):
+        Trainer.resume(tmp_path / "run", read_only=True)
+    moved = Trainer.resume(tmp_path / "run", quiet=True, read_only=True, overrides={"data": tmp_path / "moved"})
+    assert moved.evaluate(write=False)["per_patient"] == expected
+    (tmp_path / "moved" / "BraTS-SYN-00000" / "extra.txt").write_text("other data")
+    with pytest.raises(DataError, match="holds other data than"):
+        Trainer.resume(tmp_path / "run", read_only=True, overrides={"data": tmp_path / "moved"})
+
+
+def test_resume_refuses_what_would_change_the_training(brats_dir, tmp_path):
+    Trainer(tiny_config(brats_dir, epochs=1), tmp_path / "run", quiet=True).fit()
+    with pytest.raises(ConfigError, match="^lr cannot be changed on resume: only data, device can"):
+        Trainer.resume(tmp_path / "run", overrides={"lr": 1.0})
+    with pytest.raises(ConfigError, match="test_slices cannot be changed on resume.*only when evaluating"):
+        Trainer.resume(tmp_path / "run", overrides={"test_slices": "tumour"})
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,7 @@ from workbench.errors import ConfigError, DataError
 from workbench.events import EventLog
 from workbench.methods import Batch, Method, get_method
 from workbench.methods.options import config_from_dict
+from workbench.runs import NewRunFolder, absolute_path
 from workbench.metrics import EMPTY_MASK_RULE, MetricAccumulator, dice
 from workbench.stats import TEST_FEEDBACK_STAMP
 
@@ -119,7 +120,7 @@ class TrainConfig:
     base_channels: int = 32  # paper: 32
     bce_weight: float = 10.0  # beta, eq. 3
     dice_weight: float = 7.0  # gamma, eq. 3
-    device: str = "cpu"  # cpu | cuda | auto
+    device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | tf32 (CUDA) | bf16 (autocast)
     eval_batch_size: int = 64
     test_slices: str = "all"  # all: every slice of the test volumes | tumour: the paper's protocol
@@ -322,6 +323,30 @@ def _versions() -> dict[str, str]:
     }
 
 
+#: what Trainer.resume may change: where the data is and what runs it, never what was trained
+RESUME_OVERRIDES = ("data", "device")
+EVAL_OVERRIDES = ("test_slices", "eval_batch_size")  # and, only when evaluating, how the test is scored
+
+
+def _check_same_data(run_dir: Path, data: str) -> None:
+    """A moved data folder must hold the data the run was trained on: its SHA-256 against the
+    one in the run's config.json (runs made before the protocol card have none to check)."""
+    try:
+        recorded = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["protocol"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if not Path(data).is_dir():
+        raise DataError(f"--data {data}: folder does not exist")
+    found = dataset_fingerprint(data, recorded.get("format", "auto"))
+    if recorded.get("sha256") and found.get("sha256") != recorded["sha256"]:
+        raise DataError(f"--data {data} holds other data than {run_dir} was trained on "
+                        f"(sha256 {found.get('sha256', '?')[:12]}, the run's {recorded['sha256'][:12]})")
+
+
+#: the files of a run; an earlier failed start's are removed when a new run starts in its folder
+RUN_FILES = ("events.jsonl", "checkpoint.pt", "metrics.json", "per_patient.csv", "config.json")
+
+
 def _atomic_write(path: Path, write: Any, mode: str = "wb") -> None:
     """``write(file)`` into a temp file in the same folder, fsync, then rename over ``path``.
     On any failure (disk full, interrupt) the temp file is removed and ``path`` is untouched."""
@@ -385,8 +410,13 @@ class Trainer:
     def __init__(self, config: TrainConfig, run_dir: str | Path, *, quiet: bool = False,
                  overwrite: bool = False, _resuming: bool = False) -> None:
         config.validate()
+        if not _resuming:  # config.json stores absolute paths: the run folder can be used from anywhere
+            config = dataclasses.replace(config, data=absolute_path(config.data), init=absolute_path(config.init))
         self.config = config
         self.run_dir = Path(run_dir)
+        # a new run is written only once everything is built; it replaces an old run (overwrite)
+        # at its first checkpoint (workbench.runs)
+        self._folder = None if _resuming else NewRunFolder(self.run_dir, overwrite)
         self.world = distributed.world_from_env()  # several processes under torchrun
         self.quiet = quiet or not self.world.is_main
         parts = self.world.size * config.micro_batches
@@ -400,13 +430,6 @@ class Trainer:
             from workbench.methods.multi_condos import read_pretraining
 
             pretraining = read_pretraining(config.init)
-        if not _resuming:
-            if (self.run_dir / "checkpoint.pt").exists() and not overwrite:
-                raise ConfigError(f"run folder {self.run_dir} already has a run: use --resume or another --out")
-            if self.world.is_main:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                for name in ("events.jsonl", "checkpoint.pt", "metrics.json", "per_patient.csv"):
-                    (self.run_dir / name).unlink(missing_ok=True)
         self.device = distributed.init(self.world, resolve_device(config.device))
         self.splits, self.fmt = load_splits(config, progress=not self.quiet)
         self.boundary_width = BOUNDARY_WIDTH.get(self.fmt, 4)
@@ -439,6 +462,8 @@ class Trainer:
         self._x_u = self.splits.train_unlabeled.images.to(self.device) if len(self.splits.train_unlabeled) else None
         if method_cls.uses_unlabeled and self._x_u is None:
             raise DataError(f"method {config.method!r} needs unlabeled data but every training patient is labeled")
+        if self._folder is not None and self.world.is_main:
+            self.run_dir = self._folder.open(leftovers=RUN_FILES)
         self.events = EventLog(self.run_dir / "events.jsonl") if self.world.is_main else _NoEvents()
         self.method.bind_events(self._emit)
         if not _resuming and self.world.is_main:
@@ -497,16 +522,22 @@ class Trainer:
             "config": asdict(self.config),
         }
         _atomic_torch_save(state, self.run_dir / "checkpoint.pt")
+        if self._folder is not None:  # the first checkpoint of a new run: it now replaces an old one
+            self.run_dir = self._folder.commit()
+            self._folder = None
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, quiet: bool = False, read_only: bool = False,
-               eval_overrides: dict[str, Any] | None = None) -> "Trainer":
+               overrides: dict[str, Any] | None = None) -> "Trainer":
         """Rebuild a run from its folder and restore the last checkpoint exactly.
 
         With ``read_only`` (used by ``workbench eval``) the event log is left untouched;
         otherwise it is cut back to the checkpoint and a ``resume`` event is appended.
-        ``eval_overrides`` (read-only only) changes evaluation settings such as
-        ``test_slices``, never what was trained."""
+        ``overrides`` changes where and how, never what, was trained: ``data`` (the data
+        folder moved; it must hold the same data, checked against the run's SHA-256) and
+        ``device`` always; ``test_slices`` and ``eval_batch_size`` only when evaluating
+        (``read_only``). The checkpoint is loaded onto the CPU first, so a run trained on
+        CUDA can be evaluated with ``device="cpu"``."""
         run_dir = Path(run_dir)
         ckpt_path = run_dir / "checkpoint.pt"
         if not ckpt_path.exists():
@@ -518,11 +549,19 @@ class Trainer:
         values = dict(state["config"])
         if "selection" not in values:  # made before the validation split: keep what it did, stamped
             values.update(EARLIER_PROTOCOL)
-        if eval_overrides:
-            allowed = {"test_slices", "eval_batch_size", "device"}
-            if not read_only or set(eval_overrides) - allowed:
-                raise ConfigError(f"only {sorted(allowed)} can be changed, and only when evaluating")
-            values.update(eval_overrides)
+        overrides = dict(overrides or {})
+        allowed = RESUME_OVERRIDES + (EVAL_OVERRIDES if read_only else ())
+        if set(overrides) - set(allowed):
+            bad = sorted(set(overrides) - set(allowed))[0]
+            when = "" if read_only else f" ({', '.join(EVAL_OVERRIDES)} only when evaluating)"
+            raise ConfigError(f"{bad} cannot be changed on resume: only {', '.join(allowed)} can{when}")
+        if overrides.get("data"):
+            overrides["data"] = absolute_path(overrides["data"])
+            _check_same_data(run_dir, overrides["data"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if not Path(values["data"]).is_dir():
+            raise DataError(f"{run_dir}: its data folder {values['data']} does not exist here; "
+                            "give the folder that holds it (--data)")
         trainer = cls(TrainConfig.from_dict(values), run_dir, quiet=quiet, _resuming=True)
         trainer.method.load_state_dict(state["method"])
         trainer.optimizer.load_state_dict(state["optimizer"])

@@ -82,6 +82,7 @@ Choices (where the paper is vague or silent):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -100,6 +101,7 @@ from workbench.events import EventLog
 from workbench.methods.options import config_from_dict, parse_options
 from workbench.nets.dsgan import DSGAN, transfer_keys, transfer_rows
 from workbench.nets.unet import UNet
+from workbench.runs import NewRunFolder, absolute_path
 
 __all__ = [
     "KIND",
@@ -335,7 +337,7 @@ class PretrainConfig:
     lr: float = 2e-4  # paper: 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # not in the paper (Pix2Pix's)
     base_channels: int = 32  # f of Table I (paper U-Net: 32); fine-tuning must use the same
-    device: str = "cpu"  # cpu | cuda | auto
+    device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda
     samples: int = 4  # slices whose A->B->A translations are saved each epoch
     options: dict[str, Any] = field(default_factory=dict)  # MultiConDoSOptions
 
@@ -445,17 +447,13 @@ class Pretrainer:
 
         self._loop = loop
         self.opts = config.validate()
+        if not _resuming:  # config.json stores the absolute data path (workbench.runs)
+            config = dataclasses.replace(config, data=absolute_path(config.data))
         self.config = config
         self.run_dir = Path(run_dir)
         self.quiet = quiet
-        if not _resuming:
-            if (self.run_dir / "checkpoint.pt").exists() and not overwrite:
-                raise ConfigError(f"run folder {self.run_dir} already has a run: use --resume or another --out")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for name in ("events.jsonl", "checkpoint.pt"):
-                (self.run_dir / name).unlink(missing_ok=True)
-            for old in (self.run_dir / "samples").glob("epoch_*.npz"):
-                old.unlink()
+        # written only once everything is built; replaces an old run at the first checkpoint
+        self._folder = None if _resuming else NewRunFolder(self.run_dir, overwrite)
         self.device = loop.resolve_device(config.device)
         self.data = load_pretraining_slices(config, progress=not quiet)
         torch.manual_seed(config.seed)
@@ -470,6 +468,10 @@ class Pretrainer:
         self.epoch = 0
         self.checkpoint_epoch: int | None = None  # epoch of the checkpoint on disk, None before the first
         self.step = 0
+        if self._folder is not None:
+            self.run_dir = self._folder.open(leftovers=("events.jsonl", "checkpoint.pt", "config.json"))
+            for old in (self.run_dir / "samples").glob("epoch_*.npz"):
+                old.unlink()
         self.events = EventLog(self.run_dir / "events.jsonl")
         if not _resuming:
             self._write_config()
@@ -520,6 +522,9 @@ class Pretrainer:
         }
         self._loop._atomic_torch_save(state, self.run_dir / "checkpoint.pt")
         self.checkpoint_epoch = self.epoch
+        if self._folder is not None:  # the first checkpoint: the new run replaces an old one now
+            self.run_dir = self._folder.commit()
+            self._folder = None
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, quiet: bool = False) -> "Pretrainer":

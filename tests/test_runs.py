@@ -1,0 +1,77 @@
+"""Run folders: a new run is written beside the one it replaces and swapped in at its first
+checkpoint (workbench.runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workbench.errors import ConfigError
+from workbench.runs import NewRunFolder, absolute_path, check_out_folder
+
+
+def make_run(folder: Path, text: str = "old") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_text(text)
+    (folder / "notes.txt").write_text(text)
+    return folder
+
+
+def test_an_existing_run_needs_overwrite(tmp_path):
+    make_run(tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"run folder .*run already has a run: use --resume, --overwrite"):
+        NewRunFolder(tmp_path / "run")
+
+
+def test_out_naming_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"^--out .*file is a file, not a folder$"):
+        NewRunFolder(tmp_path / "file")
+    with pytest.raises(ConfigError, match="--init .* is a file"):
+        check_out_folder(tmp_path / "file", "--init")
+
+
+def test_nothing_is_created_before_open(tmp_path):
+    NewRunFolder(tmp_path / "new" / "run")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_new_folder_is_written_in_place_and_leftovers_removed(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "events.jsonl").write_text("an earlier failed start")
+    (tmp_path / "run" / "mine.txt").write_text("kept")
+    folder = NewRunFolder(tmp_path / "run")
+    assert folder.open(leftovers=("events.jsonl",)) == tmp_path / "run"
+    assert not (tmp_path / "run" / "events.jsonl").exists() and (tmp_path / "run" / "mine.txt").exists()
+    assert folder.commit() == tmp_path / "run"
+
+
+def test_a_replacement_leaves_the_old_run_until_commit(tmp_path):
+    old = make_run(tmp_path / "run")
+    folder = NewRunFolder(old, overwrite=True)
+    staging = folder.open()
+    assert staging != old and staging.parent == old.parent
+    (staging / "checkpoint.pt").write_text("new")
+    assert (old / "checkpoint.pt").read_text() == "old" and (old / "notes.txt").exists()
+    with open(staging / "events.jsonl", "w") as log:  # an open file survives the swap
+        assert folder.commit() == old
+        log.write("after the swap\n")
+    assert (old / "checkpoint.pt").read_text() == "new"
+    assert (old / "events.jsonl").read_text() == "after the swap\n"
+    assert not (old / "notes.txt").exists()  # the whole old run is replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging or old copy left
+
+
+def test_a_stale_staging_folder_is_cleared(tmp_path):
+    old = make_run(tmp_path / "run")
+    (tmp_path / ".run.overwrite").mkdir()
+    (tmp_path / ".run.overwrite" / "checkpoint.pt").write_text("a replacement that never committed")
+    staging = NewRunFolder(old, overwrite=True).open()
+    assert list(staging.iterdir()) == []
+
+
+def test_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute_path("data/x") == str(tmp_path / "data" / "x")
+    assert absolute_path("") == "" and absolute_path(None) is None

@@ -1,0 +1,93 @@
+"""Run folders: where a new run is written, and how it replaces an old one.
+
+A new run never costs an existing one. :class:`NewRunFolder` is made before anything is
+loaded (it checks the target) and opened only once the config, the data and the method
+have been built, so a failed start leaves no folder behind. When the target already holds
+a run and ``overwrite`` is set, the new run is written into a staging folder beside it,
+``.<name>.overwrite``, and replaces the old run only at :meth:`NewRunFolder.commit`, which
+the loops call once the new run's first checkpoint is on disk: until then the old run is
+untouched, and a start that fails (or is killed) leaves it exactly as it was.
+
+Paths stored in a run's ``config.json`` are absolute (:func:`absolute_path`), so that a run
+folder can be evaluated from any working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from workbench.errors import ConfigError
+
+__all__ = ["NewRunFolder", "absolute_path", "check_out_folder"]
+
+#: the files that make a folder a run (a checkpoint is what ``--resume`` needs)
+RUN_MARKER = "checkpoint.pt"
+
+
+def absolute_path(path: str | None) -> str | None:
+    """``path`` made absolute against the current directory (``~`` expanded); None and ""
+    stay as they are."""
+    if not path:
+        return path
+    return os.fspath(Path(path).expanduser().resolve())
+
+
+def check_out_folder(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as a Path; a one-line ConfigError when it names an existing file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file, not a folder")
+    return path
+
+
+class NewRunFolder:
+    """The folder a new run is written to (see the module docstring).
+
+    Use::
+
+        folder = NewRunFolder(out, overwrite)   # checks only: nothing is created
+        ...                                     # validate, load the data, build the method
+        run_dir = folder.open()                 # the folder to write into
+        ...                                     # config.json, events, the first checkpoint
+        run_dir = folder.commit()               # the final folder (replaces an old run)
+    """
+
+    def __init__(self, target: str | Path, overwrite: bool = False) -> None:
+        self.target = check_out_folder(target)
+        self.replaces = (self.target / RUN_MARKER).exists()
+        if self.replaces and not overwrite:
+            raise ConfigError(f"run folder {self.target} already has a run: use --resume, --overwrite "
+                              "or another --out")
+        self.staging = self.target.with_name(f".{self.target.name}.overwrite")
+        self.path: Path | None = None  # where the run is being written, once opened
+
+    def open(self, leftovers: tuple[str, ...] = ()) -> Path:
+        """Create the folder to write into: the staging folder when replacing a run, else the
+        target itself (an existing target without a run keeps its other files; ``leftovers``,
+        file names of an earlier failed start, are removed)."""
+        if self.replaces:
+            shutil.rmtree(self.staging, ignore_errors=True)  # an earlier replacement that never committed
+            self.staging.mkdir(parents=True)
+            self.path = self.staging
+        else:
+            self.target.mkdir(parents=True, exist_ok=True)
+            for name in leftovers:
+                (self.target / name).unlink(missing_ok=True)
+            self.path = self.target
+        return self.path
+
+    def commit(self) -> Path:
+        """Make the run being written the run at ``target`` (a no-op unless it replaces one);
+        returns ``target``. Open files in the staging folder stay valid (same file system)."""
+        if self.path is None:
+            raise RuntimeError("NewRunFolder.commit() before open()")
+        if self.path == self.staging and self.staging.exists():
+            old = self.target.with_name(f".{self.target.name}.replaced")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.target, old)
+            os.replace(self.staging, self.target)
+            shutil.rmtree(old, ignore_errors=True)
+        self.path = self.target
+        return self.target
