@@ -75,3 +75,47 @@ def test_absolute_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert absolute_path("data/x") == str(tmp_path / "data" / "x")
     assert absolute_path("") == "" and absolute_path(None) is None
+
+
+def test_cached_run_trains_once_and_is_shared_by_data_content(brats_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from tests.conftest import tiny_config
+    from workbench import train
+    from workbench.runs import cached_run, run_key
+
+    cache = tmp_path / "cache"
+    first = cached_run(tiny_config(brats_dir, epochs=1), cache, quiet=True)
+    assert (first / "metrics.json").is_file()
+    copy = tmp_path / "copy"
+    shutil.copytree(brats_dir, copy)  # another notebook's folder with the same data
+    monkeypatch.setattr(train.Trainer, "fit", lambda self: pytest.fail("a cached run was trained again"))
+    assert cached_run(tiny_config(copy, epochs=1), cache, quiet=True) == first
+    assert run_key(tiny_config(brats_dir, epochs=2)) != run_key(tiny_config(brats_dir, epochs=1))
+    assert run_key(tiny_config(brats_dir, options={"x": 1})) != run_key(tiny_config(brats_dir))
+
+
+def test_cached_run_resumes_an_interrupted_run(brats_dir, tmp_path):
+    from tests.conftest import tiny_config
+    from workbench.events import read_events
+    from workbench.runs import cached_run, run_key
+    from workbench.train import Trainer
+
+    config = tiny_config(brats_dir, epochs=2)
+    run_dir = tmp_path / "cache" / f"supervised-{run_key(config)}"
+    stopped = Trainer(config, run_dir, quiet=True)
+    stopped.fit(stop_after=1)  # as if the kernel died after epoch 1
+    stopped.close()
+    assert cached_run(config, tmp_path / "cache", quiet=True) == run_dir
+    assert [r["epoch"] for r in read_events(run_dir, "train")] == [1, 2]
+    assert len(read_events(run_dir, "resume")) == 1
+
+
+def test_builtin_data_is_generated_once(tmp_path, monkeypatch):
+    from workbench.data import synthetic
+    from workbench.runs import builtin_data
+
+    folder = builtin_data("brats", 3, cache=tmp_path)
+    assert folder.name == "data-brats-p3-s0" and (folder / "workbench-synthetic.json").is_file()
+    monkeypatch.setattr(synthetic, "generate", lambda *a, **k: pytest.fail("generated twice"))
+    assert builtin_data("brats", 3, cache=tmp_path) == folder

@@ -10,17 +10,36 @@ untouched, and a start that fails (or is killed) leaves it exactly as it was.
 
 Paths stored in a run's ``config.json`` are absolute (:func:`absolute_path`), so that a run
 folder can be evaluated from any working directory.
+
+The notebooks share their runs through a cache (:func:`cached_run`): a finished run is kept
+under ``<cache>/<key>``, the key a SHA-256 of the full :class:`~workbench.train.TrainConfig`
+(its data folder replaced by the folder's content hash), the workbench version and the
+torch version. A class that runs notebooks 01 to 09 trains each configuration once; a run
+killed half way is resumed from its checkpoint the next time it is asked for. Delete the
+cache folder to train everything again. The built-in datasets are shared the same way
+(:func:`builtin_data`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.errors import ConfigError
 
-__all__ = ["NewRunFolder", "absolute_path", "check_out_folder"]
+if TYPE_CHECKING:
+    from workbench.train import TrainConfig
+
+__all__ = ["NewRunFolder", "absolute_path", "check_out_folder", "run_key", "cached_run", "builtin_data",
+           "DEFAULT_CACHE"]
+
+#: where the notebooks keep shared runs and built-in datasets (relative to the working directory)
+DEFAULT_CACHE = "runs/cache"
 
 #: the files that make a folder a run (a checkpoint is what ``--resume`` needs)
 RUN_MARKER = "checkpoint.pt"
@@ -91,3 +110,53 @@ class NewRunFolder:
             shutil.rmtree(old, ignore_errors=True)
         self.path = self.target
         return self.target
+
+
+def builtin_data(kind: str, patients: int, seed: int = 0, cache: str | Path = DEFAULT_CACHE) -> Path:
+    """The built-in dataset ``kind`` (brats | hecktor) of ``patients`` patients and data seed
+    ``seed``, generated once into ``<cache>/data-<kind>-p<patients>-s<seed>`` and reused."""
+    from workbench.data.synthetic import generate
+
+    folder = check_out_folder(Path(cache) / f"data-{kind}-p{patients}-s{seed}", "cache")
+    if not folder.exists():
+        generate(kind, folder, patients, seed=seed)  # written to <folder>.partial, then renamed
+    return folder
+
+
+def run_key(config: "TrainConfig") -> str:
+    """The cache key of a run: SHA-256 of its full config (data folder -> content hash, paths
+    made absolute), the workbench version and the torch version; 16 hex digits."""
+    import torch
+
+    import workbench
+    from workbench.data.fingerprint import content_sha256
+
+    values = dataclasses.asdict(config)
+    values["data"] = content_sha256(Path(config.data).resolve())
+    values["init"] = absolute_path(config.init)
+    record = {"config": values, "workbench": workbench.__version__, "torch": torch.__version__}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_run(config: "TrainConfig", cache: str | Path = DEFAULT_CACHE, quiet: bool = False) -> Path:
+    """The folder of a finished run of ``config``: trained into ``<cache>/<run_key>`` the first
+    time, resumed there if an earlier call was stopped, returned as it is after that."""
+    from workbench.train import Trainer
+
+    config.validate()
+    if not Path(config.data).is_dir():
+        raise ConfigError(f"data folder {config.data} does not exist")
+    run_dir = Path(cache) / f"{config.method}-{run_key(config)}"
+    if (run_dir / "metrics.json").is_file():
+        if not quiet:
+            print(f"{config.method}: the cached run {run_dir} (delete it to train again)")
+        return run_dir
+    if (run_dir / RUN_MARKER).is_file():
+        trainer = Trainer.resume(run_dir, quiet=quiet)
+    else:
+        trainer = Trainer(config, run_dir, quiet=quiet)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return run_dir
