@@ -82,6 +82,7 @@ def test_cached_run_trains_once_and_is_shared_by_data_content(brats_dir, tmp_pat
 
     from tests.conftest import tiny_config
     from workbench import train
+    from workbench.methods import get_method
     from workbench.runs import cached_run, run_key
 
     cache = tmp_path / "cache"
@@ -92,7 +93,10 @@ def test_cached_run_trains_once_and_is_shared_by_data_content(brats_dir, tmp_pat
     monkeypatch.setattr(train.Trainer, "fit", lambda self: pytest.fail("a cached run was trained again"))
     assert cached_run(tiny_config(copy, epochs=1), cache, quiet=True) == first
     assert run_key(tiny_config(brats_dir, epochs=2)) != run_key(tiny_config(brats_dir, epochs=1))
-    assert run_key(tiny_config(brats_dir, options={"x": 1})) != run_key(tiny_config(brats_dir))
+    semi = dict(method="semi-cml")
+    assert run_key(tiny_config(brats_dir, **semi, options={"w2": 0.25})) != run_key(tiny_config(brats_dir, **semi))
+    default_w2 = get_method("semi-cml").options_class().w2
+    assert run_key(tiny_config(brats_dir, **semi, options={"w2": default_w2})) == run_key(tiny_config(brats_dir, **semi))
 
 
 def test_cached_run_resumes_an_interrupted_run(brats_dir, tmp_path):

@@ -353,3 +353,16 @@ def test_a_run_made_before_the_validation_split_is_read_as_it_was_trained(brats_
     assert result["per_patient"] == expected["per_patient"]
     assert result["protocol"]["stamp"] == "test feedback (paper protocol)"
     assert result["protocol"]["unlabeled_slices"] == "label"
+
+
+def test_too_few_patients_names_the_skipped_folders(brats_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for case in sorted(p for p in brats_dir.iterdir() if p.is_dir())[:2]:
+        shutil.copytree(case, data / case.name)
+    (data / "BraTS-SYN-00099").mkdir()  # left empty
+    with pytest.raises(DataError, match="need at least 3 patients; skipped 1 folder without images: BraTS-SYN-00099"):
+        Trainer(tiny_config(data), tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()

@@ -131,7 +131,12 @@ def run_key(config: "TrainConfig") -> str:
     import workbench
     from workbench.data.fingerprint import content_sha256
 
+    from workbench.methods import get_method
+    from workbench.methods.options import parse_options
+
     values = dataclasses.asdict(config)
+    method = get_method(config.method)  # options with their defaults: {} and {"w2": default} are one run
+    values["options"] = dataclasses.asdict(parse_options(method.options_class, dict(config.options), config.method))
     values["data"] = content_sha256(Path(config.data).resolve())
     values["init"] = absolute_path(config.init)
     record = {"config": values, "workbench": workbench.__version__, "torch": torch.__version__}

@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 
 from workbench import distributed
 from workbench.data.slices import (UNLABELED_SLICES, DataSplits, PreprocessConfig, Volume, build_splits,
-                                   check_split_fractions, format_and_modalities)
+                                   check_split_fractions, format_and_modalities, min_patients)
 from workbench.data.fingerprint import dataset_fingerprint
 from workbench.errors import ConfigError, DataError
 from workbench.events import EventLog
@@ -278,7 +278,8 @@ def load_splits(config: TrainConfig, progress: bool = True) -> tuple[DataSplits,
     fmt, modalities = format_and_modalities(root, config.fmt, config.modalities)
     if len(modalities) < 1:
         raise ConfigError("--modalities: give at least one modality")
-    cases = load_dataset(root, fmt=fmt, modalities=modalities, require_label=True, progress=progress)
+    cases = load_dataset(root, fmt=fmt, modalities=modalities, require_label=True, progress=progress,
+                         min_cases=min_patients(config.val_fraction))
     pre = PreprocessConfig(crop=config.crop, size=config.size)
     splits = build_splits(cases, modalities, config.labeled, pre, config.split_seed, config.test_fraction,
                           config.val_fraction, config.unlabeled_slices)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -505,6 +506,40 @@ def _directory_as_file(root: Path) -> Path:
     return path
 
 
+def _label_fewer_slices(root: Path) -> Path:
+    """A label with 4 of the image's 6 slices: resampling would invent 2 background slices."""
+    return _overwrite(_brats(root)["label"], brats_label()[:, :, :4])
+
+
+def _label_over_part_of_image(root: Path) -> Path:
+    """Same shape, but the affine places it 3 voxels to the right: 3 of 8 x-rows unlabeled."""
+    shifted = RAS.copy()
+    shifted[0, 3] = 3.0
+    return _overwrite(_brats(root)["label"], brats_label(), shifted)
+
+
+def _hecktor_label_over_part_of_ct(root: Path) -> Path:
+    return _overwrite(make_hecktor_2022(root)["label"], hecktor_label()[:6], CT_AFFINE)
+
+
+def _other_cases_image_in_folder(root: Path) -> Path:
+    path = _brats(root)["t1"]
+    return path.rename(path.with_name("BraTS2021_99999_t1.nii.gz"))
+
+
+def _other_cases_label_in_folder(root: Path) -> Path:
+    path = _brats(root)["label"]
+    return path.rename(path.with_name("BraTS2021_99999_seg.nii.gz"))
+
+
+def _other_cases_pet_in_hecktor_folder(root: Path) -> Path:
+    folder = root / HECKTOR_ID
+    save(folder / f"{HECKTOR_ID}_ct.nii.gz", ramp(), CT_AFFINE)
+    pet, pet_affine = pet_volume()
+    save(folder / f"{HECKTOR_ID}_ct_gtvt.nii.gz", hecktor_label(), CT_AFFINE)
+    return save(folder / "CHUM-002_pt.nii.gz", pet, pet_affine)
+
+
 def _duplicate_case_id(root: Path) -> Path:
     make_brats(root / "train")
     make_brats(root / "extra")
@@ -539,6 +574,17 @@ BAD_INPUTS = [
     (_label_value_4_in_2023, None, ["unexpected values [4]", "[0, 1, 2, 3]"]),
     (_negative_generic_label, ("t1", "t2"), ["values [-1]", "outside the range"]),
     (_label_far_away, None, ["label grid", "no physical overlap"]),
+    (_label_fewer_slices, None, ["label covers 66.7% of the image grid of BraTS2021_00001_t1.nii.gz",
+                                 "33.3% of voxels unlabeled", "must cover the whole image"]),
+    (_label_over_part_of_image, None, ["covers 62.5%", "37.5% of voxels unlabeled"]),
+    (_hecktor_label_over_part_of_ct, None, ["covers 75.0% of the image grid of CHUM-001__CT.nii.gz"]),
+    (_other_cases_image_in_folder, None,
+     ["t1 file of case 'BraTS2021_99999'", "folder of case 'BraTS2021_00001'",
+      "expected BraTS2021_00001_t1.nii.gz"]),
+    (_other_cases_label_in_folder, None,
+     ["label file of case 'BraTS2021_99999'", "expected BraTS2021_00001_seg.nii.gz"]),
+    (_other_cases_pet_in_hecktor_folder, None,
+     ["pet file of case 'CHUM-002'", "folder of case 'CHUM-001'", "expected CHUM-001_pt.nii.gz"]),
     (_pet_far_away, None, ["pet image grid", "no physical overlap"]),
     (_all_zero_image, None, ["flair", "all zeros"]),
     (_complex_image, None, ["unsupported voxel data type complex64"]),
@@ -609,3 +655,133 @@ def test_os_error_while_opening_becomes_data_error(
         load_dataset(tmp_path, progress=False)
     msg = str(err.value)
     assert path.name in msg and "Permission denied" in msg and "\n" not in msg
+
+
+# --------------------------------------------------------------------------- label coverage
+
+
+def test_label_on_other_grid_covering_the_image_is_resampled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A coarser label whose grid spans the whole image is resampled, not refused."""
+    make_brats(tmp_path)
+    coarse = np.zeros((4, 4, 3), dtype=np.uint8)
+    coarse[1, 2, 1] = 2  # covers image voxels x in {2, 3}, y in {4, 5}, z in {2, 3}
+    affine = np.diag([2.0, 2.0, 4.0, 1.0])
+    affine[:3, 3] = (0.5, 0.5, 1.0)
+    path = save(tmp_path / BRATS_ID / f"{BRATS_ID}_seg.nii.gz", coarse, affine)
+    with caplog.at_level(logging.WARNING, logger="workbench.data.nifti"):
+        case = load_brats_case(tmp_path / BRATS_ID)
+    expected = np.zeros(SHAPE, dtype=np.uint8)
+    expected[2:4, 4:6, 2:4] = 2
+    np.testing.assert_array_equal(case.label, expected)
+    assert any(str(path) in m and "resampling" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize(("shift", "ok"), [(1, True), (2, False)], ids=["0.4%-off", "0.8%-off"])
+def test_label_coverage_tolerance(tmp_path: Path, shift: int, ok: bool) -> None:
+    """LABEL_MIN_COVERAGE (99.5%): one of 250 rows uncovered is rounding, two are not."""
+    assert nifti.LABEL_MIN_COVERAGE == 0.995
+    shape = (250, 2, 2)
+    save(tmp_path / "case01" / "t1.nii.gz", ramp(shape=shape))
+    label = np.zeros(shape, dtype=np.uint8)
+    label[100, 1, 1] = 1
+    shifted = RAS.copy()
+    shifted[0, 3] = float(shift)
+    path = save(tmp_path / "case01" / "label.nii.gz", label, shifted)
+    if ok:
+        case = load_generic_case(tmp_path / "case01", ("t1",))
+        assert case.label is not None and case.label[101, 1, 1] == 1 and not case.label[0].any()
+    else:
+        with pytest.raises(DataError) as err:
+            load_generic_case(tmp_path / "case01", ("t1",))
+        msg = str(err.value)
+        assert msg.startswith(f"{path}: label covers 99.2% of the image grid of t1.nii.gz")
+        assert "(0.8% of voxels unlabeled)" in msg and "\n" not in msg
+
+
+# --------------------------------------------------------------------------- case ids
+
+
+def test_case_folder_with_another_cases_file_names_folder_and_both_ids(tmp_path: Path) -> None:
+    stray = _other_cases_image_in_folder(tmp_path)
+    with pytest.raises(DataError) as err:
+        load_brats_case(tmp_path / BRATS_ID)
+    msg = str(err.value)
+    assert msg == (f"{tmp_path / BRATS_ID / stray.name}: t1 file of case 'BraTS2021_99999' in the "
+                   f"folder of case '{BRATS_ID}' (expected {BRATS_ID}_t1.nii.gz)")
+
+
+def test_case_id_check_keeps_accepted_names(tmp_path: Path) -> None:
+    """Case-insensitive ids, 2023 naming, and another case's file next to the case's own."""
+    make_brats(tmp_path, case=BRATS23_ID, year=2023)
+    folder = tmp_path / BRATS_ID
+    for role, path in make_brats(tmp_path).items():
+        path.rename(folder / path.name.replace("BraTS", "BRATS"))  # BRATS2021_00001_t1.nii.gz
+        if role == "t2":
+            save(folder / "BraTS2021_99999_t2.nii.gz", ramp(9000))  # the case's own t2 wins
+    cases = load_dataset(tmp_path, progress=False)
+    assert [c.case_id for c in cases] == [BRATS23_ID, BRATS_ID]
+    assert cases[1].paths["t1"].name == "BRATS2021_00001_t1.nii.gz"
+    np.testing.assert_array_equal(cases[1].images["t2"], ramp(2000))
+
+
+# --------------------------------------------------------------------------- skipped folders
+
+
+def test_too_few_cases_error_names_skipped_folders(tmp_path: Path) -> None:
+    make_brats(tmp_path, case="BraTS2021_00001")
+    make_brats(tmp_path, case="BraTS2021_00002")
+    (tmp_path / "BraTS2021_00003").mkdir()
+    with pytest.raises(DataError) as err:
+        load_dataset(tmp_path, progress=False, min_cases=3)
+    assert str(err.value) == (f"{tmp_path}: 2 cases found: need at least 3 patients; "
+                              "skipped 1 folder without images: BraTS2021_00003")
+
+
+def test_no_cases_error_names_skipped_folders(tmp_path: Path) -> None:
+    (tmp_path / "BraTS2021_00001").mkdir()
+    (tmp_path / "BraTS2021_00002").mkdir()
+    (tmp_path / "BraTS2021_00002" / "notes.txt").write_text("x")
+    with pytest.raises(DataError) as err:
+        load_dataset(tmp_path, fmt="brats", progress=False)
+    assert str(err.value) == (f"{tmp_path}: no brats cases found in the dataset folder; skipped 2 "
+                              "folders without images: BraTS2021_00001, BraTS2021_00002")
+
+
+@pytest.mark.parametrize("layout", ["brats-nested", "hecktor-folders", "generic"])
+def test_skipped_folders_are_warned_when_enough_cases_remain(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, layout: str
+) -> None:
+    modalities = None
+    if layout == "brats-nested":
+        top = tmp_path / "BraTS2021_Training_Data"
+        make_brats(top)
+        (top / "BraTS2021_00003").mkdir()
+        save(top / "BraTS2021_00004" / "BraTS2021_00004_brainmask.nii.gz", ramp())
+        skipped = "BraTS2021_Training_Data/BraTS2021_00003, BraTS2021_Training_Data/BraTS2021_00004"
+    elif layout == "hecktor-folders":
+        stray = _other_cases_pet_in_hecktor_folder(tmp_path)
+        stray.rename(stray.with_name(f"{HECKTOR_ID}_pt.nii.gz"))
+        (tmp_path / "CHUM-003").mkdir()
+        save(tmp_path / "CHUM-004" / "CHUM-004_ct_gtvt.nii.gz", hecktor_label(), CT_AFFINE)
+        skipped = "CHUM-003, CHUM-004"
+    else:
+        make_generic(tmp_path)
+        (tmp_path / "case02").mkdir()
+        save(tmp_path / "case03" / "t1_old.nii.gz", ramp())
+        skipped, modalities = "case02, case03", ("t1", "t2")
+    with caplog.at_level(logging.WARNING, logger="workbench.data.nifti"):
+        (case,) = load_dataset(tmp_path, modalities=modalities, progress=False)
+    assert case.label is not None
+    assert f"{tmp_path}: skipped 2 folders without images: {skipped}" in caplog.messages
+
+
+def test_no_skipped_folder_warning_for_a_clean_dataset(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_brats(tmp_path / "BraTS2021_Training_Data")
+    make_brats(tmp_path / "__MACOSX" / "BraTS2021_Training_Data")  # hidden: not a skipped folder
+    with caplog.at_level(logging.WARNING, logger="workbench.data.nifti"):
+        load_dataset(tmp_path, progress=False)
+    assert not [m for m in caplog.messages if "skipped" in m]

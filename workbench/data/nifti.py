@@ -11,13 +11,15 @@ Supported layouts (file names are matched case-insensitively; ``.nii`` or ``.nii
   {0,1,2,4}) or ``root/<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz`` (BraTS 2023, labels
   {0,1,2,3}; t1n/t1c/t2w/t2f are mapped to t1/t1ce/t2/flair). Case folders may sit up to
   three levels below ``root`` (e.g. the extracted archive's own top folder); the case id
-  is the folder name. The reference grid is the first requested modality.
+  is the folder name, and a file named after another case (``<case>/<other>_t1.nii.gz``)
+  is an error, not that case's T1. The reference grid is the first requested modality.
 * ``hecktor``: the 2022 layout ``root/imagesTr/<case>__CT.nii.gz``,
   ``root/imagesTr/<case>__PT.nii.gz``, ``root/labelsTr/<case>.nii.gz``; the flat layout
   ``root/<case>__CT.nii.gz``, ``<case>__PT.nii.gz``, ``<case>__gtv.nii.gz``; and the older
   per-case folders ``root/<case>/<case>_ct.nii.gz``, ``<case>_pt.nii.gz``,
-  ``<case>_ct_gtvt.nii.gz``. Labels {0,1,2}. Modalities ``ct`` and ``pet``; CT is the
-  reference grid, PET is resampled onto it (linear) and the label (nearest).
+  ``<case>_ct_gtvt.nii.gz`` (as for BraTS, the files must carry the folder's case id).
+  Labels {0,1,2}. Modalities ``ct`` and ``pet``; CT is the reference grid, PET is
+  resampled onto it (linear) and the label (nearest).
 * ``generic``: ``root/<case>/<modality>.nii.gz`` for each modality given by the caller plus
   ``root/<case>/label.nii.gz`` (or ``seg.nii.gz``). Labels: any integer in 0..255 unless
   ``label_values`` is given. The reference grid is the first modality.
@@ -30,12 +32,17 @@ as is. Any other volume is resampled onto the reference grid through the affines
 zero outside the source field of view). That is expected for HECKTOR PET; for BraTS and
 generic modalities (meant to share one grid) it is logged as a warning. It is an error
 only when the grids do not overlap physically, or when nothing of the source volume
-lands on the reference grid.
+lands on the reference grid; and for a label, when its grid covers less than
+:data:`LABEL_MIN_COVERAGE` of the reference grid's voxels (the rest would come back as
+background that nobody labeled).
 
 Unknown or extra files in the dataset folders are ignored, and so are hidden entries
 (names starting with ``.``, e.g. macOS ``._*`` files) and ``__MACOSX`` folders. A BraTS
 folder holding only its ``<case>_seg`` file is still a case (whose images are reported
-missing), not a folder to skip. A label without any foreground voxel is kept (a patient
+missing), not a folder to skip. Folders of a folder-per-case layout that hold no case's
+image (empty ones, say) are skipped and named: in a logged warning, or in the error when
+fewer cases than needed remain (``min_cases`` of :func:`find_cases` and
+:func:`load_dataset`). A label without any foreground voxel is kept (a patient
 without tumour is scored by the metrics' empty-mask rule) and logged as a warning, since
 it is more often a wrong file.
 
@@ -73,6 +80,7 @@ __all__ = [
     "BRATS_2023_LABELS",
     "HECKTOR_LABELS",
     "GRID_ATOL",
+    "LABEL_MIN_COVERAGE",
     "CaseFiles",
     "detect_format",
     "find_cases",
@@ -94,6 +102,14 @@ BRATS_2023_LABELS: frozenset[int] = frozenset({0, 1, 2, 3})
 HECKTOR_LABELS: frozenset[int] = frozenset({0, 1, 2})
 GRID_ATOL: float = 1e-3
 """Largest entry-wise affine difference (mm) for two grids to count as the same grid."""
+LABEL_MIN_COVERAGE: float = 0.995
+"""Smallest fraction of the reference (image) grid's voxels a label on another grid must
+cover. A voxel is covered when its centre falls inside the label grid's physical extent
+(voxel edges), i.e. when nearest-neighbour resampling takes its value from the label
+rather than filling in background. The 0.5% slack absorbs rounding at the borders (a
+grid edge falling on a row of voxel centres: one row of a 240-voxel axis is 0.4%); a
+label with fewer slices than the image, or placed over part of it, is refused, since its
+missing voxels would become background that nobody labeled."""
 
 _LABEL = "label"
 _NII_RE = re.compile(r"^(?P<stem>.+?)\.nii(?:\.gz)?$", re.IGNORECASE)
@@ -490,6 +506,22 @@ def _maps_inside(vox: np.ndarray, ref_shape: Sequence[int], src_shape: Sequence[
     return bool(np.all(src >= -1e-6) and np.all(src <= np.asarray(src_shape) - 1 + 1e-6))
 
 
+def _coverage(vol: _Volume, ref: _Volume) -> float:
+    """Fraction of the reference grid's voxels whose centre lies inside ``vol``'s grid
+    (voxel edges, index -0.5 .. n-0.5): those that nearest-neighbour resampling takes from
+    ``vol`` rather than filling with 0."""
+    vox = np.linalg.solve(vol.affine, ref.affine)  # ref voxel -> vol voxel
+    if _maps_inside(vox, ref.shape, vol.shape):
+        return 1.0
+    matrix, offset = vox[:3, :3], vox[:3, 3]
+    if np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-9):
+        matrix = np.diag(matrix)
+    ones = np.ones(vol.shape, dtype=np.uint8)
+    inside = ndimage.affine_transform(ones, matrix, offset=offset, output_shape=ref.shape,
+                                      order=0, mode="grid-constant", prefilter=False)
+    return int(np.count_nonzero(inside)) / inside.size
+
+
 def _resample(data: np.ndarray, src_affine: np.ndarray, ref_affine: np.ndarray,
               ref_shape: tuple[int, ...], order: int) -> np.ndarray:
     """Resample ``data`` onto a reference grid through the affines.
@@ -513,8 +545,14 @@ def _resample(data: np.ndarray, src_affine: np.ndarray, ref_affine: np.ndarray,
     return out
 
 
-def _onto_reference(vol: _Volume, ref: _Volume, what: str, order: int, warn: bool) -> np.ndarray:
-    """Bring a volume onto the reference grid, resampling only when needed."""
+def _onto_reference(vol: _Volume, ref: _Volume, what: str, order: int, warn: bool,
+                    min_coverage: float | None = None) -> np.ndarray:
+    """Bring a volume onto the reference grid, resampling only when needed.
+
+    With ``min_coverage`` (labels: :data:`LABEL_MIN_COVERAGE`), a volume on another grid
+    that covers a smaller fraction of the reference voxels (see :func:`_coverage`) is a
+    DataError naming the covered and uncovered percentages.
+    """
     if _same_grid(vol, ref):
         return vol.data
     if not _overlaps(vol, ref):
@@ -523,6 +561,16 @@ def _onto_reference(vol: _Volume, ref: _Volume, what: str, order: int, warn: boo
             f"{what} grid has no physical overlap with the reference grid of {ref.path.name}; "
             "cannot resample it",
         )
+    if min_coverage is not None:
+        covered = _coverage(vol, ref)
+        if covered < min_coverage:
+            missing = max(round(100 * (1 - covered), 1), 0.1)
+            raise _error(
+                vol.path,
+                f"{what} covers {100 - missing:.1f}% of the image grid of {ref.path.name} "
+                f"({missing:.1f}% of voxels unlabeled); a {what} must cover the whole image "
+                f"(at least {100 * min_coverage:g}% of its voxels)",
+            )
     if warn:
         _LOG.warning("%s: %s grid differs from %s; resampling it onto that grid",
                      vol.path, what, ref.path.name)
@@ -556,7 +604,8 @@ def load_case_files(files: CaseFiles, require_label: bool = True) -> Case:
         The loaded :class:`Case` on the reference modality's RAS grid.
 
     Raises:
-        DataError: a file is missing, unreadable, malformed or cannot be aligned.
+        DataError: a file is missing, unreadable, malformed or cannot be aligned, or the
+            label's grid covers too little of the image grid (:data:`LABEL_MIN_COVERAGE`).
     """
     vols = {m: _load_image(p, m) for m, p in files.images.items()}
     ref = vols[files.reference]
@@ -569,7 +618,8 @@ def load_case_files(files: CaseFiles, require_label: bool = True) -> Case:
     label = None
     if require_label or os.path.lexists(files.label):
         lab = _load_label(files.label, files.label_values)
-        label = _onto_reference(lab, ref, "label", order=0, warn=True).astype(np.uint8, copy=False)
+        label = _onto_reference(lab, ref, "label", order=0, warn=True,
+                                min_coverage=LABEL_MIN_COVERAGE).astype(np.uint8, copy=False)
         paths[_LABEL] = files.label
     return Case(
         case_id=files.case_id,
@@ -619,19 +669,32 @@ def _check_fmt(fmt: str) -> None:
 # --------------------------------------------------------------------------- discovery
 
 
-def _pick(candidates: list[tuple[str, Path]], case_id: str, what: str) -> Path | None:
-    """Choose one file for a role; among several, prefer the one prefixed by the case id."""
+def _pick(candidates: list[tuple[str, Path]], case_id: str, what: str, expected: Path) -> Path:
+    """Choose one file for a role from ``(prefix, path)`` candidates; ``expected`` when none.
+
+    Among several, the one prefixed by the case id wins. The chosen file must carry the
+    case id (compared case-insensitively): a case folder holding another case's file
+    (``BraTS2021_00001/BraTS2021_99999_t1.nii.gz``) is a DataError, not that file used as
+    this case's.
+    """
     if not candidates:
-        return None
+        return expected
+    own = [c for c in candidates if c[0].casefold() == case_id.casefold()]
     if len(candidates) > 1:
-        preferred = [c for c in candidates if c[0] == case_id]
-        if len(preferred) != 1:
+        if len(own) != 1:
             a, b = candidates[0][1], candidates[1][1]
             raise _error(
                 a, f"duplicate case id {case_id!r}: two {what} files (also {b.name})"
             )
-        candidates = preferred
-    return candidates[0][1]
+        candidates = own
+    prefix, path = candidates[0]
+    if not own:
+        raise _error(
+            path,
+            f"{what} file of case {prefix!r} in the folder of case {case_id!r} "
+            f"(expected {expected.name})",
+        )
+    return path
 
 
 def _match_folder(folder: Path, names: list[str], pattern: re.Pattern[str],
@@ -674,8 +737,8 @@ def _brats_case_files(folder: Path, names: list[str], modalities: tuple[str, ...
     expected = _BRATS_EXPECTED[year]
 
     def locate(role: str) -> Path:
-        found = _pick(groups.get(role, []), case_id, role)
-        return found or folder / f"{case_id}{expected[role]}.nii.gz"
+        return _pick(groups.get(role, []), case_id, role,
+                     folder / f"{case_id}{expected[role]}.nii.gz")
 
     return CaseFiles(
         case_id=case_id,
@@ -687,8 +750,12 @@ def _brats_case_files(folder: Path, names: list[str], modalities: tuple[str, ...
 
 
 def _walk_brats(root: Path, depth: int, seen: set[str], out: list[tuple[Path, list[str]]],
-                first_only: bool = False) -> None:
-    """Collect BraTS case folders (folder, file names) below ``root``."""
+                first_only: bool = False, skipped: list[Path] | None = None) -> None:
+    """Collect BraTS case folders (folder, file names) below ``root``.
+
+    A non-case folder below which (within reach) neither a case nor another skipped
+    folder turns up, e.g. an empty case folder, is added to ``skipped``.
+    """
     if depth > _BRATS_MAX_DEPTH or (first_only and out):
         return
     real = os.path.realpath(root)
@@ -701,13 +768,17 @@ def _walk_brats(root: Path, depth: int, seen: set[str], out: list[tuple[Path, li
             out.append((sub, names))
             if first_only:
                 return
-        else:
-            _walk_brats(sub, depth + 1, seen, out, first_only)
+        elif os.path.realpath(sub) not in seen:  # a link to a folder already walked is no news
+            before = (len(out), len(skipped) if skipped is not None else 0)
+            _walk_brats(sub, depth + 1, seen, out, first_only, skipped)
+            if skipped is not None and (len(out), len(skipped)) == before:
+                skipped.append(sub)
 
 
-def _discover_brats(root: Path, modalities: tuple[str, ...]) -> list[CaseFiles]:
+def _discover_brats(root: Path, modalities: tuple[str, ...],
+                    skipped: list[Path]) -> list[CaseFiles]:
     found: list[tuple[Path, list[str]]] = []
-    _walk_brats(root, 1, set(), found)
+    _walk_brats(root, 1, set(), found, skipped=skipped)
     return [_brats_case_files(folder, names, modalities) for folder, names in found]
 
 
@@ -754,8 +825,7 @@ def _hecktor_files(case_id: str, groups: dict[str, list[tuple[str, Path]]],
     """Build a HECKTOR CaseFiles from grouped candidates and expected locations."""
 
     def locate(role: str) -> Path:
-        found = _pick(groups.get(role, []), case_id, role)
-        return found or expected[role]
+        return _pick(groups.get(role, []), case_id, role, expected[role])
 
     return CaseFiles(
         case_id=case_id,
@@ -767,10 +837,11 @@ def _hecktor_files(case_id: str, groups: dict[str, list[tuple[str, Path]]],
     )
 
 
-def _discover_hecktor(root: Path, modalities: tuple[str, ...]) -> list[CaseFiles]:
+def _discover_hecktor(root: Path, modalities: tuple[str, ...],
+                      skipped: list[Path]) -> list[CaseFiles]:
     layout = _hecktor_layout(root)
     if layout == "folders":
-        return _discover_hecktor_folders(root, modalities)
+        return _discover_hecktor_folders(root, modalities, skipped)
     if layout is None:
         return []
     images_dir = root / "imagesTr" if layout == "2022" else root
@@ -791,11 +862,13 @@ def _discover_hecktor(root: Path, modalities: tuple[str, ...]) -> list[CaseFiles
     return out
 
 
-def _discover_hecktor_folders(root: Path, modalities: tuple[str, ...]) -> list[CaseFiles]:
+def _discover_hecktor_folders(root: Path, modalities: tuple[str, ...],
+                              skipped: list[Path]) -> list[CaseFiles]:
     out = []
     for sub in _subdirs(root):
         groups = _match_folder(sub, _names(sub), _HECKTOR_DIR_RE, _HECKTOR_TAGS)
         if "ct" not in groups and "pet" not in groups:
+            skipped.append(sub)
             continue
         cid = sub.name
         expected = {"ct": sub / f"{cid}_ct.nii.gz", "pet": sub / f"{cid}_pt.nii.gz",
@@ -837,13 +910,15 @@ def _generic_case_files(folder: Path, names: list[str], modalities: tuple[str, .
 
 
 def _discover_generic(root: Path, modalities: tuple[str, ...],
-                      label_values: frozenset[int] | None) -> list[CaseFiles]:
+                      label_values: frozenset[int] | None, skipped: list[Path]) -> list[CaseFiles]:
     out = []
     stems = (*modalities, *_GENERIC_LABEL_STEMS)
     for sub in _subdirs(root):
         names = _names(sub)
         if _stem_candidates(sub, names, stems):
             out.append(_generic_case_files(sub, names, modalities, label_values))
+        else:
+            skipped.append(sub)
     return out
 
 
@@ -896,14 +971,59 @@ def detect_format(root: str | os.PathLike[str]) -> str:
     )
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _skipped_note(root: Path, skipped: list[Path]) -> str:
+    """``"skipped 2 folders without images: a, b"`` (paths relative to ``root``)."""
+    names = []
+    for folder in skipped:
+        try:
+            names.append(folder.relative_to(root).as_posix())
+        except ValueError:
+            names.append(os.fspath(folder))
+    shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+    return f"skipped {_plural(len(names), 'folder')} without images: {shown}"
+
+
+def _locate(path: Path, fmt: str, modalities: Sequence[str] | str | None,
+            label_values: Iterable[int] | None) -> tuple[list[CaseFiles], list[Path]]:
+    """The cases of a checked dataset folder, sorted by case id, and the skipped folders.
+
+    Raises the DataError of :func:`find_cases` for no cases or duplicated case ids (and
+    those of the discovery: duplicated files, another case's file in a case folder).
+    """
+    concrete = detect_format(path) if fmt == "auto" else fmt
+    mods = _resolve_modalities(concrete, modalities)
+    skipped: list[Path] = []
+    if concrete == "brats":
+        cases = _discover_brats(path, mods, skipped)
+    elif concrete == "hecktor":
+        cases = _discover_hecktor(path, mods, skipped)
+    else:
+        allowed = None if label_values is None else frozenset(int(v) for v in label_values)
+        cases = _discover_generic(path, mods, allowed, skipped)
+    if not cases:
+        note = f"; {_skipped_note(path, skipped)}" if skipped else ""
+        raise _error(path, f"no {concrete} cases found in the dataset folder{note}")
+    _check_unique(cases)
+    return sorted(cases, key=lambda c: c.case_id), skipped
+
+
 def find_cases(
     root: str | os.PathLike[str],
     fmt: str = "auto",
     modalities: Sequence[str] | str | None = None,
     *,
     label_values: Iterable[int] | None = None,
+    min_cases: int = 1,
 ) -> list[CaseFiles]:
     """Locate the cases of a dataset folder without reading any voxel.
+
+    Folders of a folder-per-case layout that hold no case's image (e.g. an empty case
+    folder) are skipped; they are named in a logged warning, or in the error when fewer
+    than ``min_cases`` cases remain.
 
     Args:
         root: dataset folder.
@@ -911,6 +1031,8 @@ def find_cases(
         modalities: modalities to load (default: all four for BraTS, ``("ct", "pet")`` for
             HECKTOR; required for generic).
         label_values: allowed label values for the generic layout (default: any 0..255).
+        min_cases: fewest cases the caller can work with (e.g. 3 for a train / val / test
+            split by patient).
 
     Returns:
         The cases sorted by case id. Missing files keep their expected path and are
@@ -918,23 +1040,20 @@ def find_cases(
 
     Raises:
         ConfigError: unknown ``fmt`` or bad ``modalities``.
-        DataError: bad ``root``, no cases, duplicated case ids or duplicated files.
+        DataError: bad ``root``, no cases or fewer than ``min_cases`` (naming the skipped
+            folders), duplicated case ids, duplicated files, or a case folder holding
+            another case's file.
     """
     _check_fmt(fmt)
     path = _check_root(root)
-    concrete = detect_format(path) if fmt == "auto" else fmt
-    mods = _resolve_modalities(concrete, modalities)
-    if concrete == "brats":
-        cases = _discover_brats(path, mods)
-    elif concrete == "hecktor":
-        cases = _discover_hecktor(path, mods)
-    else:
-        allowed = None if label_values is None else frozenset(int(v) for v in label_values)
-        cases = _discover_generic(path, mods, allowed)
-    if not cases:
-        raise _error(path, f"no {concrete} cases found in the dataset folder")
-    _check_unique(cases)
-    return sorted(cases, key=lambda c: c.case_id)
+    cases, skipped = _locate(path, fmt, modalities, label_values)
+    if len(cases) < min_cases:
+        note = f"; {_skipped_note(path, skipped)}" if skipped else ""
+        raise _error(path, f"{_plural(len(cases), 'case')} found: need at least "
+                           f"{min_cases} patients{note}")
+    if skipped:
+        _LOG.warning("%s: %s", path, _skipped_note(path, skipped))
+    return cases
 
 
 def load_brats_case(
@@ -1045,7 +1164,8 @@ def load_case(
         ConfigError: unknown ``fmt`` or bad ``modalities``.
         DataError: unknown case id or any bad file of that case.
     """
-    cases = find_cases(root, fmt, modalities, label_values=label_values)
+    _check_fmt(fmt)
+    cases, _ = _locate(_check_root(root), fmt, modalities, label_values)
     for files in cases:
         if files.case_id == case_id:
             return load_case_files(files, require_label)
@@ -1070,8 +1190,12 @@ def load_dataset(
     progress: bool = True,
     *,
     label_values: Iterable[int] | None = None,
+    min_cases: int = 1,
 ) -> list[Case]:
     """Load every case of a dataset folder.
+
+    Folders holding no case's image (e.g. an empty case folder) are skipped and named: in
+    a logged warning, or in the error when fewer than ``min_cases`` cases remain.
 
     Args:
         root: dataset folder.
@@ -1083,16 +1207,18 @@ def load_dataset(
             cases get ``label=None``).
         progress: show a tqdm progress bar.
         label_values: allowed label values for the generic layout (default: any 0..255).
+        min_cases: fewest cases the caller can work with (e.g. 3 for a train / val / test
+            split by patient); fewer is a DataError naming the skipped folders.
 
     Returns:
         The loaded cases, sorted by case id.
 
     Raises:
         ConfigError: unknown ``fmt`` or bad ``modalities``.
-        DataError: bad ``root``, no cases, duplicated case ids, or any bad file (the
-            message is one line naming the file and the problem).
+        DataError: bad ``root``, no cases or fewer than ``min_cases``, duplicated case
+            ids, or any bad file (the message is one line naming the file and the problem).
     """
-    cases = find_cases(root, fmt, modalities, label_values=label_values)
+    cases = find_cases(root, fmt, modalities, label_values=label_values, min_cases=min_cases)
     _precheck(cases, require_label)
     out = []
     with tqdm(cases, desc="loading cases", unit="case", disable=not progress) as bar:

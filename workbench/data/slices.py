@@ -53,6 +53,7 @@ from workbench.errors import ConfigError, DataError
 
 __all__ = [
     "DEFAULT_MODALITIES",
+    "min_patients",
     "format_and_modalities",
     "PreprocessConfig",
     "Volume",
@@ -352,6 +353,12 @@ def check_split_fractions(test_fraction: float, val_fraction: float) -> None:
         raise ConfigError(f"val_fraction={val_fraction}: must be in [0, 1)")
     if test_fraction + val_fraction >= 1.0:
         raise ConfigError(f"test_fraction={test_fraction} + val_fraction={val_fraction} leave no training patients")
+
+
+def min_patients(val_fraction: float) -> int:
+    """The fewest patients a split can have: one test, one training and (with ``val_fraction
+    > 0``) one validation patient."""
+    return 2 + (val_fraction > 0)
 
 
 def split_patients(

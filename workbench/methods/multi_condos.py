@@ -392,14 +392,16 @@ class PretrainData:
 def load_pretraining_slices(config: PretrainConfig, progress: bool = True) -> PretrainData:
     """Every non-blank axial slice of the training patients (module docstring, "Data")."""
     from workbench.data.nifti import load_dataset
-    from workbench.data.slices import PreprocessConfig, format_and_modalities, preprocess_case, split_patients
+    from workbench.data.slices import (PreprocessConfig, format_and_modalities, min_patients, preprocess_case,
+                                       split_patients)
 
     root = Path(config.data)
     fmt, modalities = format_and_modalities(root, config.fmt, config.modalities)
     if len(modalities) != 2:
         raise ConfigError(f"multi-condos pre-trains on exactly 2 modalities, got {modalities}")
     # The loader validates the labels as fine-tuning will; pre-training never reads them.
-    cases = load_dataset(root, fmt=fmt, modalities=modalities, require_label=True, progress=progress)
+    cases = load_dataset(root, fmt=fmt, modalities=modalities, require_label=True, progress=progress,
+                         min_cases=min_patients(config.val_fraction))
     by_id = {c.case_id: c for c in cases}
     split = split_patients(list(by_id), 1.0, config.split_seed, config.test_fraction, config.val_fraction)
     train, held_out = split.train, sorted(split.val + split.test)
