@@ -6,12 +6,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the workbench needs (installed only when missing; needs root):
-# Xvfb and the X/GL libraries Qt needs for napari on a virtual screen, Chromium for static
-# figure export (kaleido) and the browser tests, and python3-venv only when this Python
-# cannot create a virtualenv (Debian's system Python).
+# Xvfb and the X/GL libraries Qt 6 (PyQt6) needs for napari on a virtual screen (its xcb
+# platform plugin needs libxcb-cursor0; its Core links GLib), Chromium for static figure
+# export (kaleido) and the browser tests, and python3-venv only when this Python cannot
+# create a virtualenv (Debian's system Python).
 QT_X11_PACKAGES := libgl1 libegl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 \
-	libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 \
-	libdbus-1-3 libfontconfig1 fonts-dejavu-core
+	libxcb-randr0 libxcb-render-util0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 \
+	libdbus-1-3 libfontconfig1 libglib2.0-0 fonts-dejavu-core
 APT_PACKAGES := xvfb xauth chromium $(QT_X11_PACKAGES) \
 	$(shell $(PYTHON) -c "import ensurepip, venv" 2>/dev/null || echo python3-venv)
 
@@ -26,7 +27,8 @@ $(STAMP): pyproject.toml environment.yml .ci/apt-install
 	@$(MAKE) --no-print-directory system-deps
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	# torch first: the CPU wheel on local disk; an unpinned torch would pull a multi-GB CUDA build.
+	# torch first, on its own: pip's configuration here finds the CPU wheel on local disk; elsewhere
+	# PyPI's Linux wheel is the multi-GB CUDA build (README: "Which torch build").
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -488,7 +489,7 @@ def test_shipped_grids_validate():
     assert [m.method for m in table1.methods] == ["supervised", "mean-teacher", "ua-mt", "cps", "cross-view",
                                                   "meng-fusion", "cmc", "semi-cml", "semi-cml-prel"]
     assert table1.labeled == [0.05, 0.1] and table1.seeds == [0, 1, 2]
-    # the settings of scripts/run_grid.py; validation scores only where a method reads them
+    # the CPU-scale settings of every *-cpu grid; validation scores only where a method reads them
     assert table1.settings == {"epochs": 20, "steps_per_epoch": 20, "base_channels": 16, "size": 64,
                                "batch_size": 8, "unlabeled_batch_size": 4, "val_scores": "if_used"}
     # cohorts that leave 4 validation and 8 test patients (issue 18)
@@ -516,6 +517,94 @@ def test_shipped_grids_validate():
         assert others == ([] if torch.cuda.is_available() else
                           [f"{grid.path}: settings.device: 'cuda' but this machine has no CUDA GPU; set "
                            "settings.device to cpu or auto, or run on a GPU"])
+
+
+#: the run command every shipped grid's header comment gives
+GRID_COMMAND = re.compile(r"workbench reproduce --grid (\S+) --out (\S+)")
+#: what a cell's settings may change without changing the method's construction-time checks
+NOT_FOR_THE_METHOD = ("labeled", "seed", "data", "init", "crop", "size", "fmt")
+
+
+@pytest.mark.parametrize("name", shipped_grids())
+def test_every_shipped_grid_validates_builds_its_methods_and_says_how_to_run_it(name):
+    import torch
+
+    from workbench.data.slices import DEFAULT_MODALITIES
+    from workbench.methods import get_method
+    from workbench.train import TrainConfig
+
+    grid = load_grid(name, check_paths=False, check_device=False)  # keys, methods, option names, settings, claims
+    assert grid.name == name
+    # the option values (a variant, a teacher, m against the epochs) are checked when a method is
+    # built: build each distinct row once, on the meta device (no memory, no training)
+    built = set()
+    for cell in plan_cells(grid, "/nowhere"):
+        key = json.dumps({k: v for k, v in cell.config.items() if k not in NOT_FOR_THE_METHOD}, sort_keys=True)
+        if key in built:
+            continue
+        built.add(key)
+        config = TrainConfig(**dict(cell.config, device="cpu"))
+        modalities = config.modalities or list(DEFAULT_MODALITIES[cell.dataset.kind or cell.dataset.fmt])
+        with torch.device("meta"):
+            get_method(config.method)(modalities, config)
+    [(command_grid, _), *_] = GRID_COMMAND.findall(grid.text)
+    copied = all(d.path is not None for d in grid.datasets)  # a -gpu grid: copy it, then edit its paths
+    assert command_grid == name or (copied and command_grid.endswith(".yaml")), command_grid
+
+
+def test_grids_that_share_an_output_folder_agree_on_the_shared_cells():
+    """Grids whose header runs them into one --out (e.g. runs/table3-cpu) reuse each other's run
+    folders; a folder two grids plan must get the same settings from both, else the second grid
+    would report it as a run with other settings."""
+    by_out: dict[str, list[str]] = {}
+    for name in shipped_grids():
+        grid = load_grid(name, check_paths=False, check_device=False)
+        [(_, out), *_] = GRID_COMMAND.findall(grid.text)
+        by_out.setdefault(out, []).append(name)
+    assert {"semi-cml-table3-cpu", "protocol-ablation-cpu", "methods-cpu", "w-sweep-cpu", "diagnostic-cpu",
+            "semi-cml-joint-cpu", "semi-cml-table3-extra-cpu"} <= set(by_out["runs/table3-cpu"])
+    for out, names in by_out.items():
+        planned: dict[str, tuple[str, dict]] = {}
+        for name in names:
+            for cell in plan_cells(load_grid(name, check_paths=False, check_device=False), out):
+                folders = [(cell.run_dir, cell.config)]
+                if cell.pretrain_dir is not None:
+                    folders.append((cell.pretrain_dir, cell.pretrain_config))
+                for folder, config in folders:
+                    first, expected = planned.setdefault(str(folder), (name, config))
+                    assert config == expected, f"{folder}: {name} and {first} plan it with other settings"
+
+
+def test_the_ported_grids_keep_the_rows_of_the_grid_script():
+    """The rows of the removed grid script's methods, w-sweep and diagnostic grids (method, options),
+    now shipped grids; its difficulty and semi-cml grids are difficulty-cpu and semi-cml-table3-cpu
+    (+ semi-cml-table3-extra-cpu for MM- and PReL with m = 2), semi-cml-joint is semi-cml-joint-cpu."""
+    def rows(name):
+        grid = load_grid(name)
+        assert grid.labeled == [0.1] and grid.seeds == [0, 1, 2]
+        assert [(d.kind, d.patients) for d in grid.datasets] == [("brats", 40), ("hecktor", 40)]
+        assert grid.settings == load_grid("semi-cml-table3-cpu").settings
+        return [(m.method, m.options, m.pretrain) for m in grid.methods]
+
+    single = {"input": "single"}
+    assert rows("methods-cpu") == [
+        ("supervised", {}, None), ("semi-cml-prel", {"teacher": "bma"}, None), ("mean-teacher", single, None),
+        ("ua-mt", single, None), ("cps", single, None), ("cps", {"input": "both"}, None),
+        ("cross-view", single, None), ("meng-fusion", {}, None), ("cmc", {}, None),
+        ("supervised", {}, {"method": "multi-condos", "epochs": 10, "steps_per_epoch": 20})]
+    joint = {"variant": "sup+mse+asc", "joint_forward": True}
+    assert rows("w-sweep-cpu") == [("semi-cml", joint, None), ("semi-cml", {**joint, "w1": 0.1}, None),
+                                   ("semi-cml", {**joint, "w2": 3.0}, None)]
+    assert rows("diagnostic-cpu") == [
+        ("supervised", {}, None), ("semi-cml", {"variant": "sup+mse", "w1": 0.0, "joint_forward": True}, None),
+        ("semi-cml", {"variant": "sup+mse", "w1": 0.0}, None), ("semi-cml", {"variant": "sup+mse+asc"}, None),
+        ("semi-cml-prel", {"teacher": "bma"}, None)]
+    assert rows("semi-cml-joint-cpu")[1:] == [
+        ("semi-cml", {"variant": v, "joint_forward": True}, None) for v in ("sup+mse", "sup+mse+asc")] + [
+        ("semi-cml-prel", {"teacher": t, "joint_forward": True}, None) for t in ("base", "ema", "bma")]
+    assert rows("semi-cml-table3-extra-cpu") == [
+        ("supervised", {}, None), ("mm-supervised", {}, None), ("semi-cml-prel", {"teacher": "bma"}, None),
+        ("semi-cml-prel", {"teacher": "bma", "m": 2}, None)]
 
 
 def test_paper_values_agree_with_the_papers_text():

@@ -336,13 +336,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="semi-cml", help="registered method to time (default: semi-cml)")
     parser.add_argument("--config", choices=["paper", "custom"], default="paper",
                         help="paper (default): 160x160 batch 20+4 and 144x144 batch 30+26; "
-                             "custom: --size/--batch/--unlabeled")
+                             "custom: --size/--batch-size/--unlabeled")
     parser.add_argument("--size", type=int, help="slice size with --config custom (multiple of 16; default 160)")
-    parser.add_argument("--batch", type=int, help="labeled slices per step with --config custom (default 20)")
+    parser.add_argument("--batch-size", type=int, help="labeled slices per step with --config custom (default 20)")
+    parser.add_argument("--batch", dest="batch_size", type=int, help=argparse.SUPPRESS)  # deprecated name
     parser.add_argument("--unlabeled", type=int, help="unlabeled slices K per step with --config custom (default 4)")
     parser.add_argument("--precision", nargs="+", choices=["fp32", "tf32", "bf16"],
                         help="default: fp32 tf32 bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto: CUDA when there is one, else the CPU")
     parser.add_argument("--steps", type=int, help="timed steps per measurement (default: 20 on CUDA, 3 on CPU)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default: 3 on CUDA, 2 on CPU)")
     parser.add_argument("--base-channels", type=int, default=32, help="U-Net width (default 32, the paper's)")
@@ -353,13 +355,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _configs(args: argparse.Namespace) -> list[tuple[int, int, int]]:
-    given = [f"--{name}" for name in ("size", "batch", "unlabeled") if getattr(args, name, None) is not None]
+    given = [f"--{name.replace('_', '-')}" for name in ("size", "batch_size", "unlabeled")
+             if getattr(args, name, None) is not None]
     if args.config == "paper":
         if given:
             raise ConfigError(f"{', '.join(given)} need --config custom")
         return list(PAPER_CONFIGS)
     size, batch, unlabeled = PAPER_CONFIGS[0]
-    return [(args.size if args.size is not None else size, args.batch if args.batch is not None else batch,
+    return [(args.size if args.size is not None else size, args.batch_size if args.batch_size is not None else batch,
              args.unlabeled if args.unlabeled is not None else unlabeled)]
 
 

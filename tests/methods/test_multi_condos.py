@@ -417,7 +417,8 @@ def test_init_errors_are_one_line(pretrain_run, brats_dir, tmp_path, capsys):
     (leaky / "config.json").write_text(json.dumps(record))
     assert "validation or test patient" in _one_error_line(capsys, _train_argv(brats_dir, leaky, *out))
     # --resume takes no --init
-    assert "drop --method" in _one_error_line(capsys, ["train", "--resume", str(sup), "--init", str(pretrain_run)])
+    assert "--init cannot be changed on --resume" in _one_error_line(capsys, ["train", "--resume", str(sup), "--init",
+                                                                          str(pretrain_run)])
 
 
 def test_pretrain_errors_are_one_line(brats_dir, tmp_path, capsys):

@@ -142,8 +142,10 @@ for layer in viewer.layers:  # only the first panel's ground truth, filled and o
 viewer.layers["ground truth"].contour = 0
 shots["truth"] = viewer.screenshot(canvas_only=True, flash=False)
 np.savez(out + "/shots.npz", png=png, **shots)
-json.dump({"point": list(viewer.dims.point), "order": list(viewer.dims.order), "zoom": viewer.scene.camera.zoom,
-           "center": list(viewer.scene.camera.center), "orientation": list(viewer.scene.camera.orientation2d)},
+import qtpy  # after show_run(): it picks the binding
+json.dump({"qt": qtpy.API_NAME, "point": list(viewer.dims.point), "order": list(viewer.dims.order),
+           "zoom": viewer.scene.camera.zoom, "center": list(viewer.scene.camera.center),
+           "orientation": list(viewer.scene.camera.orientation2d)},
           open(out + "/view.json", "w"))
 viewer.close()
 """
@@ -164,6 +166,9 @@ def test_screenshot_shows_the_tumour_where_it_is(supervised_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     shots = np.load(tmp_path / "shots.npz")
     view = json.loads((tmp_path / "view.json").read_text())
+    # the pinned binding, not napari's deprecated PyQt5 backend (it logs a warning on start)
+    assert view["qt"] == "PyQt6"
+    assert "backend is deprecated" not in result.stdout + result.stderr
     png = iio.imread(tmp_path / "overlay.png")
     np.testing.assert_array_equal(png, shots["png"])
     np.testing.assert_array_equal(png, shots["default"])  # screenshot() is the default view

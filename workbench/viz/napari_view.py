@@ -60,14 +60,16 @@ def _display_image(image: np.ndarray, kind: str) -> tuple[np.ndarray, tuple[floa
     return image, (lo, hi if hi > lo else lo + 1.0)
 
 
-def _load(run_dir: str | Path, patient: str | None) -> tuple[Trainer, Volume]:
-    """The run rebuilt read-only from its checkpoint, and the chosen test volume."""
+def _load(run_dir: str | Path, patient: str | None,
+          overrides: dict[str, Any] | None = None) -> tuple[Trainer, Volume]:
+    """The run rebuilt read-only from its checkpoint (``overrides``: a moved ``data`` folder,
+    another ``device``; see Trainer.resume), and the chosen test volume."""
     from workbench.train import Trainer
 
     run = Path(run_dir)
     if not run.is_dir():
         raise ConfigError(f"run folder {run} does not exist")
-    trainer = Trainer.resume(run, quiet=True, read_only=True)
+    trainer = Trainer.resume(run, quiet=True, read_only=True, overrides=overrides)
     trainer.close()  # only the event log was opened; nothing is written
     volumes = {v.case_id: v for v in trainer.splits.test}
     if patient is None:
@@ -118,8 +120,8 @@ def _labels(data: np.ndarray, name: str, colours: dict[int, str], classes: list[
 
 
 def overlay_layers(run_dir: str | Path, patient: str | None = None, *, pseudo_labels: bool = False,
-                   errors: bool = False, side_by_side: bool = True,
-                   threshold: float = 0.5) -> list[LayerDataTuple]:
+                   errors: bool = False, side_by_side: bool = True, threshold: float = 0.5,
+                   overrides: dict[str, Any] | None = None) -> list[LayerDataTuple]:
     """The napari layers of one test patient of a run, as ``(data, kwargs, layer_type)`` tuples
     (napari's LayerDataTuple), bottom layer first. Needs neither napari nor Qt.
 
@@ -152,6 +154,8 @@ def overlay_layers(run_dir: str | Path, patient: str | None = None, *, pseudo_la
         errors: add a false-positive / false-negative layer per modality.
         side_by_side: one panel per modality (default), else every layer in one place.
         threshold: probability above which a voxel is predicted tumour (evaluation uses 0.5).
+        overrides: ``{"data": folder, "device": name}`` for a run whose data folder moved or
+            that was trained on another device (Trainer.resume).
 
     Returns:
         list of ``(data, kwargs, layer_type)``: ``getattr(viewer, "add_" + layer_type)(data, **kwargs)``.
@@ -163,7 +167,7 @@ def overlay_layers(run_dir: str | Path, patient: str | None = None, *, pseudo_la
     from workbench.data.slices import modality_kind
     from workbench.train import predict_volume
 
-    trainer, volume = _load(run_dir, patient)
+    trainer, volume = _load(run_dir, patient, overrides)
     modalities = trainer.splits.modalities
     spacing = tuple(float(s) for s in volume.spacing)
     truth = volume.label[:, 0].numpy() > 0.5
@@ -236,7 +240,8 @@ def _require_display() -> None:
 
 def show_run(run_dir: str | Path, patient: str | None = None, viewer: napari.Viewer | None = None, *,
              pseudo_labels: bool = False, errors: bool = False, side_by_side: bool = True,
-             show: bool = True, size: tuple[int, int] = (1280, 800)) -> napari.Viewer:
+             show: bool = True, size: tuple[int, int] = (1280, 800),
+             overrides: dict[str, Any] | None = None) -> napari.Viewer:
     """Open (or fill) a napari viewer with :func:`overlay_layers` of one test patient, in 2D
     at the axial slice with the largest tumour area.
 
@@ -255,6 +260,7 @@ def show_run(run_dir: str | Path, patient: str | None = None, viewer: napari.Vie
         show: show the window. ``False`` renders it without putting it on screen, for
             :func:`screenshot` (Qt still needs a display: Xvfb on a headless machine).
         size: (width, height) in screen pixels of a new viewer's window.
+        overrides: as :func:`overlay_layers`.
 
     Returns:
         the viewer.
@@ -263,8 +269,11 @@ def show_run(run_dir: str | Path, patient: str | None = None, viewer: napari.Vie
         ConfigError, DataError: as :func:`overlay_layers`; ConfigError on Linux without a display.
     """
     layers = overlay_layers(run_dir, patient, pseudo_labels=pseudo_labels, errors=errors,
-                            side_by_side=side_by_side)
+                            side_by_side=side_by_side, overrides=overrides)
     _require_display()
+    # qtpy picks PyQt5 first when a venv still has it from before the PyQt6 pin, and napari
+    # then prints its PyQt5 deprecation warning: prefer the pinned binding.
+    os.environ.setdefault("QT_API", "pyqt6")
     import napari
 
     truth = next(data for data, kw, _ in layers if kw["metadata"]["kind"] == "ground_truth")
@@ -298,7 +307,7 @@ def show_run(run_dir: str | Path, patient: str | None = None, viewer: napari.Vie
 
 def screenshot(run_dir: str | Path, path: str | Path, patient: str | None = None, *,
                pseudo_labels: bool = False, errors: bool = False, side_by_side: bool = True,
-               size: tuple[int, int] = (1500, 760)) -> np.ndarray:
+               size: tuple[int, int] = (1500, 760), overrides: dict[str, Any] | None = None) -> np.ndarray:
     """Save the canvas of :func:`show_run` (2D, largest-tumour slice) as a PNG without
     putting a window on screen. Qt still needs a display: on a headless machine run under
     ``xvfb-run``.
@@ -307,7 +316,7 @@ def screenshot(run_dir: str | Path, path: str | Path, patient: str | None = None
         the screenshot, ``(height, width, 4)`` uint8 RGBA.
     """
     viewer = show_run(run_dir, patient, pseudo_labels=pseudo_labels, errors=errors, side_by_side=side_by_side,
-                      show=False, size=size)
+                      show=False, size=size, overrides=overrides)
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return viewer.screenshot(str(path), canvas_only=True, flash=False)
