@@ -204,7 +204,7 @@ def _(tmp: Path) -> Expect:
 @case("too_few_patients")
 def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d", n=2)
-    return Expect(train(data), "error", ("2 patients", "need at least 3 patients"),
+    return Expect(train(data), "error", ("2 cases found", "need at least 3 patients"),
                   why="no train/val/test split possible")
 
 
