@@ -108,6 +108,24 @@ for kind, (modalities, vols) in volumes.items():
     plt.show()
 """),
 md("""
+One slice per patient hides how the tumour grows and shrinks through the volume. Scrub through
+the slices instead (in JupyterLab): choose a dataset and a patient, move the `z` slider, and see
+every modality of that axial slice side by side with the label outlined. The slider starts at
+the patient's largest-tumour slice. A headless run shows the first picture, saved as
+`slice_explorer.png`.
+"""),
+code("""
+from functools import partial
+
+from workbench.viz.slices import slice_explorer
+from workbench.viz.widgets import switcher
+
+explorer = switcher({kind: partial(slice_explorer, vols, modalities) for kind, (modalities, vols) in volumes.items()},
+                    description="dataset")
+save_figure(explorer.children[1].figure, out / "slice_explorer")
+explorer
+"""),
+md("""
 **What to look for:** the tumour is bright and obvious in FLAIR and PET, faint in T1 and
 almost invisible in CT. That is the *performance gap* between modalities that Semi-CML's
 mutual learning and PReL's re-learning try to close.
@@ -131,12 +149,17 @@ code("""
 for kind, (modalities, vols) in volumes.items():
     assert all(v.label.sum() > 0 for v in vols), f"{kind}: every patient has a tumour"
     assert vols[0].images.shape[-2:] == (size, size)
+explorer.children[0].value = "hecktor"  # what choosing a dataset and moving the slider do
+scrubber = explorer.children[1]
+scrubber.slider.value = 0
+assert scrubber.patient.value == volumes["hecktor"][1][0].case_id
+assert "slice z = 0 of" in scrubber.figure.get_suptitle()
 print("figures in", out)
 """),
 ], NB / "01_data_tour.ipynb")
 
 save([
-md("""
+md(r"""
 # 02 · The supervised baseline
 
 Every table in the seed papers starts with the same row: a U-Net trained **only on the labeled
@@ -145,7 +168,7 @@ patients**, one network per modality. It is the bar a semi-supervised method has
 
 The loss is Semi-CML's supervised loss (eq. 3), for each modality network $F_m$:
 
-$$\\mathcal{L}_{sup}(\\hat y, y) = \\beta\\,\\mathcal{L}_{bce}(\\hat y, y) + \\gamma\\,\\mathcal{L}_{dice}(\\hat y, y), \\qquad \\beta = 10,\\ \\gamma = 7.$$
+$$\mathcal{L}_{sup}(\hat y, y) = \beta\,\mathcal{L}_{bce}(\hat y, y) + \gamma\,\mathcal{L}_{dice}(\hat y, y), \qquad \beta = 10,\ \gamma = 7.$$
 
 We train it on the built-in brain data with a small fraction of labeled patients, watch the
 curves, and read the per-patient table (DSC and sensitivity on the 3D volume, HD95 and ASD in
@@ -295,9 +318,10 @@ base_channels = 16      # paper: 32
 size = 64
 k_unlabeled = 4         # K: unlabeled pairs per step (paper: 4 BraTS, 26 HECKTOR)
 w1 = 1.0                # MSE weight after ramp-up
-w2 = 0.5                # ASC weight (paper searched 2.5-4; see the note on collapse below)
+w2 = 0.5                # ASC weight (paper searched 2.5-4; see the note on the strong modality below)
 seed = 0
 out_dir = "runs/03_semi_cml"
+cache_dir = "runs/cache"  # finished runs and built-in data shared by the notebooks (delete it to retrain)
 """, tags=["parameters"]),
 code("""
 from pathlib import Path
@@ -306,18 +330,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.data.synthetic import generate
 from workbench.losses import asc_loss, dice_similarity_matrix, mse_consistency, supervised_loss
 from workbench.methods import Batch, get_method
-from workbench.train import TrainConfig, Trainer, load_splits
+from workbench.runs import builtin_data, cached_run
+from workbench.train import TrainConfig, load_splits
 from workbench.viz import plot_training_curves
+from workbench.viz.asc import colour_range
 from workbench.viz.export import save_figure
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-data_dir = out / f"data-{kind}"
-if not data_dir.exists():
-    generate(kind, data_dir, patients, seed=0)
+data_dir = builtin_data(kind, patients, cache=cache_dir)  # generated once, shared by the notebooks
 config = TrainConfig(method="semi-cml", data=str(data_dir), labeled=labeled, epochs=epochs,
                      steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed,
                      unlabeled_batch_size=k_unlabeled, options={"w1": w1, "w2": w2})
@@ -355,14 +378,27 @@ md(r"""
 
 $$\mathcal{L}_{sup}(\hat y, y) = \beta\,\mathcal{L}_{bce}(\hat y, y) + \gamma\,\mathcal{L}_{dice}(\hat y, y),\quad \beta=10,\ \gamma=7,
 \qquad \mathcal{L}^{Total}_{sup} = \mathcal{L}'_{sup}(F(x'), y) + \mathcal{L}''_{sup}(G(x''), y).$$
+
+Each network sees the labeled slices and the unlabeled slices in **two separate forward
+passes**, as the library does (`SemiCML`, option `joint_forward=False`, the default). In
+training mode BatchNorm normalises a pass with the statistics of that pass's own batch, so the
+labeled and the unlabeled slices get separate BatchNorm batches instead of one mixed set of
+statistics. That choice is measured, not cosmetic: on the built-in HECKTOR data (seed 0), one
+joint pass alone, with every unsupervised weight at 0, dropped the test DSC from CT 0.112 /
+PET 0.635 (two passes) to 0.035 / 0.348 (`docs/results.md`, section E7; the docstring of
+`workbench/methods/semi_cml.py`). The cell runs in training mode, as the loop does (dropout
+on), and fixes the random seed so that it draws the dropout masks the library draws in
+section 5.
 """),
 code("""
-method.eval()  # switch dropout off so that the hand computation and the library see the same network
-n_l = batch.x_l.shape[0]
-both = torch.cat([batch.x_l, batch.x_u])
-logits = {m: method.nets[m](both[:, i : i + 1]) for i, m in enumerate(splits.modalities)}
-sup = {m: supervised_loss(logits[m][:n_l], batch.y_l) for m in logits}
-probs_u = {m: torch.sigmoid(logits[m][n_l:]) for m in logits}
+assert not method.opts.joint_forward  # the library default that this cell reproduces
+method.train()  # as in training: dropout on, BatchNorm uses the statistics of each pass's batch
+torch.manual_seed(seed + 1)  # section 5 reseeds the same way: the same dropout masks there
+logits, probs_u = {}, {}
+for i, m in enumerate(splits.modalities):  # per network, in the library's order:
+    logits[m] = method.nets[m](batch.x_l[:, i : i + 1])  # pass 1: the labeled slices
+    probs_u[m] = torch.sigmoid(method.nets[m](batch.x_u[:, i : i + 1]))  # pass 2: the unlabeled
+sup = {m: supervised_loss(logits[m], batch.y_l) for m in logits}
 print({m: round(float(v), 4) for m, v in sup.items()})
 """),
 md(r"""
@@ -404,16 +440,19 @@ asc_by_hand = torch.stack(by_hand).mean()
 asc_lib = asc_loss(probs_u[a], probs_u[b])
 print(f"ASC by hand {float(asc_by_hand):.5f}   library {float(asc_lib):.5f}")
 fig, ax = plt.subplots(figsize=(4.2, 3.6))
-im = ax.imshow(S.numpy(), cmap="Blues", vmin=0, vmax=1)
+low, high = colour_range(S.numpy())  # this matrix's off-diagonal range: on 0-1 it would look flat
+im = ax.imshow(S.numpy(), cmap="Blues", vmin=low, vmax=high)
 for i in range(2 * K):
     ax.add_patch(plt.Rectangle(((i + K) % (2 * K) - 0.5, i - 0.5), 1, 1, fill=False, color="crimson", lw=2))
 ax.set_title("S_dice before training (red: positives)")
 ax.set_xlabel("compared map"); ax.set_ylabel("anchor")
-fig.colorbar(im); fig.tight_layout(); save_figure(fig, out / "asc_matrix_untrained"); plt.show()
+fig.colorbar(im, label=f"S_dice, {low:.3f}-{high:.3f} (diagonal: off the scale)")
+fig.tight_layout(); save_figure(fig, out / "asc_matrix_untrained"); plt.show()
 """),
 md(r"""
 **What to look for:** an untrained network predicts near-uniform maps, so every pair looks alike
-and $\mathcal{L}_{ASC}\approx\log(2K-1)$. Training should darken the red squares and lighten the rest.
+and $\mathcal{L}_{ASC}\approx\log(2K-1)$; the colours span only this matrix's own (narrow) range,
+given on the colour bar. Training should darken the red squares and lighten the rest.
 
 ## 5. The Semi-CML objective (eq. 11)
 
@@ -423,6 +462,7 @@ w_1(t) = w_1\,e^{-5(1 - t/T)^2}\ (t<T)$$
 code("""
 step = 0
 total_by_hand = sup[a] + sup[b] + method.w1(step) * mse + w2 * asc_lib
+torch.manual_seed(seed + 1)  # the dropout masks of the hand computation (section 2)
 library = method.training_step(batch, step)
 print(f"w1(t=0) = {method.w1(step):.4f}")
 print(f"L_CML by hand {float(total_by_hand):.5f}   library {float(library['loss']):.5f}")
@@ -432,16 +472,18 @@ md("""
 ## 6. Train Semi-CML next to the supervised baseline
 
 Same data, split, seed, steps and network width; the only difference is the unlabeled terms.
+`cached_run` trains a configuration once and keeps the run under `cache_dir` (keyed by the
+full config and the data's content): notebooks 04 and 06 reuse these two runs.
 """),
 code("""
+import json
+
 results, runs = {}, {}
 for name, method_name in (("supervised", "supervised"), ("semi-cml", "semi-cml")):
     cfg = TrainConfig(**{**config.__dict__, "method": method_name,
                          "options": {} if method_name == "supervised" else config.options})
-    trainer = Trainer(cfg, out / name, overwrite=True)
-    results[name] = trainer.fit()
-    trainer.close()
-    runs[name] = trainer.run_dir
+    runs[name] = cached_run(cfg, cache_dir)
+    results[name] = json.loads((runs[name] / "metrics.json").read_text())
 fig = plot_training_curves(runs["semi-cml"], title="Semi-CML (sup + w1 MSE + w2 ASC)")
 save_figure(fig, out / "curves_semi_cml"); plt.show()
 """),
@@ -471,10 +513,12 @@ print(card)
 """),
 md("""
 **What to look for:** the weak modality is where mutual learning can help — it learns from
-the strong modality's predictions on slices nobody labeled. Watch the strong modality too: with
-a large $w_2$ the contrastive term can drag it down while every training loss looks healthy
-(DESIGN.md records a collapse at $w_2 = 3$ on data like this), which is why both modalities are
-validated every epoch.
+the strong modality's predictions on slices nobody labeled. Watch the strong modality too: the
+same pull towards the other modality's predictions can drag it down while every training loss
+looks healthy. `docs/results.md` (section 1) measured this on the built-in BraTS data over 3
+seeds: sup+mse+ASC lifts T1 from 0.21 to 0.42 but not FLAIR (0.84 against 0.85, not decided),
+and PReL's re-learning (notebook 05) leaves FLAIR 0.05-0.07 below the supervised baseline. That
+is why both modalities are validated every epoch.
 """),
 code("""
 assert set(table["modality"]) == {a, b}
@@ -500,13 +544,17 @@ code("""
 run_dir = ""            # an existing semi-cml / semi-cml-prel run; empty: train a short one here
 kind = "brats"
 patients = 20
-epochs = 10
+labeled = 0.1
+epochs = 12
 steps_per_epoch = 15
 base_channels = 16
 size = 64
 k_unlabeled = 4
+w1 = 1.0
 w2 = 0.5
+seed = 0
 out_dir = "runs/04_asc_explorer"
+cache_dir = "runs/cache"  # finished runs and built-in data shared by the notebooks (delete it to retrain)
 """, tags=["parameters"]),
 code("""
 from pathlib import Path
@@ -515,11 +563,12 @@ import numpy as np
 import plotly.io as pio
 from matplotlib.ticker import MaxNLocator
 
-from workbench.data.synthetic import generate
-from workbench.train import TrainConfig, Trainer
+from workbench.runs import builtin_data, cached_run
+from workbench.train import TrainConfig
 from workbench.viz import plot_training_curves
 from workbench.viz.export import save_figure
-from workbench.viz.asc import asc_explorer, asc_heatmap, asc_matrices, epoch_title, positive_mask
+from workbench.viz.asc import (asc_explorer, asc_heatmap, asc_matrices, colour_range, epoch_title, positive_mask,
+                               predicted_tumour, tumour_note)
 from workbench.events import read_events
 
 # JupyterLab draws the plotly mime type; an HTML export of the executed notebook draws the
@@ -527,20 +576,21 @@ from workbench.events import read_events
 pio.renderers.default = "plotly_mimetype+notebook"
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-if not run_dir:
-    data_dir = out / f"data-{kind}"
-    if not data_dir.exists():
-        generate(kind, data_dir, patients, seed=0)
-    config = TrainConfig(method="semi-cml", data=str(data_dir), epochs=epochs, steps_per_epoch=steps_per_epoch,
-                         base_channels=base_channels, size=size, unlabeled_batch_size=k_unlabeled,
-                         options={"w2": w2})
-    trainer = Trainer(config, out / "run", overwrite=True)
-    trainer.fit()
-    trainer.close()
-    run_dir = str(trainer.run_dir)
+if not run_dir:  # the Semi-CML run of notebook 03 with the same defaults (trained once, cached)
+    config = TrainConfig(method="semi-cml", data=str(builtin_data(kind, patients, cache=cache_dir)),
+                         labeled=labeled, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                         base_channels=base_channels, size=size, seed=seed, unlabeled_batch_size=k_unlabeled,
+                         options={"w1": w1, "w2": w2})
+    run_dir = str(cached_run(config, cache_dir))
 matrices = asc_matrices(run_dir)
+foreground = predicted_tumour(run_dir)  # epoch -> predicted tumour pixels (p > 0.5) of each logged slice
 modalities = tuple(read_events(run_dir, "run_start")[0]["modalities"])
 print(f"{len(matrices)} matrices, epochs {min(matrices)}..{max(matrices)}, 2K = {next(iter(matrices.values())).shape[0]}")
+for epoch in sorted(foreground):
+    note = tumour_note(foreground[epoch]) or "every logged prediction holds some"
+    print(f"epoch {epoch}: predicted tumour pixels (p > 0.5) per logged slice {foreground[epoch].tolist()}; {note}")
+if not foreground:
+    print("this run's log does not say what its logged predictions hold (logged before predicted_tumour_pixels)")
 """),
 md("""
 ## 1. Scrub through the epochs
@@ -560,25 +610,33 @@ md("""
 code("""
 first, last = min(matrices), max(matrices)
 for epoch in (first, last):
-    fig = asc_heatmap(matrices[epoch], modalities, epoch_title(epoch))
+    fig = asc_heatmap(matrices[epoch], modalities, epoch_title(epoch, foreground.get(epoch)), foreground.get(epoch))
     fig.show()
     save_figure(fig, out / f"asc_epoch_{epoch}")
 blues = plt.get_cmap("Blues").copy()
 blues.set_bad("lightgrey")  # the diagonal: an anchor against itself, not in the loss
-fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
 for ax, epoch in zip(axes, (first, last)):
     m = matrices[epoch].copy(); np.fill_diagonal(m, np.nan)
-    im = ax.imshow(m, cmap=blues, vmin=0, vmax=1)
+    low, high = colour_range(m)  # each matrix's own range: a 0-1 scale leaves a CPU-scale matrix flat
+    im = ax.imshow(m, cmap=blues, vmin=low, vmax=high)
     rows, cols = np.nonzero(positive_mask(m.shape[0]))
     ax.scatter(cols, rows, marker="s", s=120, facecolors="none", edgecolors="crimson", linewidths=1.5)
-    ax.set_title(f"epoch {epoch} (red: positive pairs)"); ax.set_xlabel("compared prediction"); ax.set_ylabel("anchor")
-fig.colorbar(im, ax=axes, label="S_dice (eq. 8)")
+    empty = " (no tumour predicted)" if epoch in foreground and not foreground[epoch].any() else ""
+    ax.set_title(f"epoch {epoch}{empty} (red: positive pairs)", fontsize=9)
+    ax.set_xlabel("compared prediction"); ax.set_ylabel("anchor")
+    fig.colorbar(im, ax=ax, label=f"S_dice (eq. 8)\\nthis matrix: {low:.3f}-{high:.3f}")
 save_figure(fig, out / "asc_first_last"); plt.show()
 """),
 md("""
 **What to look for:** at the start every entry is similar (uninformative maps). Later the red
 squares (positives) are darker than their rows: each modality's prediction of a slice matches
-the other modality's prediction of *the same* slice better than any other slice.
+the other modality's prediction of *the same* slice better than any other slice. The colours
+span each matrix's own range (the colour bars give it), so compare the shades *within* a
+matrix; between epochs, compare the ranges, or the curves below. When the title says the
+logged slices' predictions hold no tumour (no pixel with p > 0.5; counted from the
+predictions, not from the labels, which the unlabeled slices never show), every map is
+near-empty and the matrix compares faint background noise: it says little about the tumour.
 
 ## 3. Positive vs. negative similarity over training, and the loss curves
 """),
@@ -602,7 +660,8 @@ md("""
 code("""
 slider = explorer.children[0]
 slider.value = last  # what moving the slider does
-assert explorer.children[1].layout.title.text == epoch_title(last)
+assert explorer.children[1].layout.title.text == epoch_title(last, foreground.get(last))
+assert explorer.children[1].data[0].zmax == colour_range(matrices[last])[1]  # the colours follow the matrix
 save_figure(explorer.children[1], out / "asc_explorer_last_epoch")
 """),
 ], NB / "04_asc_explorer.ipynb")
@@ -657,8 +716,10 @@ w2 = 0.5
 m = 6                   # BMA starts after epoch m (teacher initialised at m + p + 1)
 p = 2                   # pool capacity
 L1 = 11                 # first stage-2 epoch
+teachers = ["bma", "ema", "base"]  # section 5 (Table 3): the same run with each teacher; ["bma"]: no extra runs
 seed = 0
 out_dir = "runs/05_prel_bma"
+cache_dir = "runs/cache"  # finished runs and built-in data shared by the notebooks (delete it to retrain)
 """, tags=["parameters"]),
 code("""
 from pathlib import Path
@@ -667,9 +728,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.data.synthetic import generate
+import json
+
 from workbench.events import events_frame, read_events
 from workbench.cli import format_summary
+from workbench.runs import builtin_data, cached_run
 from workbench.teachers import mc_dropout_pseudo_labels
 from workbench.train import TrainConfig, Trainer
 from workbench.viz.bma import plot_bma_timeline
@@ -678,25 +741,23 @@ from workbench.viz.export import save_figure
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-data_dir = out / f"data-{kind}"
-if not data_dir.exists():
-    generate(kind, data_dir, patients, seed=0)
+data_dir = builtin_data(kind, patients, cache=cache_dir)  # generated once, shared by the notebooks
 config = TrainConfig(method="semi-cml-prel", data=str(data_dir), labeled=labeled, epochs=epochs,
                      steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed,
                      unlabeled_batch_size=k_unlabeled, options={"w2": w2, "m": m, "p": p, "L1": L1},
                      test_curve=True)
-trainer = Trainer(config, out / "run", overwrite=True)
+run_dir = cached_run(config, cache_dir)  # trained once; notebook 07 views the same run
+result = json.loads((run_dir / "metrics.json").read_text())
+trainer = Trainer.resume(run_dir, quiet=True, read_only=True)  # the finished run: its splits and weights
 for name, ids in trainer.splits.split.as_dict().items():
     print(f"{name + ' patients:':<20}", ids)
-result = trainer.fit()
-trainer.close()
 print("Acc_t, the pool and the high modality read:", steering_label(trainer.run_dir))
 """),
-md("""
+md(r"""
 ## 1. Every BMA decision, as a table
 
 Each stage-1 epoch writes one `bma` event per modality: the accuracy $Acc_t$ (`acc`: that
-modality's mean DSC on the validation patients), the pool before and after, $\\alpha$, which
+modality's mean DSC on the validation patients), the pool before and after, $\alpha$, which
 entry was replaced and whether the teacher moved. Below: the decision about "high", then the
 pool of the modality that won it. The timeline's top panel shows the same validation scores.
 """),
@@ -812,12 +873,64 @@ code("""
 text = format_summary(result)
 print(text)
 """),
+md("""
+## 5. Which teacher? BMA vs EMA vs Base (the paper's Table 3)
+
+The same configuration trained once per teacher (`teacher` option; each extra teacher is one
+more cached run, `teachers = ["bma"]` skips them):
+
+* **BMA**: the pool of section 1; the teacher moves only on epochs that beat the pool's worst;
+* **EMA**: a copy of $G$ at epoch $m+p+1$, then $\\theta \\leftarrow a\\,\\theta + (1-a)\\,\\theta''$ after
+  every optimiser step until $L_1$ (`ema_decay` $a$), dips included;
+* **Base**: $G$ as it is at the end of stage 1, frozen.
+
+The table: each run's test DSC per modality (mean over the test patients, once, at the end; one
+seed, so differences of a few hundredths are noise). The figure: the per-epoch validation DSC of
+the three runs, the scores that steered them. With this notebook's short schedule the three
+teachers are built from the same few epochs (initialised at $m+p+1$, frozen at $L_1$), so expect
+small differences; the `semi-cml-table3-cpu` grid (notebook 09) compares them with 3 seeds and
+decides the paper's order "PReL (Base) < PReL (EMA) < PReL (BMA)".
+"""),
+code("""
+import dataclasses
+
+from workbench.viz.bma import plot_teacher_curves, teacher_explorer, teacher_table
+
+names = {"bma": "BMA", "ema": "EMA", "base": "Base"}
+teacher_runs = {names[t]: run_dir if t == "bma" else
+                cached_run(dataclasses.replace(config, options={**config.options, "teacher": t}), cache_dir)
+                for t in teachers}
+teachers_table = teacher_table(teacher_runs)
+display(teachers_table.round(3))
+fig = plot_teacher_curves(teacher_runs)
+save_figure(fig, out / "teacher_curves"); plt.show()
+"""),
+md("""
+Each run one at a time: choose a teacher. A BMA run shows its pool epoch by epoch (as in
+section 1); an EMA or Base run has no pool, so it shows its curves, where its teacher got its
+weights (star) and stage 2 (shaded).
+"""),
+code("""
+explorer = teacher_explorer(teacher_runs)
+explorer
+"""),
+md("""
+**What to look for:** up to $L_1$ the three curves are one: in stage 1 the teacher only
+watches (same seed, same batches, nobody learns from it). They part in stage 2, where the low
+modality re-learns from its teacher. Then: does the BMA row beat the EMA and Base rows on the low
+modality (the paper's Table 3)? An EMA teacher averages every step, the bad ones too; a Base
+teacher is whatever $G$ happened to be at $L_1$.
+"""),
 code("""
 assert len(bma) > 0 and (bma["action"] == "init").sum() == 1
 assert gain.shape[0] == 4 and set(test_curve.index) == set(val.index)
 assert result["protocol"]["selection"] == "val" and result["protocol"]["stamp"] is None
 assert "steered training: validation patients" in text
 assert (bma["epoch"] <= last_stage1).all()
+assert list(teachers_table.index) == [names[t] for t in teachers]
+assert teachers_table[list(trainer.splits.modalities)].stack().between(0, 1).all()
+explorer.children[0].value = names[teachers[-1]]  # what choosing a teacher does
+assert explorer.children[1] is explorer.views[names[teachers[-1]]]
 """),
 ], NB / "05_prel_bma.ipynb")
 
@@ -853,32 +966,33 @@ size = 64
 sample = 300            # slices (or pixels) per modality: t-SNE time grows with the points
 supervised_run = ""     # an existing run folder to reuse, or "" to train one here
 semi_cml_run = ""
+k_unlabeled = 4
+w1 = 1.0
+w2 = 0.5
 seed = 0
 out_dir = "runs/06_tsne_features"
+cache_dir = "runs/cache"  # finished runs and built-in data shared by the notebooks (delete it to retrain)
 """, tags=["parameters"]),
 code("""
 from pathlib import Path
 
-from workbench.data.synthetic import generate
-from workbench.train import TrainConfig, Trainer
+from workbench.runs import builtin_data, cached_run
+from workbench.train import TrainConfig
 from workbench.viz.export import save_figure
 from workbench.viz.features import compare_runs_tsne, extract_features, tsne_scatter
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-data_dir = out / f"data-{kind}"
-if not (supervised_run and semi_cml_run) and not data_dir.exists():
-    generate(kind, data_dir, patients, seed=0)
 
 def train(method, given):
+    # a given run folder, or the run of notebook 03 with the same defaults (trained once, cached)
     if given:
         return Path(given)
-    config = TrainConfig(method=method, data=str(data_dir), labeled=labeled, epochs=epochs,
-                         steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed)
-    trainer = Trainer(config, out / method, overwrite=True)
-    trainer.fit()
-    trainer.close()
-    return trainer.run_dir
+    config = TrainConfig(method=method, data=str(builtin_data(kind, patients, cache=cache_dir)), labeled=labeled,
+                         epochs=epochs, steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size,
+                         seed=seed, unlabeled_batch_size=k_unlabeled,
+                         options={} if method == "supervised" else {"w1": w1, "w2": w2})
+    return cached_run(config, cache_dir)
 
 runs = {"supervised": train("supervised", supervised_run), "semi-cml": train("semi-cml", semi_cml_run)}
 """),
@@ -916,10 +1030,10 @@ fig = compare_runs_tsne(runs, colour_by="source", layer="bottleneck", level="sli
 save_figure(fig, out / "tsne_compare_slices")
 fig.show()
 """),
-md("""
+md(r"""
 ## 3. One point per pixel: the last decoder layer
 
-At pixel level the question is sharper: the $1\\\\times1$ head draws a line (a hyperplane) through
+At pixel level the question is sharper: the $1\times1$ head draws a line (a hyperplane) through
 exactly this feature space to separate tumour from background. Well separated clusters here
 mean an easy job for the head.
 """),
@@ -963,15 +1077,21 @@ code("""
 kind = "brats"
 patients = 20
 labeled = 0.1
-epochs = 12
+epochs = 16
 steps_per_epoch = 15
 base_channels = 16
 size = 64
-run_dir = ""            # an existing run folder to view, or "" to train a Semi-CML + PReL run here
+run_dir = ""            # an existing run folder to view, or "" for notebook 05's Semi-CML + PReL run
 patient = ""            # a test patient's id, or "" for the first test patient
 open_viewer = False     # True: open an interactive napari window (needs %gui qt and a screen)
+k_unlabeled = 4
+w2 = 0.5
+m = 6
+p = 2
+L1 = 11
 seed = 0
 out_dir = "runs/07_napari_overlay"
+cache_dir = "runs/cache"  # finished runs and built-in data shared by the notebooks (delete it to retrain)
 """, tags=["parameters"]),
 code("""
 import os
@@ -980,26 +1100,20 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from workbench.data.synthetic import generate
-from workbench.train import TrainConfig, Trainer
+from workbench.runs import builtin_data, cached_run
+from workbench.train import TrainConfig
 from workbench.viz.export import save_figure
-from matplotlib.colors import ListedColormap
-from workbench.viz.napari_view import COLOUR_NAMES, COLOURS, overlay_layers
+from workbench.viz.napari_view import overlay_layers
+from workbench.viz.slices import overlay_explorer, plot_overlay_slice
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-if not run_dir:
-    data_dir = out / f"data-{kind}"
-    if not data_dir.exists():
-        generate(kind, data_dir, patients, seed=0)
-    L1 = max(2, round(0.7 * epochs))
-    config = TrainConfig(method="semi-cml-prel", data=str(data_dir), labeled=labeled, epochs=epochs,
-                         steps_per_epoch=steps_per_epoch, base_channels=base_channels, size=size, seed=seed,
-                         options={"p": 1, "L1": L1})
-    trainer = Trainer(config, out / "run", overwrite=True)
-    trainer.fit()
-    trainer.close()
-    run_dir = trainer.run_dir
+if not run_dir:  # notebook 05's PReL run with the same defaults (trained once, cached)
+    config = TrainConfig(method="semi-cml-prel", data=str(builtin_data(kind, patients, cache=cache_dir)),
+                         labeled=labeled, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                         base_channels=base_channels, size=size, seed=seed, unlabeled_batch_size=k_unlabeled,
+                         options={"w2": w2, "m": m, "p": p, "L1": L1}, test_curve=True)
+    run_dir = cached_run(config, cache_dir)
 """),
 md("""
 ## 1. The layers
@@ -1022,34 +1136,28 @@ outlined, then the error maps (red: false positive, blue: false negative).
 code("""
 named = {options["name"]: data for data, options, _ in layers}
 truth = named["ground truth"]
-z = int(truth.reshape(truth.shape[0], -1).sum(axis=1).argmax())
-modalities = [n.removesuffix(" image") for n in named if n.endswith(" image")]
-fig, axes = plt.subplots(2, len(modalities), figsize=(4.2 * len(modalities), 8.2), squeeze=False)
-for j, m in enumerate(modalities):
-    image = np.nan_to_num(named[f"{m} image"][z], nan=np.nanmin(named[f"{m} image"][z]))
-    for i in range(2):
-        axes[i, j].imshow(image.T, cmap="gray", origin="lower")
-        axes[i, j].contour(truth[z].T, levels=[0.5], colors="gold", linewidths=1.2)
-        axes[i, j].set_xticks([]); axes[i, j].set_yticks([])
-    colour = COLOURS["prediction"][j]  # the napari viewer's colour for this modality
-    pred = np.ma.masked_equal(named[f"{m} prediction"][z], 0)
-    axes[0, j].imshow(pred.T, cmap=ListedColormap([colour]), alpha=0.55, origin="lower")
-    axes[0, j].set_title(f"{m}: prediction ({COLOUR_NAMES[colour]}), truth (gold)")
-    errors = np.ma.masked_equal(named[f"{m} FP / FN"][z], 0)
-    fp_fn = ListedColormap([COLOURS["false_positive"], COLOURS["false_negative"]])
-    axes[1, j].imshow(errors.T, cmap=fp_fn, alpha=0.85, origin="lower", vmin=1, vmax=2)
-    axes[1, j].set_title(f"{m}: false positive (red), false negative (blue)")
-fig.suptitle(f"slice z = {z} (largest tumour)")
-fig.tight_layout()
+modalities = [options["metadata"]["modality"] for _, options, _ in layers if options["metadata"]["kind"] == "image"]
+fig = plot_overlay_slice(layers)  # default: the slice with the largest tumour area
 save_figure(fig, out / "overlay_slice"); plt.show()
 """),
 md("""
 **What to look for:** the weak modality's errors are not spread evenly: they sit at the tumour
-border or in tissue that looks like tumour in that contrast. Scroll through the volume in napari
-to see whether a modality's 3D DSC is lost in a few slices or everywhere.
+border or in tissue that looks like tumour in that contrast.
+
+## 3. Scrub through the slices
+
+The same drawing for every slice and every test patient (in JupyterLab): move the `z` slider,
+or choose another test patient (it is predicted when first chosen). Is a modality's 3D DSC lost
+in a few slices at the top and bottom of the tumour, or everywhere? A headless run shows the
+first picture, saved as `overlay_explorer.png`.
+"""),
+code("""
+explorer = overlay_explorer(run_dir, patient or None, errors=True, layers=layers)
+save_figure(explorer.figure, out / "overlay_explorer")
+explorer
 """),
 md("""
-## 3. napari
+## 4. napari
 
 With a display (your desktop, or `xvfb-run` on a server) this saves a napari screenshot of the
 same view; with `open_viewer = True` it opens the interactive viewer (run `%gui qt` first).
@@ -1069,6 +1177,8 @@ else:
 code("""
 assert truth.sum() > 0 and len(modalities) == 2
 assert all(set(np.unique(named[f"{m} prediction"])) <= {0, 1} for m in modalities)
+explorer.slider.value = 0  # what moving the slider does
+assert explorer.figure.get_suptitle().startswith(f"{explorer.patient.value}, slice z = 0 of")
 """),
 ], NB / "07_napari_overlay.ipynb")
 save([
@@ -1097,8 +1207,16 @@ modality, each on its own channel, so every method reports one DSC per modality.
 method's `input` option to `both` for its multi-modal variant (MM-MT, MM-CPS, ...), which
 reports `fused` and `<modality> only` rows instead.
 
-To compare the full 3-seed runs of `scripts/run_grid.py methods` instead of training here,
-set `grid_dir` to that grid's output folder.
+To compare the full 3-seed runs of the `methods-cpu` grid instead of training here, run it
+from a terminal (60 cells, hours on 2 cores; its `sup` and `PReL (BMA)` cells are those of
+`semi-cml-table3-cpu` in the same folder)
+
+```bash
+workbench reproduce --grid methods-cpu --out runs/table3-cpu --jobs 2
+```
+
+and set `grid_dir` to its `--out` folder: the notebook then reads that grid's finished cells of
+`kind` at `labeled` with `workbench.reproduce` (the grid's own cell layout) and trains nothing.
 
 Every run uses the same split: labeled and unlabeled training patients, validation patients
 (scored after every epoch; only those scores may steer a method, e.g. PReL's BMA teacher) and
@@ -1106,7 +1224,7 @@ test patients, predicted once at the end for the table.
 """),
 code("""
 # Parameters (papermill overrides this cell)
-kind = "brats"          # built-in data: "brats" (T1, FLAIR) or "hecktor" (CT, PET)
+kind = "brats"          # built-in data: "brats" (T1, FLAIR) or "hecktor" (CT, PET); with grid_dir: a dataset name
 patients = 20
 labeled = 0.1
 epochs = 12
@@ -1117,10 +1235,12 @@ methods = ["supervised", "mean-teacher", "ua-mt", "cps", "cross-view", "meng-fus
            "semi-cml-prel"]
 pretrain_epochs = 10    # Multi-ConDoS pre-training (x steps_per_epoch steps); the paper: 200 full passes
 seed = 0
-grid_dir = ""           # a scripts/run_grid.py output folder: tabulate its runs of `kind`, train nothing
+grid_dir = ""           # a `workbench reproduce --out` folder: tabulate its finished cells, train nothing
+grid = "methods-cpu"    # with grid_dir: the grid that ran there (name or YAML); "": the folder's grid.yaml
 out_dir = "runs/08_methods_side_by_side"
 """, tags=["parameters"]),
 code("""
+import math
 import time
 from pathlib import Path
 
@@ -1130,6 +1250,7 @@ from tqdm.auto import tqdm
 from workbench.data.synthetic import generate
 from workbench.train import TrainConfig, Trainer
 from workbench.methods.multi_condos import PretrainConfig, Pretrainer
+from workbench.reproduce import collect_protocols, collect_rows, load_grid, plan_cells
 from workbench.viz.compare import collect_runs, methods_table, plot_methods_dsc, plot_val_curves
 from workbench.viz.export import save_figure
 from workbench.viz.translation import plot_translations
@@ -1141,17 +1262,23 @@ md("""
 ## 1. Train each method
 
 One `Trainer` per method, same `seed` (same split, same batch order where the methods draw the
-same batches). The wall time is measured on this machine and printed with the scores.
+same batches). The wall time is measured on this machine and printed with the scores. With
+`grid_dir` set, this cell trains nothing: it lists the grid's finished cells of `kind` at
+`labeled` (one run folder per row and seed), the grid's reference row first.
 """),
 code("""
-runs, seconds = {}, {}
-if grid_dir:  # run folders named <kind>-<row>-s<seed> by scripts/run_grid.py
-    for folder in sorted(Path(grid_dir).glob(f"{kind}-*-s*")):
-        if (folder / "per_patient.csv").is_file():
-            label = folder.name.removeprefix(f"{kind}-").rsplit("-s", 1)[0]
-            runs.setdefault(label, []).append(folder)
-    runs = dict(sorted(runs.items(), key=lambda item: item[0] != "sup"))  # the baseline first: the dashed line
-    print(f"{sum(map(len, runs.values()))} finished runs of {len(runs)} rows in {grid_dir}")
+runs, seconds, cells = {}, {}, []
+if grid_dir:  # a `workbench reproduce` output folder: the cells of the grid, where the grid put them
+    spec = load_grid(grid or Path(grid_dir) / "grid.yaml", check_paths=False, check_device=False)
+    cells = [c for c in plan_cells(spec, grid_dir) if c.dataset.name == kind and math.isclose(c.labeled, labeled)
+             and (c.run_dir / "metrics.json").is_file()]
+    if not cells:
+        raise ValueError(f"{grid_dir}: no finished cell of grid {spec.name} for dataset {kind!r} at labeled "
+                         f"{labeled:g} (datasets: {[d.name for d in spec.datasets]}, labeled: {spec.all_fractions()})")
+    cells.sort(key=lambda c: c.method.label != spec.reference_label)  # the reference first: the dashed line
+    for cell in cells:
+        runs.setdefault(cell.method.label, []).append(cell.run_dir)
+    print(f"{len(cells)} finished cells of {len(runs)} rows of grid {spec.name} in {grid_dir}")
 else:
     data_dir = out / f"data-{kind}"
     if not data_dir.exists():
@@ -1190,12 +1317,12 @@ import json
 from IPython.display import Markdown
 from workbench.stats import protocol_card
 
-rows = collect_runs(runs)
+rows = collect_rows(cells) if grid_dir else collect_runs(runs)
 table = methods_table(rows)
 table.to_csv(out / "methods_table.csv")
 display(table.round(3))
-protocols = [json.loads((Path(d) / "metrics.json").read_text()).get("protocol")
-             for dirs in runs.values() for d in dirs]
+protocols = collect_protocols(cells) if grid_dir else [
+    json.loads((Path(d) / "metrics.json").read_text()).get("protocol") for dirs in runs.values() for d in dirs]
 card = protocol_card(protocols, n_seeds=int(table["seeds"].max()))
 (out / "protocol_card.md").write_text(card.to_markdown() + "\\n")
 display(Markdown(card.to_markdown()))
@@ -1217,12 +1344,24 @@ data can help: the strong one is near its ceiling with two labeled patients alre
 that lifts the weak modality's *mean* but spreads its dots wider is not more reliable. With one
 seed, differences of a few hundredths are within the seed-to-seed spread (see
 `docs/results.md` for 3 seeds).
+
+Fewer methods at a time are easier to read. Choose some below (in JupyterLab: ctrl- or
+shift-click): the table and the plot are redrawn for them, the first chosen the dashed
+reference. This only picks among the results above; the `methods` parameter decides what is
+trained.
+"""),
+code("""
+from workbench.viz.widgets import methods_explorer
+
+picker = methods_explorer(rows, title=f"{kind}: per-patient DSC, {labeled:.0%} labeled" + " (dashed: {reference})")
+picker
 """),
 md("""
 ## 4. How they got there
 
 The DSC on the **validation** patients after every epoch (what steered training; the axis says
-so), one line per method. These are not the test patients of the table above. A grid run with
+so), one line per method, in the method's colour of the plot above. These are not the test
+patients of the table above. A grid run with
 `val_scores: if_used` scored the validation patients only for the methods that read them
 (PReL), so the other methods have no line there.
 """),
@@ -1244,7 +1383,7 @@ contrastive terms); the features that make this possible start the segmentation 
 row is one pre-training epoch; the slice is one of the training slices the run saved.
 """),
 code("""
-pretrain_dirs = sorted(Path(grid_dir).glob(f"{kind}-Multi-ConDoS-s*-pretrain")) if grid_dir else \\
+pretrain_dirs = [c.pretrain_dir for c in cells if c.pretrain_dir is not None] if grid_dir else \\
     [out / "multi-condos-pretrain"] * ("multi-condos" in methods)
 if pretrain_dirs:
     fig = plot_translations(pretrain_dirs[0])
@@ -1263,6 +1402,8 @@ code("""
 assert set(table.index.get_level_values("method")) == set(runs)
 assert table["dsc"].between(0, 1).all()
 assert "validation patients" in dict(card.entries)["what steered training"]
+picker.select.value = tuple(runs)[-2:]  # what choosing two methods does
+assert list(picker.table.index.get_level_values("method").unique()) == list(runs)[-2:]
 if seconds:
     print(pd.Series(seconds, name="seconds").round(1).to_string())
 """),
@@ -1301,14 +1442,15 @@ workbench reproduce --grid semi-cml-table1-cpu --out runs/reproduce-semi-cml-tab
 
 Finished cells are never run twice, a killed cell resumes from its checkpoint, and a failed
 cell is listed with its error while the others go on. So this notebook can also just
-*tabulate* a grid that ran elsewhere: point `out_dir` at its output folder.
+*tabulate* a grid that ran elsewhere: point `out_dir` at its output folder and set
+`only_finished = True`.
 """),
 code("""
 # Parameters (papermill overrides this cell)
 grid = "quick-cpu"             # a shipped grid's name or a grid YAML file (quick-cpu: 4 cells, minutes)
 out_dir = "runs/reproduce-quick-cpu"
 jobs = 2                       # cells in parallel (processes)
-only_finished = None           # None: only tabulate if out_dir already has finished cells; False: run what is missing
+only_finished = False          # False: run the missing cells, then tabulate; True: tabulate the finished cells only
 """, tags=["parameters"]),
 code("""
 from pathlib import Path
@@ -1335,10 +1477,8 @@ code("""
 spec = load_grid(grid, check_paths=False, check_device=False)
 cells = plan_cells(spec, out)
 finished = sum((c.run_dir / "metrics.json").is_file() for c in cells)
-if only_finished is None:
-    only_finished = finished > 0
 print(f"{spec.name}: {len(cells)} cells, {finished} already finished in {out};",
-      "tabulating only" if only_finished else "running the missing ones")
+      "tabulating those only (only_finished = True)" if only_finished else "running the missing ones")
 print("settings:", spec.settings)
 pd.DataFrame([{"label": m.label, "method": m.method, "options": m.options or "",
                "labeled": spec.fractions(m), "paper row": m.paper[1] if m.paper else ""} for m in spec.methods])
@@ -1348,10 +1488,16 @@ md("""
 
 One progress bar over the cells. Each cell is a `Trainer` run, so its folder holds the full
 record: `config.json` (settings and versions), `events.jsonl`, `checkpoint.pt`, `metrics.json`.
+With `only_finished = True` nothing is trained: the tables hold the finished cells only, and
+the cell below says how many are missing.
 """),
 code("""
 report = reproduce(spec if only_finished else load_grid(grid), out, jobs=jobs, only_finished=only_finished)
 print(report.summary())
+missing = report.counts().get("not run", 0)
+if missing:
+    print(f"{missing} of {len(cells)} cells are missing (not run): the tables below leave them out;",
+          "set only_finished = False to run them")
 pd.read_csv(out / "cells.csv", keep_default_na=False)[["dataset", "method", "labeled", "seed", "status",
                                                       "seconds", "error"]]
 """),
@@ -1411,8 +1557,10 @@ and a CI that overlaps the reference row's says the same.
 
 ## 4. DSC against the labeled fraction
 
-One panel per modality and one line per method (error bars: sample std over seeds, ddof 1); the paper's
-values, where there are any, are dotted with open markers in the same colour.
+One panel per modality and one line per method (error bars: sample std over seeds, ddof 1, only
+where a point has more than one seed; the axis label says how many seeds); the paper's values,
+where there are any, are dotted with open markers in the same colour. A method has the same
+colour here and in the per-patient plot below.
 """),
 code("""
 datasets = list(dict.fromkeys(report.rows["dataset"]))

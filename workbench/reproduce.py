@@ -1442,10 +1442,14 @@ def claims_html(claims: pd.DataFrame) -> str:
 
 
 def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = None,
-                        papers: Mapping[str, PaperTable] | None = None, metric: str = "dsc") -> Any:
+                        papers: Mapping[str, PaperTable] | None = None, metric: str = "dsc",
+                        colours: Mapping[str, str] | None = None) -> Any:
     """DSC (or ``metric="sens"``) against the labeled fraction: one panel per modality, one line
     per method (mean over seeds of each run's mean over patients; error bar: the sample std over
-    seeds, ddof 1).
+    seeds, ddof 1, drawn only where a point has more than one seed). The axis label says how
+    many seeds (:func:`workbench.viz.style.spread_label`: "1 seed, no error bar" for one).
+    Methods take :func:`workbench.viz.style.method_colours` in their order in ``rows``, as in
+    :func:`workbench.viz.compare.plot_methods_dsc` (``colours`` fixes them).
     With ``grid``, a row's published values (at the row's fractions) are drawn in the same
     colour, dotted with open markers.
 
@@ -1457,8 +1461,9 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
     When a plotted run was steered by its test patients (``selection`` test), the title carries
     :data:`~workbench.stats.TEST_FEEDBACK_STAMP`."""
     import matplotlib.pyplot as plt
-    import numpy as np
     from matplotlib.ticker import NullFormatter
+
+    from workbench.viz.style import method_colours, spread_label
 
     if metric not in ("dsc", "sens"):
         raise ConfigError(f"metric {metric!r}: choose dsc or sens")
@@ -1467,7 +1472,7 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
         raise ConfigError(f"no finished runs of dataset {dataset!r} to plot")
     per_seed = _per_seed(sub)[metric]
     grouped = per_seed.groupby(level=["method", "labeled", "modality"], sort=False)
-    points_of = pd.DataFrame({"mean": grouped.mean(), "std": grouped.agg(sample_std)})
+    points_of = pd.DataFrame({"mean": grouped.mean(), "std": grouped.agg(sample_std), "seeds": grouped.size()})
     stamped = _stamped(sub)
     modalities = list(dict.fromkeys(sub["modality"]))
     methods = list(dict.fromkeys(sub["method"]))
@@ -1476,9 +1481,10 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
         papers = load_paper_values()
     paper_dataset = next((d.paper for d in grid.datasets if d.name == dataset), None) if grid is not None else None
     fractions = sorted(set(sub["labeled"]))
-    colours = plt.cm.tab10(np.arange(len(methods)) % 10)
+    colours = method_colours(methods, colours)
     index = 0 if metric == "dsc" else 1
     name_of_metric = "DSC" if metric == "dsc" else "sensitivity"
+    axis_label = spread_label(name_of_metric, points_of["seeds"])
 
     def published(method: str, modality: str) -> list[tuple[float, float]]:
         """(labeled %, paper value) of a row that cites the paper, at the row's fractions."""
@@ -1494,22 +1500,29 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
     size = (3.6 * len(modalities) + 1.8, 0.32 * len(methods) + 1.4) if single else (4.6 * len(modalities) + 1.8, 3.8)
     fig, axes = plt.subplots(1, len(modalities), figsize=size, squeeze=False, sharey=True)
     for ax, modality in zip(axes[0], modalities):
-        for position, (colour, method) in enumerate(zip(colours, methods)):
+        for position, method in enumerate(methods):
+            colour = colours[method]
             try:
                 points = points_of.xs((method, modality), level=["method", "modality"]).sort_index()
             except KeyError:
                 continue
             paper = published(method, modality)
+            spread = points["std"].notna()  # one seed: no sample std, so no error bar
             if single:  # only the paper's value at the plotted fraction (a partial grid may have more)
                 paper = [(f, v) for f, v in paper if math.isclose(f, fractions[0] * 100)]
-                ax.errorbar(points["mean"], [position] * len(points), xerr=points["std"].fillna(0), color=colour,
-                            marker="o", ms=5, capsize=3, lw=1.4, ls="none", label=method)
+                ax.plot(points["mean"], [position] * len(points), color=colour, marker="o", ms=5, ls="none",
+                        label=method)
+                if spread.any():
+                    ax.errorbar(points["mean"][spread], [position] * int(spread.sum()), xerr=points["std"][spread],
+                                color=colour, capsize=3, lw=1.4, ls="none")
                 if paper:
                     ax.plot([v for _, v in paper], [position] * len(paper), color=colour, ls="none", marker="o",
                             mfc="none", ms=7)
             else:
-                ax.errorbar(points.index * 100, points["mean"], yerr=points["std"].fillna(0), color=colour,
-                            marker="o", ms=4, capsize=3, lw=1.4, label=method)
+                ax.plot(points.index * 100, points["mean"], color=colour, marker="o", ms=4, lw=1.4, label=method)
+                if spread.any():
+                    ax.errorbar(points.index[spread] * 100, points["mean"][spread], yerr=points["std"][spread],
+                                color=colour, capsize=3, lw=1.4, ls="none")
                 if paper:
                     ax.plot(*zip(*paper), color=colour, ls=":", marker="o", mfc="none", ms=6, lw=1.2)
             drew_paper = drew_paper or bool(paper)
@@ -1519,7 +1532,7 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
             ax.set_yticks(range(len(methods)), methods)
             ax.set_ylim(len(methods) - 0.5, -0.5)
             ax.set_xlim(0, 1)
-            ax.set_xlabel(f"{name_of_metric} (mean over seeds ± sample std)")
+            ax.set_xlabel(axis_label)
             continue
         if fractions[-1] / fractions[0] > 8:
             ax.set_xscale("log")
@@ -1534,7 +1547,7 @@ def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = No
             handles, labels = [plt.Line2D([], [], color="grey", ls="none", marker="o", mfc="none")], \
                 [f"{PAPER_LABEL} (open marker)"]
     else:
-        axes[0, 0].set_ylabel(f"{name_of_metric} (mean over seeds ± sample std)")
+        axes[0, 0].set_ylabel(axis_label)
         handles, labels = axes[0, 0].get_legend_handles_labels()
         if drew_paper:
             handles.append(plt.Line2D([], [], color="grey", ls=":", marker="o", mfc="none"))

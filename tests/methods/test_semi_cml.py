@@ -103,3 +103,20 @@ def test_separate_forward_passes_give_the_same_eval_mode_losses():
     batch = _batch()
     a, b = joint.training_step(batch, 0), split.training_step(batch, 0)
     assert torch.allclose(a["loss"], b["loss"], atol=1e-5)
+
+
+def test_asc_event_counts_the_predicted_tumour_of_each_logged_prediction():
+    """For the figures: per matrix row, the pixels with p > 0.5 of that prediction (no labels)."""
+    method, _ = _method()
+    method.eval()  # deterministic forward passes, so the counts can be recomputed here
+    events = []
+    method.bind_events(lambda event, **fields: events.append((event, fields)))
+    batch = _batch(k=4)
+    method.epoch = 1
+    method.training_step(batch, step=0)
+    [fields] = [f for e, f in events if e == "asc_matrix"]
+    with torch.no_grad():
+        probs = [torch.sigmoid(method.nets[m](batch.x_u[:, i : i + 1])) for i, m in enumerate(("t1", "flair"))]
+    expected = (torch.cat(probs) > 0.5).flatten(1).sum(1)
+    assert fields["predicted_tumour_pixels"].tolist() == expected.tolist()
+    assert fields["slice_pixels"] == 32 * 32 and len(expected) == fields["matrix"].shape[0] == 8

@@ -80,3 +80,24 @@ def test_curves_need_val_events(tmp_path):
     run = _fake_run(tmp_path / "r", 0, {"t1": [0.5]})
     with pytest.raises(ConfigError, match="no run has 'val' events"):
         plot_val_curves({"r": run})
+
+
+def test_a_method_has_one_colour_in_the_bar_plot_and_the_curves(runs):
+    from matplotlib.colors import to_hex
+
+    from workbench.viz.style import method_colours
+
+    rows = collect_runs(runs)
+    bars = plot_methods_dsc(rows).axes[0]
+    bar_colour = {tick.get_text(): to_hex(patch.get_facecolor(), keep_alpha=False)
+                  for tick, patch in zip(bars.get_xticklabels(), bars.patches)}
+    curves = plot_val_curves({label: dirs[0] for label, dirs in runs.items()}).axes[0]
+    line_colour = {line.get_label(): to_hex(line.get_color()) for line in curves.lines}
+    assert bar_colour == line_colour == method_colours(["sup", "semi"])
+    assert len(set(bar_colour.values())) == 2
+    # fixed colours pass through both
+    fixed = {"semi": "#000000", "sup": "#ff0000"}
+    bars = plot_methods_dsc(rows, colours=fixed).axes[0]
+    assert [to_hex(p.get_facecolor(), keep_alpha=False) for p in bars.patches] == ["#ff0000", "#000000"]
+    curves = plot_val_curves({label: dirs[0] for label, dirs in runs.items()}, colours=fixed).axes[0]
+    assert [to_hex(line.get_color()) for line in curves.lines] == ["#ff0000", "#000000"]

@@ -220,10 +220,15 @@ class SemiCMLPReL(SemiCML):
             return self.cml_losses(batch, step)
         return self.rel_losses(batch)
 
-    def _rel_term(self, m: str, x_u: Tensor, pseudo: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
-        """alpha * L_ASC^ReL + (1 - alpha) * L_sup(., P_s) for modality m (eqs. 15-17)."""
+    def _rel_term(self, m: str, x_u: Tensor, pseudo: Tensor, alpha: float,
+                  log_as: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """alpha * L_ASC^ReL + (1 - alpha) * L_sup(., P_s) for modality m (eqs. 15-17); with
+        ``log_as``, the ASC matrix (and its predictions) are logged under that event name."""
         logits, _ = self.forward_modality(m, x_u)
-        asc, matrix = asc_loss(torch.sigmoid(logits.float()), pseudo, return_matrix=True)
+        probs = torch.sigmoid(logits.float())
+        asc, matrix = asc_loss(probs, pseudo, return_matrix=True)
+        if log_as is not None:
+            self._maybe_log_asc(matrix, log_as, maps=(probs, pseudo))
         sup = self.sup_loss(logits, pseudo)
         return alpha * asc + (1 - alpha) * sup, asc, matrix
 
@@ -233,8 +238,8 @@ class SemiCMLPReL(SemiCML):
         pseudo = mc_dropout_pseudo_labels(self.teacher, batch.x_u[:, high_index : high_index + 1],
                                           self.opts.mc_passes, self.opts.noise_std)  # eq. 14
         losses: dict[str, Tensor] = {}
-        rel_low, losses["asc_rel_" + self.low], matrix = self._rel_term(self.low, batch.x_u, pseudo, self.opts.alpha1)
-        self._maybe_log_asc(matrix, "asc_rel_matrix")
+        rel_low, losses["asc_rel_" + self.low], _ = self._rel_term(self.low, batch.x_u, pseudo, self.opts.alpha1,
+                                                                    log_as="asc_rel_matrix")
         losses["rel_" + self.low] = rel_low
         total = rel_low  # eq. 16
         if self.epoch > self.L2:  # eq. 17, after the warm-up epoch L2

@@ -128,12 +128,27 @@ class SemiCML(Method):
         i = self.modalities.index(m)
         return self.nets[m].forward_with_features(images[:, i : i + 1])
 
-    def _maybe_log_asc(self, matrix: Tensor, name: str = "asc_matrix") -> None:
+    def _maybe_log_asc(self, matrix: Tensor, name: str = "asc_matrix",
+                       maps: tuple[Tensor, Tensor] | None = None) -> None:
+        """Emit ``matrix`` for the first batch of every ``log_asc_every``-th epoch.
+
+        ``maps`` are the two stacked batches of predictions behind the matrix (its rows in
+        order); the event then also carries, per row, ``predicted_tumour_pixels`` (pixels with
+        p > 0.5) and ``slice_pixels``, so that a figure can say when the logged slices'
+        predictions hold no tumour. They are counted from the predictions (no labels: the
+        unlabeled slices' labels stay unread), without gradients, and nothing in training
+        reads them."""
         every = max(1, self.opts.log_asc_every)
         if self._asc_logged_epoch != self.epoch and (self.epoch - 1) % every == 0:
             self._asc_logged_epoch = self.epoch
+            fields = {}
+            if maps is not None:
+                with torch.no_grad():
+                    stacked = torch.cat([m.detach() for m in maps])
+                    fields["predicted_tumour_pixels"] = (stacked > 0.5).flatten(1).sum(1).cpu()
+                    fields["slice_pixels"] = int(stacked[0].numel())
             self.emit(name, matrix=matrix.detach().float().cpu(), modalities=self.modalities,
-                      k=matrix.shape[0] // 2)
+                      k=matrix.shape[0] // 2, **fields)
 
     # ------------------------------------------------------------------ the step
     def cml_losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
@@ -162,7 +177,7 @@ class SemiCML(Method):
             total = total + w1 * losses["mse"]
         if "asc" in self.terms:
             losses["asc"], matrix = asc_loss(probs_u[a], probs_u[b], return_matrix=True)  # eqs. 6-10
-            self._maybe_log_asc(matrix)
+            self._maybe_log_asc(matrix, maps=(probs_u[a], probs_u[b]))
             total = total + self.opts.w2 * losses["asc"]
         if "nce" in self.terms:
             losses["nce"] = nce_loss(probs_u[a].flatten(1), probs_u[b].flatten(1), self.opts.nce_temperature)

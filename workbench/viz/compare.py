@@ -1,8 +1,8 @@
 """Several methods side by side: one table and one plot of per-modality, per-patient DSC.
 
 Input is a mapping ``label -> run folder`` (runs trained by :class:`workbench.train.Trainer`,
-``workbench train`` or ``scripts/run_grid.py``); each folder's ``per_patient.csv`` holds one
-row per test patient and result row ("modality": ``t1``, ``flair``, or ``fused`` /
+``workbench train`` or the cells of ``workbench reproduce``); each folder's ``per_patient.csv``
+holds one row per test patient and result row ("modality": ``t1``, ``flair``, or ``fused`` /
 ``t1 only`` for the dual-encoder baselines). Runs of several seeds under one label are
 averaged per seed first, then mean ± std over seeds (as in ``docs/results.md``).
 """
@@ -19,6 +19,7 @@ import pandas as pd
 from workbench.errors import ConfigError
 from workbench.events import read_events
 from workbench.viz.curves import steering_label
+from workbench.viz.style import method_colours
 
 __all__ = ["collect_runs", "methods_table", "plot_methods_dsc", "plot_val_curves"]
 
@@ -68,17 +69,20 @@ def methods_table(rows: pd.DataFrame, metrics: Sequence[str] = ("dsc", "sens", "
     return table[["seeds"] + [c for m in metrics for c in (m, f"{m}_std")]]
 
 
-def plot_methods_dsc(rows: pd.DataFrame, title: str = "") -> plt.Figure:
+def plot_methods_dsc(rows: pd.DataFrame, title: str = "", colours: Mapping[str, str] | None = None) -> plt.Figure:
     """One panel per modality: a bar per method (mean per-patient DSC) with every patient as a dot.
 
     A panel shows only the methods with results for its modality (``fused`` / ``<m> only``
     rows of the dual-encoder baselines get their own panels), and a method keeps its colour
-    in every panel. With several seeds a patient has one dot per seed; the bar is the mean of
-    all dots. The first method is the reference, drawn as a dashed line across its panels.
+    in every panel and in :func:`plot_val_curves` of the same methods (both use
+    :func:`workbench.viz.style.method_colours` in the order the methods first appear; pass
+    ``colours`` to fix them across other figures). With several seeds a patient has one dot
+    per seed; the bar is the mean of all dots. The first method is the reference, drawn as a
+    dashed line across its panels.
     """
     modalities = list(dict.fromkeys(rows["modality"]))
     methods = list(dict.fromkeys(rows["method"]))
-    colours = dict(zip(methods, plt.cm.tab20(np.arange(len(methods)) % 20)))
+    colours = method_colours(methods, colours)
     present = {m: [x for x in methods if ((rows["modality"] == m) & (rows["method"] == x)).any()] for m in modalities}
     counts = [len(present[m]) for m in modalities]
     width = min(26.0, max(5.0, 0.62 * sum(counts) + 1.2 * len(modalities)))
@@ -108,10 +112,12 @@ def plot_methods_dsc(rows: pd.DataFrame, title: str = "") -> plt.Figure:
     return fig
 
 
-def plot_val_curves(runs: Mapping[str, str | Path]) -> plt.Figure:
+def plot_val_curves(runs: Mapping[str, str | Path], colours: Mapping[str, str] | None = None) -> plt.Figure:
     """The per-epoch DSC that steered each run (``val`` events: validation patients by default),
-    one panel per modality."""
+    one panel per modality, one line per run in its method's colour (the colours of
+    :func:`plot_methods_dsc` for the same methods in the same order; see ``colours`` there)."""
     curves = {label: read_events(run_dir, "val") for label, run_dir in runs.items()}
+    colours = method_colours(curves, colours)
     modalities = list(dict.fromkeys(m for records in curves.values() for r in records for m in r["dsc"]))
     if not modalities:
         raise ConfigError("plot_val_curves: no run has 'val' events")
@@ -120,7 +126,7 @@ def plot_val_curves(runs: Mapping[str, str | Path]) -> plt.Figure:
         for label, records in curves.items():
             points = [(r["epoch"], r["dsc"][modality]) for r in records if modality in r["dsc"]]
             if points:
-                ax.plot(*zip(*points), marker="o", ms=2.5, label=label)
+                ax.plot(*zip(*points), marker="o", ms=2.5, label=label, color=colours[label])
         ax.set_title(modality)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
