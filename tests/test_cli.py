@@ -240,6 +240,7 @@ def _capture_resume(monkeypatch):
 
 
 def test_train_resume_passes_data_and_device_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CI", raising=False)  # CI=true turns progress bars off (quiet)
     calls = _capture_resume(monkeypatch)
     run = tmp_path / "run"
     assert main(["train", "--resume", str(run), "--device", "cpu", "--data", str(tmp_path)]) == 2
