@@ -1,7 +1,7 @@
 """CMC: cross modality collaboration + contrastive consistent learning (``cmc``).
 
 Zhou, Sun, Deng, Chu, Dou, "Robust Semi-supervised Multimodal Medical Image Segmentation
-via Cross Modality Collaboration" (``seeds/cmc.txt``). One network
+via Cross Modality Collaboration", arXiv:2408.07341 (2024). One network
 (:class:`~workbench.nets.cmc.CMCNet`): modality-specific encoders E^a, E^b, the MIA module
 with its fusion layer at the bottleneck, decoders D^a, D^b (one prediction per modality).
 

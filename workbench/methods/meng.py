@@ -1,7 +1,7 @@
 """Meng et al.: multi-stage fusion + contrastive mutual learning (``meng-fusion``).
 
 Meng, Li, Wu, Wang, Yan, "Semi-Supervised Multi-Modal Medical Image Segmentation for
-Complex Situations" (``seeds/meng-fusion-mutual.txt``). One dual-branch network
+Complex Situations", MICCAI 2025. One dual-branch network
 (:class:`~workbench.nets.meng.MengNet`: multi-stage fusion, eq. 3, and modality-aware
 enhancement, eq. 2) whose branch a gives f_phi(x^a) and branch b gives g_phi(x^b).
 

@@ -2,7 +2,7 @@
 
 Zhang, Zhang, Shen, Lukasiewicz, Xu, "Multi-ConDoS: Multimodal Contrastive Domain Sharing
 Generative Adversarial Networks for Self-Supervised Medical Image Segmentation"
-(``seeds/multi-condos.txt``). Two stages:
+(IEEE TMI 43(1), 2024). Two stages:
 
 1. Pre-training (``workbench pretrain --method multi-condos``, :class:`Pretrainer`): the
    DSGAN (:mod:`workbench.nets.dsgan`) learns to translate paired slices X <-> Y of two

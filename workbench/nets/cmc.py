@@ -1,7 +1,7 @@
 """The CMC network: modality-specific encoders, the MIA module with its fusion layer, two decoders.
 
 Zhou, Sun, Deng, Chu, Dou, "Robust Semi-supervised Multimodal Medical Image Segmentation
-via Cross Modality Collaboration" (``seeds/cmc.txt``), section 2.1 and Fig. 1 (the figure
+via Cross Modality Collaboration", arXiv:2408.07341 (2024), section 2.1 and Fig. 1 (the figure
 is not in our text copy). The losses that train it are in :mod:`workbench.methods.cmc`.
 
 What the paper says:

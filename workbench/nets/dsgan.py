@@ -1,4 +1,4 @@
-"""DSGAN: the domain-sharing GAN of Multi-ConDoS (Zhang et al., seeds/multi-condos.txt).
+"""DSGAN: the domain-sharing GAN of Multi-ConDoS (Zhang et al., IEEE TMI 2024).
 
 The generation module is ``DSG = {G_a(E_a, SL, D_a): X => Y, G_b(E_b, SL, D_b): Y => X}``
 (section IV-A): two translation generators whose middle layers, the shared layers SL,

@@ -1,7 +1,7 @@
 """Meng et al.'s dual-branch network: multi-stage fusion and modality-aware enhancement.
 
 Meng, Li, Wu, Wang, Yan, "Semi-Supervised Multi-Modal Medical Image Segmentation for
-Complex Situations" (``seeds/meng-fusion-mutual.txt``), section 2.1 and Fig. 1. Two
+Complex Situations", MICCAI 2025, section 2.1 and Fig. 1. Two
 branches, one per modality (f_phi for x^a, g_phi for x^b), each an encoder-decoder; the
 encoders exchange information at every stage; each branch ends in its own prediction.
 
