@@ -28,6 +28,26 @@ needs_chromium = pytest.mark.skipif(chromium_path() is None,
                                     reason="no Chromium for Playwright (apt-get install chromium, or set BROWSER_PATH)")
 
 
+def open_and_run_all(chromium, lab, name: str, timeout_ms: int, viewport=(1400, 1000)):
+    """A page with notebook ``name`` of the JupyterLab ``lab`` open, its kernel connected, every
+    cell run, and no stderr output; returns the page."""
+    page = chromium.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    page.set_default_timeout(timeout_ms)
+    page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
+    page.wait_for_function("window.jupyterapp && document.querySelector('.jp-NotebookPanel .jp-Cell')")
+    # wait for the notebook's kernel (kernelspec 'python3'), then Run > Run All Cells
+    page.wait_for_function("""() => {
+        const context = window.jupyterapp.shell.currentWidget?.sessionContext;
+        return context?.session?.kernel?.connectionStatus === 'connected' && context.kernelDisplayStatus === 'idle';
+    }""")
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function("""() => window.jupyterapp.shell.currentWidget.content.widgets.every(
+        c => c.model.type !== 'code' || (c.model.executionCount && !c.hasClass('jp-mod-running')))""")
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    assert errors.count() == 0, errors.all_text_contents()
+    return page
+
+
 @pytest.fixture
 def chromium():
     """A headless Chromium driven by Playwright (its own browser downloads are not needed)."""

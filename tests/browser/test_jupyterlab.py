@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser.conftest import NOTEBOOKS, needs_chromium
+from tests.browser.conftest import NOTEBOOKS, needs_chromium, open_and_run_all
 from workbench.viz.asc import asc_matrices, epoch_title
 
 pytestmark = [pytest.mark.browser, needs_chromium]
@@ -122,20 +122,7 @@ def _expected_z(matrix) -> np.ndarray:
 
 def test_epoch_slider_redraws_the_heatmap_in_jupyterlab(lab, asc_run, chromium, tmp_path):
     matrices = asc_matrices(asc_run)
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(90_000)
-    page.goto(f"{lab.url}/lab/tree/{NAME}?token={lab.token}")
-    page.wait_for_function("window.jupyterapp && document.querySelector('.jp-NotebookPanel .jp-Cell')")
-    # wait for the notebook's kernel (kernelspec 'python3'), then Run > Run All Cells
-    page.wait_for_function("""() => {
-        const context = window.jupyterapp.shell.currentWidget?.sessionContext;
-        return context?.session?.kernel?.connectionStatus === 'connected' && context.kernelDisplayStatus === 'idle';
-    }""")
-    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.wait_for_function("""() => window.jupyterapp.shell.currentWidget.content.widgets.every(
-        c => c.model.type !== 'code' || (c.model.executionCount && !c.hasClass('jp-mod-running')))""")
-    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-    assert errors.count() == 0, errors.all_text_contents()
+    page = open_and_run_all(chromium, lab, NAME, 90_000)
 
     # the widgets rendered: the slider and the plotly FigureWidget in one VBox; the notebook's
     # last cell moved the slider to the last epoch from Python

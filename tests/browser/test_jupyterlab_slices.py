@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import NOTEBOOKS, needs_chromium
+from tests.browser.conftest import NOTEBOOKS, needs_chromium, open_and_run_all
 from tests.browser.test_jupyterlab import JupyterLab
 
 pytestmark = [pytest.mark.browser, needs_chromium]
@@ -44,19 +44,7 @@ def _changed(page, old_src: str) -> None:
 
 
 def test_slice_explorer_follows_its_slider_and_dropdowns_in_jupyterlab(lab, chromium, tmp_path):
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(120_000)
-    page.goto(f"{lab.url}/lab/tree/{NAME}?token={lab.token}")
-    page.wait_for_function("window.jupyterapp && document.querySelector('.jp-NotebookPanel .jp-Cell')")
-    page.wait_for_function("""() => {
-        const context = window.jupyterapp.shell.currentWidget?.sessionContext;
-        return context?.session?.kernel?.connectionStatus === 'connected' && context.kernelDisplayStatus === 'idle';
-    }""")
-    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.wait_for_function("""() => window.jupyterapp.shell.currentWidget.content.widgets.every(
-        c => c.model.type !== 'code' || (c.model.executionCount && !c.hasClass('jp-mod-running')))""")
-    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-    assert errors.count() == 0, errors.all_text_contents()
+    page = open_and_run_all(chromium, lab, NAME, 120_000)
 
     # the last cell chose hecktor (CT, PET: two panels) and moved the slider to z = 0
     image = page.locator("img.widget-image")
