@@ -16,7 +16,7 @@ QT_X11_PACKAGES := libgl1 libegl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0
 APT_PACKAGES := xvfb xauth chromium $(QT_X11_PACKAGES) \
 	$(shell $(PYTHON) -c "import ensurepip, venv" 2>/dev/null || echo python3-venv)
 
-.PHONY: setup demo test lab clean system-deps
+.PHONY: setup demo test lab notebooks clean system-deps
 
 setup: $(STAMP)
 
@@ -47,6 +47,14 @@ lab: setup
 	@$(BIN)/jupyter labextension list 2>&1 | grep -q "@jupyter-widgets/jupyterlab-manager.*enabled" || \
 		{ echo "error: the ipywidgets JupyterLab extension is not enabled (pip install jupyterlab_widgets)"; exit 1; }
 	$(BIN)/jupyter lab --allow-root --notebook-dir=notebooks
+
+# Each notebook's source is its text twin notebooks/NN_name.py (Jupytext percent format, paired by
+# notebooks/jupytext.toml). Regenerate every .ipynb from its .py: clear outputs and execution
+# counts (a notebook saved from JupyterLab has them), then rewrite the cells from the .py;
+# --update keeps the cell ids of the .ipynb, so a second run changes nothing.
+notebooks: setup
+	$(BIN)/jupyter nbconvert --log-level=WARN --clear-output --inplace $(wildcard notebooks/*.ipynb)
+	$(BIN)/jupytext --quiet --update --use-source-timestamp --to ipynb $(wildcard notebooks/*.py)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -253,14 +253,21 @@ def test_train_resume_passes_data_and_device_on(tmp_path, monkeypatch, capsys):
 def test_eval_and_view_pass_data_and_device_overrides(tmp_path, monkeypatch, capsys):
     from workbench.viz import napari_view
 
-    calls = _capture_resume(monkeypatch)
+    from workbench import inference
+
+    calls = []
+
+    def open_run(run_dir, overrides=None, progress=False):  # eval opens the run without a training loop
+        calls.append((run_dir, overrides))
+        raise inference.ConfigError("stopped by the test")
+
+    monkeypatch.setattr(inference, "open_run", open_run)
     run = tmp_path / "run"
     run.mkdir()
     assert main(["eval", str(run), "--data", str(tmp_path / "moved"), "--device", "cpu", "--quiet"]) == 2
-    assert calls[-1][1]["read_only"] and calls[-1][1]["overrides"] == {"data": str(tmp_path / "moved"),
-                                                                        "device": "cpu"}
+    assert calls[-1][1] == {"data": str(tmp_path / "moved"), "device": "cpu"}
     assert main(["eval", str(run), "--test-slices", "tumour", "--quiet"]) == 2
-    assert calls[-1][1]["overrides"] == {"test_slices": "tumour"}
+    assert calls[-1][1] == {"test_slices": "tumour"}
     seen = {}
 
     def screenshot(run_dir, path, patient=None, **options):

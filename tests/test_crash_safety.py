@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from workbench import runs as runs_module
 from workbench import train as train_module
 from workbench.cli import main
 from workbench.events import read_events
@@ -82,7 +83,7 @@ def reference(data, tmp_path_factory) -> dict[str, Path]:
 
 
 def _checkpoint_epoch(run: Path) -> int:
-    return int(torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["epoch"])
+    return int(torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["epoch"])
 
 
 def _stop_after_checkpoint(argv: list[str], run: Path, epoch: int, sig: int, delay: float = 0.05):
@@ -206,8 +207,8 @@ def test_run_files_are_written_through_a_temp_file_and_a_rename(brats_dir, tmp_p
         renamed.append((Path(src), Path(dst)))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(train_module, "open", spy_open, raising=False)
-    monkeypatch.setattr(train_module.os, "replace", spy_replace)
+    monkeypatch.setattr(runs_module, "open", spy_open, raising=False)  # where the run's files are written
+    monkeypatch.setattr(runs_module.os, "replace", spy_replace)
     run = tmp_path / "run"
     trainer = train_module.Trainer(tiny_config(brats_dir, epochs=2), run, quiet=True)
     trainer.fit()
@@ -232,7 +233,7 @@ def test_a_failed_metrics_write_keeps_the_previous_file(brats_dir, tmp_path, mon
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(train_module.os, "fsync", disk_full)
+    monkeypatch.setattr(runs_module.os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
         trainer.evaluate()
     monkeypatch.undo()

@@ -44,7 +44,7 @@ def _events(run: Path) -> list[dict]:
 
 
 def _parameters(run: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["method"]
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["method"]
     return {k: v for k, v in state.items() if v.is_floating_point() and "running_" not in k}
 
 

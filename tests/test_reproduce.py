@@ -12,8 +12,10 @@ import pytest
 import yaml
 
 from workbench.cli import main
-from workbench.reproduce import (GridError, load_grid, load_paper_values, parse_claim, plan_cells, plot_dsc_vs_labeled,
-                                 reproduce, results_tables, shipped_grids, slugify)
+from workbench.errors import ConfigError, DataError
+from workbench.reproduce import (GridError, collect_rows, load_grid, load_paper_values, parse_claim, plan_cells,
+                                 plot_dsc_vs_labeled, read_per_patient, reproduce, results_tables, shipped_grids,
+                                 slugify)
 from workbench.stats import TEST_FEEDBACK_STAMP, bootstrap_ci
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -180,10 +182,54 @@ def test_a_pretraining_row_pretrains_once_per_seed(tmp_path):
     report = reproduce(grid, tmp_path / "out", quiet=True)
     assert report.counts() == {"trained": 2}
     pretrain = tmp_path / "out" / "brats-Multi-ConDoS-pretrain-s0"
-    assert json.loads((pretrain / "config.json").read_text())["kind"] == "multi-condos-pretrain"
+    saved = json.loads((pretrain / "config.json").read_text())["config"]  # a run of the pre-training method
+    assert saved["method"] == "multi-condos" and saved["lr"] == 2e-4 and saved["epochs"] == 1
     for fraction in ("0.05", "0.1"):
         record = json.loads((tmp_path / "out" / f"brats-Multi-ConDoS-l{fraction}-s0" / "config.json").read_text())
         assert record["config"]["init"] == str(pretrain)
+
+
+# ---------------------------------------------------------------------------- reading results
+def test_one_reader_reads_a_runs_per_patient_rows_from_either_file(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"case_id": "BraTS_001", "modality": "t1", "dsc": 0.123456789, "sens": 0.5},
+            {"case_id": "BraTS_002", "modality": "t1", "dsc": float("nan"), "sens": 1.0}]
+    with pytest.raises(ConfigError, match="run: no metrics.json \\(has this run finished its test\\?\\)"):
+        read_per_patient(run)
+    with pytest.raises(ConfigError, match="run: no per_patient.csv"):
+        read_per_patient(run, source="per_patient.csv")
+    with pytest.raises(ConfigError, match="source 'events.jsonl': choose one of: metrics.json, per_patient.csv"):
+        read_per_patient(run, source="events.jsonl")
+    (run / "metrics.json").write_text(json.dumps({"epoch": 1, "summary": {}}))
+    with pytest.raises(DataError, match="metrics.json: unreadable metrics \\(KeyError\\)"):
+        read_per_patient(run)
+    (run / "metrics.json").write_text("{")
+    with pytest.raises(DataError, match="metrics.json: unreadable metrics \\(JSONDecodeError\\)"):
+        read_per_patient(run)
+    (run / "metrics.json").write_text(json.dumps({"per_patient": rows}))
+    (run / "per_patient.csv").write_text("case_id,modality,dsc,sens\nBraTS_001,t1,0.123457,0.5\nBraTS_002,t1,nan,1\n")
+    exact, table = read_per_patient(run), read_per_patient(run, source="per_patient.csv")
+    assert list(exact.columns) == list(table.columns) == ["case_id", "modality", "dsc", "sens"]
+    assert exact.at[0, "dsc"] == 0.123456789 and table.at[0, "dsc"] == 0.123457  # the CSV: 6 significant digits
+    assert exact["dsc"].isna().tolist() == table["dsc"].isna().tolist() == [False, True]
+
+
+def test_the_grid_tables_and_compare_read_the_same_rows(finished):
+    """collect_rows (metrics.json) and viz.compare.collect_runs (per_patient.csv) of the same
+    finished cells: the same patients and values, up to the CSV's 6 significant digits."""
+    from workbench.viz.compare import collect_runs
+
+    out, grid, _ = finished
+    cells = [c for c in plan_cells(load_grid(grid), out) if c.labeled == 0.1]
+    ours = collect_rows(cells)
+    theirs = collect_runs({c.method.label: c.run_dir for c in cells})
+    assert len(ours) == len(theirs) == 2 * 2
+    for column in ("method", "seed", "modality"):
+        assert ours[column].tolist() == theirs[column].tolist()
+    assert ours["case_id"].astype(str).tolist() == theirs["case_id"].astype(str).tolist()
+    for metric in ("dsc", "sens", "hd95"):
+        assert theirs[metric].to_numpy() == pytest.approx(ours[metric].to_numpy(), rel=1e-5, nan_ok=True)
 
 
 # ------------------------------------------------------------------------------------ tables
@@ -417,7 +463,7 @@ def test_settings_merge_in_order(tmp_path):
     ({"labeled": [0.1, "ten"]}, "labeled[1]: 'ten' is not a labeled fraction"),
     ({"methdos": []}, "methdos: unknown key; known keys: name, description, paper_table, datasets"),
     ({"settings": {"epochz": 3}}, "settings.epochz: unknown setting; TrainConfig fields:"),
-    ({"settings": {"epochs": "20"}}, "settings.epochs: '20' is not a valid int"),
+    ({"settings": {"epochs": "20"}}, "settings.epochs='20': expected an integer"),
     ({"settings": {"seed": 1}}, "settings.seed: set by the grid itself"),
     ({"seeds": [0, -1]}, "seeds[1]: -1 is not a non-negative integer"),
     ({"datasets": [{"name": "real", "path": "no/such/folder", "format": "brats"}]},

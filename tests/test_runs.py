@@ -83,7 +83,7 @@ def test_cached_run_trains_once_and_is_shared_by_data_content(brats_dir, tmp_pat
     from tests.conftest import tiny_config
     from workbench import train
     from workbench.methods import get_method
-    from workbench.runs import cached_run, run_key
+    from workbench.cache import cached_run, run_key
 
     cache = tmp_path / "cache"
     first = cached_run(tiny_config(brats_dir, epochs=1), cache, quiet=True)
@@ -102,7 +102,7 @@ def test_cached_run_trains_once_and_is_shared_by_data_content(brats_dir, tmp_pat
 def test_cached_run_resumes_an_interrupted_run(brats_dir, tmp_path):
     from tests.conftest import tiny_config
     from workbench.events import read_events
-    from workbench.runs import cached_run, run_key
+    from workbench.cache import cached_run, run_key
     from workbench.train import Trainer
 
     config = tiny_config(brats_dir, epochs=2)
@@ -117,9 +117,69 @@ def test_cached_run_resumes_an_interrupted_run(brats_dir, tmp_path):
 
 def test_builtin_data_is_generated_once(tmp_path, monkeypatch):
     from workbench.data import synthetic
-    from workbench.runs import builtin_data
+    from workbench.cache import builtin_data
 
     folder = builtin_data("brats", 3, cache=tmp_path)
     assert folder.name == "data-brats-p3-s0" and (folder / "workbench-synthetic.json").is_file()
     monkeypatch.setattr(synthetic, "generate", lambda *a, **k: pytest.fail("generated twice"))
     assert builtin_data("brats", 3, cache=tmp_path) == folder
+
+
+class _Smuggled:
+    """An object whose unpickling calls a function: what a hostile checkpoint would carry."""
+
+    def __reduce__(self):
+        return (print, ("this ran while the checkpoint was loaded",))
+
+
+def test_a_checkpoint_that_smuggles_an_object_is_refused(tmp_path, capsys):
+    import torch
+
+    from workbench.errors import DataError
+    from workbench.runs import load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"epoch": 1, "method": {"w": torch.zeros(2)}, "payload": _Smuggled()}, path)
+    with pytest.raises(DataError, match="holds objects other than tensors and plain containers; refused") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert "this ran" not in capsys.readouterr().out  # nothing was executed
+
+
+def test_resume_and_open_run_refuse_a_smuggling_checkpoint(brats_dir, tmp_path):
+    import torch
+
+    from tests.conftest import tiny_config
+    from workbench.errors import DataError
+    from workbench.inference import open_run
+    from workbench.train import Trainer
+
+    trainer = Trainer(tiny_config(brats_dir, epochs=1), tmp_path / "run", quiet=True)
+    trainer.save_checkpoint()
+    trainer.close()
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)  # a real checkpoint loads as weights only
+    torch.save({**state, "payload": _Smuggled()}, path)
+    for opening in (lambda: Trainer.resume(tmp_path / "run", quiet=True), lambda: open_run(tmp_path / "run")):
+        with pytest.raises(DataError, match="objects other than tensors"):
+            opening()
+
+
+def test_open_run_gives_the_trained_method_without_a_loop(brats_dir, tmp_path):
+    import torch
+
+    from tests.conftest import tiny_config
+    from workbench.inference import open_run, predict_volume
+    from workbench.train import Trainer
+
+    trainer = Trainer(tiny_config(brats_dir, epochs=1), tmp_path / "run", quiet=True)
+    trainer.fit()
+    trainer.close()
+    files = sorted(p.name for p in (tmp_path / "run").iterdir())
+    opened = open_run(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == files  # nothing written
+    assert opened.epoch == 1 and opened.config == trainer.config and not opened.method.training
+    volume = opened.splits.test[0]
+    got = predict_volume(opened.method, volume, opened.device)
+    want = predict_volume(trainer.method, volume, trainer.device)
+    assert all(torch.equal(got[m], want[m]) for m in want)

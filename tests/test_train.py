@@ -99,13 +99,13 @@ def test_overwrite_replaces_the_run_at_its_first_checkpoint(brats_dir, tmp_path,
     trainer = Trainer(tiny_config(brats_dir, epochs=2, seed=1), run, quiet=True, overwrite=True)
     assert _files(run) == before  # built, config written beside it: the old run is still whole
     calls = []
-    real_epoch = trainer._train_epoch
+    real_epoch = trainer.train_epoch
 
     def epoch_after_the_swap(epoch):
         calls.append(json.loads((run / "config.json").read_text())["config"]["seed"])
         return real_epoch(epoch)
 
-    monkeypatch.setattr(trainer, "_train_epoch", epoch_after_the_swap)
+    monkeypatch.setattr(trainer, "train_epoch", epoch_after_the_swap)
     trainer.fit()
     trainer.close()
     assert calls == [1, 1]  # the epoch-0 checkpoint swapped the new run in before training
@@ -343,7 +343,7 @@ def test_a_run_made_before_the_validation_split_is_read_as_it_was_trained(brats_
     trainer = Trainer(tiny_config(brats_dir, epochs=1, **EARLIER_PROTOCOL), tmp_path / "run", quiet=True)
     expected = trainer.fit()
     trainer.close()
-    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     for key in ("selection", "val_fraction", "unlabeled_slices", "test_curve", "val_scores"):
         del state["config"][key]
     torch.save(state, tmp_path / "run" / "checkpoint.pt")

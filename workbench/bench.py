@@ -209,11 +209,11 @@ def epoch_benchmark(method: str = "semi-cml", size: int = 160, batch: int = 20, 
                              device=device)
         trainer = Trainer(config, Path(tmp) / "run", quiet=True)
         try:
-            trainer._train_epoch(1)
+            trainer.train_epoch(1)
             trainer.epoch = 1
             _sync(dev)
             start = time.perf_counter()
-            means = trainer._train_epoch(2)
+            means = trainer.train_epoch(2)
             _sync(dev)
             seconds = time.perf_counter() - start
             n_modalities = len(trainer.splits.modalities)

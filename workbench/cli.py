@@ -46,7 +46,7 @@ from workbench.errors import ConfigError, WorkbenchError
 
 __all__ = ["main", "build_parser", "format_summary", "format_protocol", "format_method_options"]
 
-#: the pre-training methods (``workbench pretrain``); not in the METHODS registry of training methods
+#: the pre-training methods (``workbench pretrain``: ``train`` with the method's pre-training defaults)
 PRETRAIN_METHODS = ("multi-condos",)
 
 
@@ -123,10 +123,13 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from workbench.methods.multi_condos import PretrainConfig
+    from workbench.methods.multi_condos import PRETRAIN_DEFAULTS
     from workbench.train import TrainConfig
 
-    tc, pc = TrainConfig, PretrainConfig
+    tc = TrainConfig
+
+    def pc(name: str) -> Any:  # a pre-training default: PRETRAIN_DEFAULTS, else TrainConfig's
+        return PRETRAIN_DEFAULTS.get(name, _default(tc, name))
     parser = _Parser(
         prog="workbench",
         description="Semi-supervised multi-modal medical image segmentation: data, training, evaluation.",
@@ -194,30 +197,32 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: none)")
     train.add_argument("--quiet", action="store_true", help="no progress bars, no device line")
 
-    pre = sub.add_parser("pretrain", help="self-supervised pre-training (Multi-ConDoS DSGAN) into a run folder",
-                         parents=common)
+    pre = sub.add_parser("pretrain", help="self-supervised pre-training (Multi-ConDoS DSGAN) into a run folder: "
+                         "`train` with the method's pre-training defaults (lr 2e-4, no weight decay, constant "
+                         "rate)", parents=common)
     pre.add_argument("--method", choices=list(PRETRAIN_METHODS),
-                     help="pre-training method (required without --resume; default: none)")
+                     help=f"pre-training method (default: {PRETRAIN_METHODS[0]})")
     pre.add_argument("--data", help="dataset folder; only the training patients' images are used, no labels "
                      "(default: none)")
-    pre.add_argument("--format", dest="fmt", choices=formats, help=f"dataset layout (default: {_default(pc, 'fmt')})")
+    pre.add_argument("--format", dest="fmt", choices=formats, help=f"dataset layout (default: {pc('fmt')})")
     pre.add_argument("--modalities", help="the two modalities X,Y, e.g. t1,flair or ct,pet "
                      "(default: the format's pair)")
-    pre.add_argument("--epochs", type=int, help=f"epochs (paper: 200; default: {_default(pc, 'epochs')})")
+    pre.add_argument("--epochs", type=int, help=f"epochs (paper: 200; default: {pc('epochs')})")
     pre.add_argument("--steps-per-epoch", type=int,
-                     help=f"0: one pass over the slices (default: {_default(pc, 'steps_per_epoch')})")
+                     help=f"optimiser steps per epoch (the paper's epoch: slices // batch size; "
+                          f"default: {pc('steps_per_epoch')})")
     pre.add_argument("--batch-size", type=int,
-                     help=f"slices per step (paper: 36 BraTS, 48 HECKTOR; default: {_default(pc, 'batch_size')})")
-    pre.add_argument("--lr", type=float, help=f"learning rate (paper: 2e-4; default: {_default(pc, 'lr')})")
-    pre.add_argument("--seed", type=int, help=f"seed (default: {_default(pc, 'seed')})")
+                     help=f"slices per step (paper: 36 BraTS, 48 HECKTOR; default: {pc('batch_size')})")
+    pre.add_argument("--lr", type=float, help=f"learning rate (paper: 2e-4; default: {pc('lr')})")
+    pre.add_argument("--seed", type=int, help=f"seed (default: {pc('seed')})")
     pre.add_argument("--size", type=int,
-                     help=f"slice size after resize, a multiple of 16, >= 32 (default: {_default(pc, 'size')})")
-    pre.add_argument("--crop", type=int, help=f"centre crop in voxels before resize (default: {_default(pc, 'crop')})")
+                     help=f"slice size after resize, a multiple of 16, >= 32 (default: {pc('size')})")
+    pre.add_argument("--crop", type=int, help=f"centre crop in voxels before resize (default: {pc('crop')})")
     pre.add_argument("--base-channels", type=int, help="U-Net width f (paper: 32); fine-tuning must match "
-                     f"(default: {_default(pc, 'base_channels')})")
+                     f"(default: {pc('base_channels')})")
     pre.add_argument("--device", choices=devices, help="auto: CUDA when there is one, else the CPU (default: auto)")
     pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="any other PretrainConfig field, or options.NAME=VALUE (`workbench methods "
+                     help="any other TrainConfig field, or options.NAME=VALUE (`workbench methods "
                           "multi-condos` lists them); repeatable (default: none)")
     pre.add_argument("--out", help="run folder (default: runs/pretrain-<method>-<data>-s<seed>)")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -318,7 +323,7 @@ def _check_method_options(method: str, options: dict[str, Any]) -> None:
     from workbench.methods import get_method
     from workbench.methods.options import check_choice, parse_options
 
-    get_method(method)  # a training method (multi-condos is pre-trained: workbench pretrain)
+    get_method(method)
     options_class, modules, _, _ = _method_info(method)
     opts = parse_options(options_class, dict(options), method)
     for name, choices in _declared_choices(modules).items():
@@ -441,18 +446,13 @@ def _method_info(name: str) -> tuple[type, list[Any], str, str]:
     declare its allowed values, its one-line description and how its options are set."""
     from workbench.methods import METHODS, get_method
 
-    if name in PRETRAIN_METHODS:
-        from workbench.methods import multi_condos
-
-        doc = (multi_condos.__doc__ or "").strip().splitlines()[0]
-        return (multi_condos.MultiConDoSOptions, [multi_condos], doc,
-                "workbench pretrain --method multi-condos --set options.NAME=VALUE")
     if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(sorted([*METHODS, *PRETRAIN_METHODS]))}")
+        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
     cls = get_method(name)
     modules = [sys.modules[k.__module__] for k in cls.__mro__ if k.__module__.startswith("workbench.methods")]
     doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-    return cls.options_class, modules, doc, f"workbench train --method {name} --set options.NAME=VALUE"
+    command = "pretrain" if name in PRETRAIN_METHODS else "train"
+    return cls.options_class, modules, doc, f"workbench {command} --method {name} --set options.NAME=VALUE"
 
 
 def format_method_options(name: str) -> str:
@@ -578,38 +578,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from workbench.distributed import world_from_env
-    from workbench.methods.multi_condos import PretrainConfig, Pretrainer
+    """``train`` with a pre-training method and its defaults (:data:`PRETRAIN_DEFAULTS`)."""
+    from workbench.methods.multi_condos import PRETRAIN_DEFAULTS
+    from workbench.train import TrainConfig, Trainer
 
-    if world_from_env().distributed:
+    from workbench.distributed import world_from_env
+
+    if world_from_env().distributed:  # its two optimisers step in turn: one process (Trainer)
         raise ConfigError("pretrain runs in one process: launch it without torchrun")
     quiet = args.quiet or os.environ.get("CI") == "true"
     if args.resume:
         _check_resume_flags(args, applied=())
-        trainer = Pretrainer.resume(args.resume, quiet=quiet)
+        trainer = Trainer.resume(args.resume, quiet=quiet)
     else:
-        if not args.method:
-            raise ConfigError(f"--method is required; choose one of: {', '.join(PRETRAIN_METHODS)}")
-        values: dict[str, Any] = {"method": args.method, "data": args.data or "", "device": args.device or "auto"}
+        values: dict[str, Any] = {**PRETRAIN_DEFAULTS, "method": args.method or PRETRAIN_METHODS[0],
+                                  "data": args.data or "",
+                                  "device": args.device or "auto"}
         if args.modalities:
             values["modalities"] = [m.strip() for m in args.modalities.split(",") if m.strip()]
         for name in ("fmt", "epochs", "steps_per_epoch", "batch_size", "lr", "seed", "size", "crop", "base_channels"):
             if getattr(args, name) is not None:
                 values[name] = getattr(args, name)
-        config = PretrainConfig.from_dict(_with_sets(values, args.set))
+        config = TrainConfig.from_dict(_with_sets(values, args.set))
+        config.validate()
+        _check_method_options(config.method, config.options)
         out = args.out or f"runs/pretrain-{config.method}-{Path(config.data).name}-s{config.seed}"
         _check_out(out)
-        trainer = Pretrainer(config, out, quiet=quiet, overwrite=args.overwrite)
+        trainer = Trainer(config, out, quiet=quiet, overwrite=args.overwrite)
     try:
-        if not quiet:
-            _say_device(trainer.device, "fp32")  # the DSGAN trains in fp32 (no autocast)
-        losses = trainer.fit()
+        if not quiet and trainer.world.is_main:
+            _say_device(trainer.device, trainer.precision)
+        result = trainer.fit()
     finally:
         trainer.close()
-    print(f"run folder: {trainer.run_dir} ({trainer.epoch} epochs, {trainer.data.info['n_slices']} slices of "
-          f"{len(trainer.data.train_cases)} training patients, translations in {trainer.run_dir / 'samples'})")
-    if losses:
-        print("last epoch: " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+    if not trainer.world.is_main:
+        return 0
+    print(f"run folder: {trainer.run_dir} ({trainer.epoch} epochs, {trainer._x_l.shape[0]} slices of "
+          f"{len(trainer.splits.split.train)} training patients, translations in {trainer.run_dir / 'samples'})")
+    if result and result.get("losses"):
+        print("last epoch: " + "  ".join(f"{k} {v:.4f}" for k, v in result["losses"].items()))
     print(f"fine-tune: workbench train --method supervised --data {trainer.config.data} --init {trainer.run_dir} "
           f"--base-channels {trainer.config.base_channels}")
     return 0
@@ -621,22 +628,21 @@ def _overrides(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from workbench.train import Trainer
+    from workbench.device import autocast_context
+    from workbench.inference import BOUNDARY_WIDTH, evaluate_volumes, open_run
 
     run = Path(args.run)
-    if not run.is_dir():
-        raise ConfigError(f"run folder {run} does not exist")
     overrides = _overrides(args, "test_slices", "data", "device")
-    trainer = Trainer.resume(run, quiet=args.quiet, read_only=True, overrides=overrides or None)
-    try:
-        result = trainer.evaluate(write=False)
-    finally:
-        trainer.close()
-    result["test_slices"] = trainer.config.test_slices
+    opened = open_run(run, overrides or None, progress=not args.quiet)
+    scores = evaluate_volumes(opened.method, opened.test_volumes, opened.device,
+                              BOUNDARY_WIDTH.get(opened.fmt, 4), opened.config.eval_batch_size,
+                              autocast_context(opened.precision, opened.device), progress=not args.quiet)
+    result = {"epoch": opened.epoch, **scores, "protocol": opened.protocol,
+              "test_slices": opened.config.test_slices}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=float))
-    print(f"run folder: {run} (epoch {result['epoch']}, test slices: {trainer.config.test_slices}, "
-          f"device {trainer.device})")
+    print(f"run folder: {run} (epoch {result['epoch']}, test slices: {opened.config.test_slices}, "
+          f"device {opened.device})")
     print(format_summary(result))
     return 0
 
@@ -665,16 +671,15 @@ def _cmd_view(args: argparse.Namespace) -> int:
 
 def _cmd_methods(args: argparse.Namespace) -> int:
     """Every method, one line each; with NAME, that method's options."""
-    from workbench.methods import METHODS, multi_condos
+    from workbench.methods import METHODS
 
     if args.name:
         print(format_method_options(args.name))
         return 0
     for name, cls in sorted(METHODS.items()):
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<16} {doc}")
-    doc = (multi_condos.__doc__ or "").strip().splitlines()[0]
-    print(f"{'multi-condos':<16} {doc} (pre-training: workbench pretrain; then train --init)")
+        after = " (pre-training: workbench pretrain; then train --init)" if name in PRETRAIN_METHODS else ""
+        print(f"{name:<16} {doc}{after}")
     print("\noptions of one method: workbench methods NAME")
     return 0
 

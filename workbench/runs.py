@@ -1,4 +1,17 @@
-"""Run folders: where a new run is written, and how it replaces an old one.
+"""Run folders: how a run is written, replaced, read back and opened.
+
+A run is a folder::
+
+    RUN/config.json        the TrainConfig (plus versions, data summary, protocol card)
+    RUN/checkpoint.pt      written atomically (temp file + rename) at the start and after every epoch
+    RUN/events.jsonl       one JSON record per line: train losses, val scores, method events
+    RUN/metrics.json       final per-patient metrics and their summary
+    RUN/per_patient.csv    the same rows as a table
+
+Every file is written atomically (:func:`atomic_write`): a crash leaves the old file or the
+new one, never half of one. Checkpoints hold only tensors and plain containers and are read
+with ``torch.load(..., weights_only=True)`` (:func:`load_checkpoint`): opening a run folder
+somebody sent cannot execute code.
 
 A new run never costs an existing one. :class:`NewRunFolder` is made before anything is
 loaded (it checks the target) and opened only once the config, the data and the method
@@ -11,38 +24,38 @@ untouched, and a start that fails (or is killed) leaves it exactly as it was.
 Paths stored in a run's ``config.json`` are absolute (:func:`absolute_path`), so that a run
 folder can be evaluated from any working directory.
 
-The notebooks share their runs through a cache (:func:`cached_run`): a finished run is kept
-under ``<cache>/<key>``, the key a SHA-256 of the full :class:`~workbench.train.TrainConfig`
-(its data folder replaced by the folder's content hash), the workbench version and the
-torch version. A class that runs notebooks 01 to 09 trains each configuration once; a run
-killed half way is resumed from its checkpoint the next time it is asked for. Delete the
-cache folder to train everything again. The built-in datasets are shared the same way
-(:func:`builtin_data`).
+A finished run is opened for evaluation, viewing and notebooks by
+:func:`workbench.inference.open_run`, without a training loop.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
+import contextlib
 import os
+import pickle
+import platform
 import shutil
+import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Callable
 
-from workbench.errors import ConfigError
+import numpy as np
+import torch
 
-if TYPE_CHECKING:
-    from workbench.train import TrainConfig
+from workbench.errors import ConfigError, DataError
 
-__all__ = ["NewRunFolder", "absolute_path", "check_out_folder", "run_key", "cached_run", "builtin_data",
-           "DEFAULT_CACHE"]
-
-#: where the notebooks keep shared runs and built-in datasets (relative to the working directory)
-DEFAULT_CACHE = "runs/cache"
+__all__ = ["NewRunFolder", "absolute_path", "check_out_folder", "atomic_write", "atomic_write_text",
+           "atomic_torch_save", "versions", "load_checkpoint", "RUN_MARKER", "RUN_FILES", "SAMPLES", "RESUME_OVERRIDES", "EVAL_OVERRIDES"]
 
 #: the files that make a folder a run (a checkpoint is what ``--resume`` needs)
 RUN_MARKER = "checkpoint.pt"
+#: the folder of a run's per-epoch arrays (Method.epoch_samples)
+SAMPLES = "samples"
+#: the files of a run; an earlier failed start's are removed when a new run starts in its folder
+RUN_FILES = ("events.jsonl", "checkpoint.pt", "metrics.json", "per_patient.csv", "config.json")
+#: what a resumed or opened run may change: where the data is and what runs it, never what was trained
+RESUME_OVERRIDES = ("data", "device")
+EVAL_OVERRIDES = ("test_slices", "eval_batch_size")  # and, only when evaluating, how the test is scored
 
 
 def absolute_path(path: str | None) -> str | None:
@@ -112,56 +125,69 @@ class NewRunFolder:
         return self.target
 
 
-def builtin_data(kind: str, patients: int, seed: int = 0, cache: str | Path = DEFAULT_CACHE) -> Path:
-    """The built-in dataset ``kind`` (brats | hecktor) of ``patients`` patients and data seed
-    ``seed``, generated once into ``<cache>/data-<kind>-p<patients>-s<seed>`` and reused."""
-    from workbench.data.synthetic import generate
-
-    folder = check_out_folder(Path(cache) / f"data-{kind}-p{patients}-s{seed}", "cache")
-    if not folder.exists():
-        generate(kind, folder, patients, seed=seed)  # written to <folder>.partial, then renamed
-    return folder
-
-
-def run_key(config: "TrainConfig") -> str:
-    """The cache key of a run: SHA-256 of its full config (data folder -> content hash, paths
-    made absolute), the workbench version and the torch version; 16 hex digits."""
-    import torch
-
-    import workbench
-    from workbench.data.fingerprint import content_sha256
-
-    from workbench.methods import get_method
-    from workbench.methods.options import parse_options
-
-    values = dataclasses.asdict(config)
-    method = get_method(config.method)  # options with their defaults: {} and {"w2": default} are one run
-    values["options"] = dataclasses.asdict(parse_options(method.options_class, dict(config.options), config.method))
-    values["data"] = content_sha256(Path(config.data).resolve())
-    values["init"] = absolute_path(config.init)
-    record = {"config": values, "workbench": workbench.__version__, "torch": torch.__version__}
-    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def cached_run(config: "TrainConfig", cache: str | Path = DEFAULT_CACHE, quiet: bool = False) -> Path:
-    """The folder of a finished run of ``config``: trained into ``<cache>/<run_key>`` the first
-    time, resumed there if an earlier call was stopped, returned as it is after that."""
-    from workbench.train import Trainer
-
-    config.validate()
-    if not Path(config.data).is_dir():
-        raise ConfigError(f"data folder {config.data} does not exist")
-    run_dir = Path(cache) / f"{config.method}-{run_key(config)}"
-    if (run_dir / "metrics.json").is_file():
-        if not quiet:
-            print(f"{config.method}: the cached run {run_dir} (delete it to train again)")
-        return run_dir
-    if (run_dir / RUN_MARKER).is_file():
-        trainer = Trainer.resume(run_dir, quiet=quiet)
-    else:
-        trainer = Trainer(config, run_dir, quiet=quiet)
+# ----------------------------------------------------------------------------- files
+def atomic_write(path: Path, write: Callable[[Any], Any], mode: str = "wb") -> None:
+    """``write(file)`` into a temp file in the same folder, fsync, then rename over ``path``.
+    On any failure (disk full, interrupt) the temp file is removed and ``path`` is untouched."""
+    tmp = path.with_name(path.name + ".tmp")
     try:
-        trainer.fit()
-    finally:
-        trainer.close()
-    return run_dir
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def versions() -> dict[str, str]:
+    """The versions a run was made with (stored in its config.json)."""
+    import monai
+    import nibabel
+
+    commit = "unknown"
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip() or "unknown"
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "monai": monai.__version__,
+        "nibabel": nibabel.__version__,
+        "git_commit": commit,
+    }
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents, on the CPU, read with ``weights_only=True``.
+
+    Raises:
+        DataError: no such file; a file torch cannot read; a file that holds other objects
+            than tensors and plain containers (refused: unpickling them could run code).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):  # a class or function to import: not weights
+            raise DataError(f"{path}: holds objects other than tensors and plain containers; refused "
+                            "(loading it could run code); a workbench checkpoint never does") from None
+        raise DataError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001  (a truncated or foreign file: any failure means broken)
+        raise DataError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: not a workbench checkpoint (a {type(state).__name__}, not a mapping)")
+    return state

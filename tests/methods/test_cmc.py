@@ -177,7 +177,7 @@ def test_total_is_sup_plus_alpha_csc_plus_beta_cac_recomputed():
     losses = method.training_step(batch, step=step)
     assert set(losses) == {"sup_t1", "sup_flair", "csc", "alpha", "cac", "beta", "loss"}
     out_l, out_u = method.net.forward_with_features(batch.x_l), method.net.forward_with_features(batch.x_u)
-    sup = sum(method.branch_sup_loss(z, batch.y_l) for z in out_l.logits)  # eq. 2, CE + Dice per modality
+    sup = sum(method.sup_loss(z, batch.y_l, method.opts.sup_weights) for z in out_l.logits)  # eq. 2, CE + Dice per modality
     csc = _literal_csc(torch.cat([out_l.ds[0], out_u.ds[0]]).double(), torch.cat([out_l.ds[1], out_u.ds[1]]).double())
     cac = _literal_cac(*(torch.sigmoid(z).double() for z in out_u.logits))
     t = step / config.steps_per_epoch
@@ -194,8 +194,8 @@ def test_supervised_weights_paper_and_run():
     logits, y = torch.randn(2, 1, 4, 4), (torch.rand(2, 1, 4, 4) > 0.5).float()
     from workbench.losses import bce_loss, soft_dice_loss
     dice = soft_dice_loss(torch.sigmoid(logits), y)
-    assert torch.allclose(method.branch_sup_loss(logits, y), bce_loss(logits, y) + dice)
-    assert torch.allclose(run.branch_sup_loss(logits, y), 10 * bce_loss(logits, y) + 7 * dice)
+    assert torch.allclose(method.sup_loss(logits, y, method.opts.sup_weights), bce_loss(logits, y) + dice)
+    assert torch.allclose(run.sup_loss(logits, y, run.opts.sup_weights), 10 * bce_loss(logits, y) + 7 * dice)
 
 
 @pytest.mark.parametrize("flags", [dict(specific_encoders=False, mia=False, csc=False, cac=False),
@@ -306,7 +306,7 @@ def test_a_run_starts_from_the_encoders_of_an_earlier_run(brats_dir, tmp_path):
     first = Trainer(_config(brats_dir, epochs=1), tmp_path / "first", quiet=True)
     first.fit()
     first.close()
-    checkpoint = torch.load(tmp_path / "first" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(tmp_path / "first" / "checkpoint.pt", map_location="cpu", weights_only=True)
     torch.save(checkpoint["method"], tmp_path / "method.pt")  # net.encoders.* among the net's other keys
     config = _config(brats_dir, epochs=1, options={"encoder_weights": str(tmp_path / "method.pt")})
     second = Trainer(config, tmp_path / "second", quiet=True)

@@ -57,7 +57,7 @@ def test_supervised_loss_matches_the_literal_loop():
     torch.manual_seed(2)
     logits = torch.randn(2, 1, 3, 4, dtype=torch.float64, requires_grad=True)
     y = (torch.rand(2, 1, 3, 4) > 0.5).double()
-    loss = method.branch_sup_loss(logits, y)
+    loss = method.sup_loss(logits, y, method.opts.sup_weights)
     loss.backward()
     value, grad = _loop_ce_dice(logits.detach(), y)
     assert loss.item() == pytest.approx(value, rel=1e-6)
@@ -68,7 +68,7 @@ def test_run_weights_option_uses_eq3_of_semi_cml():
     method, config = _method(sup_weights="run")
     torch.manual_seed(2)
     logits, y = torch.randn(2, 1, 4, 4), (torch.rand(2, 1, 4, 4) > 0.5).float()
-    assert torch.allclose(method.branch_sup_loss(logits, y), method.sup_loss(logits, y))
+    assert torch.allclose(method.sup_loss(logits, y, method.opts.sup_weights), method.sup_loss(logits, y))
     assert config.bce_weight == 10 and config.dice_weight == 7
 
 

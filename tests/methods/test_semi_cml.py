@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 
@@ -7,7 +5,7 @@ from tests.conftest import tiny_config
 from workbench.errors import ConfigError
 from workbench.losses import asc_loss, mse_consistency, supervised_loss
 from workbench.methods import Batch, get_method
-from workbench.methods.semi_cml import VARIANTS, sigmoid_rampup
+from workbench.methods.semi_cml import VARIANTS
 
 
 def _method(variant="sup+mse+asc", **options):
@@ -19,12 +17,6 @@ def _method(variant="sup+mse+asc", **options):
 def _batch(k=3):
     torch.manual_seed(1)
     return Batch(torch.randn(4, 2, 32, 32), (torch.rand(4, 1, 32, 32) > 0.7).float(), torch.randn(k, 2, 32, 32))
-
-
-def test_sigmoid_rampup():
-    assert sigmoid_rampup(0, 10) == pytest.approx(math.exp(-5))
-    assert sigmoid_rampup(5, 10) == pytest.approx(math.exp(-5 * 0.25))
-    assert sigmoid_rampup(10, 10) == 1.0 and sigmoid_rampup(3, 0) == 1.0
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

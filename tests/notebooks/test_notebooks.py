@@ -157,7 +157,7 @@ def test_notebook_09_only_finished_tabulates_and_counts_the_missing_cells(tmp_pa
 def given_runs(tmp_path_factory) -> dict[str, str]:
     """Tiny finished runs to hand to the notebooks that view a given run: supervised, Semi-CML
     and Semi-CML + PReL (whose stage-2 losses appear only from epoch L1)."""
-    from workbench.runs import builtin_data, cached_run
+    from workbench.cache import builtin_data, cached_run
     from workbench.train import TrainConfig
 
     cache = tmp_path_factory.mktemp("given-runs")

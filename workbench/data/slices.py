@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from workbench.data.case import Case
+from workbench.data.nifti import detect_format, load_dataset
 from workbench.errors import ConfigError, DataError
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "check_split_fractions",
     "split_patients",
     "build_splits",
+    "load_splits",
 ]
 
 #: Modality pair used when none is given. The paper's BraTS tables use T2 / T1CE (and
@@ -82,8 +85,6 @@ DEFAULT_MODALITIES: dict[str, tuple[str, ...]] = {
 def format_and_modalities(root: Path, fmt: str, modalities: list[str] | None) -> tuple[str, list[str]]:
     """The folder's format (``fmt``, or detected when ``"auto"``) and the modalities to load:
     the given ones, or the format's default pair; a generic folder must name them."""
-    from workbench.data.nifti import detect_format
-
     fmt = detect_format(root) if fmt == "auto" else fmt
     if modalities:
         return fmt, list(modalities)
@@ -219,6 +220,18 @@ class DataSplits:
     split: PatientSplit
     unlabeled_slices: str = "body"
     info: dict = field(default_factory=dict)
+    unlabeled: list[Volume] = field(default_factory=list)  # whole volumes of the unlabeled patients
+
+    def training_images(self) -> Tensor:
+        """Every non-blank axial slice ``(N, M, H, W)`` of the training patients, labeled and
+        unlabeled, in case-id order; labels are not read. A slice is blank when any modality
+        is one value throughout ("only discard medical images that are all black",
+        Multi-ConDoS)."""
+        volumes = sorted(self.labeled + self.unlabeled, key=lambda v: v.case_id)
+        images = torch.cat([v.images for v in volumes])
+        flat = images.flatten(2)
+        blank = (flat.amax(dim=2) - flat.amin(dim=2) <= 1e-6).any(dim=1)
+        return images[~blank].contiguous()
 
     @property
     def labeled_cases(self) -> list[str]:
@@ -438,4 +451,21 @@ def build_splits(
         split=split,
         unlabeled_slices=unlabeled_slices,
         info=info,
+        unlabeled=[volumes[c] for c in split.unlabeled],
     )
+
+
+def load_splits(config: Any, progress: bool = True) -> tuple[DataSplits, str]:
+    """Load a run's data folder (a :class:`~workbench.config.TrainConfig`'s ``data``, ``fmt``,
+    ``modalities``) and build its deterministic splits; returns (splits, format)."""
+    root = Path(config.data)
+    fmt, modalities = format_and_modalities(root, config.fmt, config.modalities)
+    if len(modalities) < 1:
+        raise ConfigError("--modalities: give at least one modality")
+    cases = load_dataset(root, fmt=fmt, modalities=modalities, require_label=True, progress=progress,
+                         min_cases=min_patients(config.val_fraction))
+    pre = PreprocessConfig(crop=config.crop, size=config.size)
+    splits = build_splits(cases, modalities, config.labeled, pre, config.split_seed, config.test_fraction,
+                          config.val_fraction, config.unlabeled_slices)
+    return splits, fmt
+

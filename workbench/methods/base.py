@@ -12,15 +12,19 @@ run's ``events.jsonl``. Python-side state (pools, counters) goes in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, TYPE_CHECKING
 
+import torch
 from torch import Tensor, nn
 
 from workbench.errors import ConfigError
 from workbench.losses import supervised_loss
 from workbench.methods.options import parse_options
 
-__all__ = ["Batch", "Method", "NoOptions"]
+if TYPE_CHECKING:
+    from workbench.config import TrainConfig
+
+__all__ = ["Batch", "Method", "NoOptions", "fused_and_single_modality"]
 
 
 @dataclass
@@ -33,13 +37,13 @@ class Batch:
     """One training step's data; M is the number of modalities (channel order = ``modalities``).
 
     Attributes:
-        x_l: labeled images ``(B, M, H, W)``.
-        y_l: their binary labels ``(B, 1, H, W)``.
+        x_l: labeled images ``(B, M, H, W)`` (for ``training_data = "images"``: any training slices).
+        y_l: their binary labels ``(B, 1, H, W)``; None for ``training_data = "images"``.
         x_u: unlabeled images ``(K, M, H, W)``, or None for supervised methods.
     """
 
     x_l: Tensor
-    y_l: Tensor
+    y_l: Tensor | None
     x_u: Tensor | None = None
 
 
@@ -54,8 +58,16 @@ class Method(nn.Module):
     reads_validation: ClassVar[bool] = False
     #: dataclass of the method's options (``--set options.NAME=VALUE``), parsed into ``self.opts``
     options_class: ClassVar[type] = NoOptions
+    #: what the loop draws for each step: ``"labeled"`` (labeled slices and their labels, plus
+    #: unlabeled slices when ``uses_unlabeled``) or ``"images"`` (every non-blank slice of the
+    #: training patients, labels never read, each batch of distinct slices: a self-supervised
+    #: pre-training; ``Batch.x_l`` holds them, ``y_l`` is None)
+    training_data: ClassVar[str] = "labeled"
+    #: whether the method segments (:meth:`predict`); a pre-training does not: the loop
+    #: neither validates nor tests it
+    segments: ClassVar[bool] = True
 
-    def __init__(self, modalities: list[str], config: Any) -> None:
+    def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__()
         self.modalities = list(modalities)
         self.config = config
@@ -71,9 +83,18 @@ class Method(nn.Module):
         if self._emit is not None:
             self._emit(event, **fields)
 
-    def sup_loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Eq. 3 with the run's weights: ``bce_weight * BCE + dice_weight * Dice``."""
+    def sup_loss(self, logits: Tensor, target: Tensor, weights: str = "run") -> Tensor:
+        """The supervised loss: ``weights="run"``, Semi-CML's eq. 3 with the run's weights
+        (``bce_weight * BCE + dice_weight * Dice``); ``"paper"``, the plain ``BCE + Dice`` of
+        the papers that add the two unweighted (Meng eq. 4, CMC eq. 2)."""
+        if weights == "paper":
+            return supervised_loss(logits, target, 1.0, 1.0)
         return supervised_loss(logits, target, self.config.bce_weight, self.config.dice_weight)
+
+    def epoch_time(self, step: int) -> float:
+        """Training time in (fractional) epochs after ``step`` optimiser steps: what the
+        ramps of :mod:`workbench.schedules` read."""
+        return step / self.config.steps_per_epoch
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """Named losses for one batch; key ``loss`` is what the loop back-propagates."""
@@ -112,8 +133,39 @@ class Method(nn.Module):
             raise ConfigError(f"method {self.name!r} has no per-modality networks to take features from")
         return {m: nets[m].forward_with_features(images[:, i : i + 1])[1] for i, m in enumerate(self.modalities)}
 
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Loss name -> the parameters the loop steps on that loss, one Adam each, in this
+        order. Default: one group, every trainable parameter, on ``loss``."""
+        return {"loss": [p for p in self.parameters() if p.requires_grad]}
+
+    def adam_betas(self) -> tuple[float, float]:
+        """Adam's (beta1, beta2) for every group; PyTorch's defaults unless a paper says."""
+        return (0.9, 0.999)
+
+    def epoch_samples(self, epoch: int, images: Tensor) -> dict[str, Any]:
+        """Arrays to keep after ``epoch`` (``RUN/samples/epoch_NNNN.npz``), computed from the
+        training ``images``; default none."""
+        return {}
+
     def after_optimizer_step(self, step: int) -> None:
         """Hook after each optimiser step (EMA teachers)."""
 
     def on_validation_end(self, epoch: int, scores: dict[str, float]) -> None:
         """Hook after each epoch's validation; ``scores`` maps modality -> mean DSC."""
+
+
+def fused_and_single_modality(net: Callable[[Tensor], Tensor], images: Tensor, modalities: list[str],
+                              logits: bool = True) -> dict[str, Tensor]:
+    """The predictions of a network that reads every modality as channels (the MM- rows):
+    ``fused`` (every modality in) and ``<m> only`` (the other channels zeroed). ``net``
+    gives logits (``logits=True``, a sigmoid is applied) or probabilities."""
+    def probabilities(x: Tensor) -> Tensor:
+        return torch.sigmoid(net(x)) if logits else net(x)
+
+    out = {"fused": probabilities(images)}
+    if len(modalities) > 1:
+        for i, m in enumerate(modalities):
+            only = torch.zeros_like(images)
+            only[:, i] = images[:, i]
+            out[f"{m} only"] = probabilities(only)
+    return out

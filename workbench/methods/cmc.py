@@ -74,6 +74,8 @@ modalities: each decoder sees the fused feature.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -84,11 +86,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from workbench.errors import ConfigError
-from workbench.losses import supervised_loss
 from workbench.methods.base import Batch, Method
 from workbench.methods.options import check_choice
 from workbench.methods.registry import register
 from workbench.nets.cmc import CMCNet
+
+if TYPE_CHECKING:
+    from workbench.config import TrainConfig
 
 __all__ = ["CMC", "CMCOptions", "channel_cosine_matrix", "csc_loss", "dice_cross_similarity", "cac_loss",
            "ramp_up", "ramp_down", "DENOMINATORS"]
@@ -206,7 +210,7 @@ class CMC(Method):
     uses_unlabeled = True
     options_class = CMCOptions
 
-    def __init__(self, modalities: list[str], config) -> None:
+    def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
         o = self.opts
         if len(self.modalities) != 2:
@@ -247,24 +251,18 @@ class CMC(Method):
 
     def alpha(self, step: int) -> float:
         """Weight of L_CSC at optimiser step ``step``: the ramp-up, t in fractional epochs."""
-        return ramp_up(step / self.config.steps_per_epoch, self.t_max(), self.opts.alpha)
+        return ramp_up(self.epoch_time(step), self.t_max(), self.opts.alpha)
 
     def beta(self, step: int) -> float:
         """Weight of L_CAC at optimiser step ``step``: the ramp-down, t in fractional epochs."""
-        return ramp_down(step / self.config.steps_per_epoch, self.t_max(), self.opts.beta)
-
-    def branch_sup_loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        """One modality's part of eq. 2: CE + Dice (or the run's weighted BCE + Dice)."""
-        if self.opts.sup_weights == "run":
-            return self.sup_loss(logits, target)
-        return supervised_loss(logits, target, 1.0, 1.0)
+        return ramp_down(self.epoch_time(step), self.t_max(), self.opts.beta)
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         o = self.opts
         losses: dict[str, Tensor] = {}
         out_l = self.net.forward_with_features(batch.x_l)  # labeled pass
         for m, logits in zip(self.modalities, out_l.logits):
-            losses[f"sup_{m}"] = self.branch_sup_loss(logits, batch.y_l)  # eq. 2
+            losses[f"sup_{m}"] = self.sup_loss(logits, batch.y_l, self.opts.sup_weights)  # eq. 2
         total = losses[f"sup_{self.modalities[0]}"] + losses[f"sup_{self.modalities[1]}"]
         out_u = None
         if batch.x_u is not None and (o.csc or o.cac):

@@ -32,17 +32,20 @@ Choices where the paper is silent or does not apply:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from workbench.losses import bce_loss
-from workbench.methods.base import Batch, Method
-from workbench.methods.mean_teacher import INPUTS, check_choice, dual_encoder_predictions
+from workbench.methods.base import Batch, Method, fused_and_single_modality
+from workbench.methods.options import INPUTS, check_choice
 from workbench.methods.registry import register
-from workbench.methods.semi_cml import sigmoid_rampup
+from workbench.schedules import sigmoid_rampup
 from workbench.nets import DualEncoderUNet, UNet
+
+if TYPE_CHECKING:
+    from workbench.config import TrainConfig
 
 __all__ = ["CPS", "CPSOptions", "cps_loss", "hard_pseudo_labels"]
 
@@ -87,7 +90,7 @@ class CPS(Method):
     uses_unlabeled = True
     options_class = CPSOptions
 
-    def __init__(self, modalities: list[str], config) -> None:
+    def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
         check_choice("input", self.opts.input, INPUTS)
         check_choice("consistency_on", self.opts.consistency_on, ("all", "unlabeled"))
@@ -107,7 +110,7 @@ class CPS(Method):
 
     def cps_weight(self, step: int) -> float:
         """lambda(t), t in (fractional) epochs."""
-        return self.opts.cps_weight * sigmoid_rampup(step / self.config.steps_per_epoch, self.opts.rampup_epochs)
+        return self.opts.cps_weight * sigmoid_rampup(self.epoch_time(step), self.opts.rampup_epochs)
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         assert batch.x_u is not None, f"{self.name} needs unlabeled slices"
@@ -136,8 +139,8 @@ class CPS(Method):
     def predict(self, images: Tensor) -> dict[str, Tensor]:
         if self.opts.input == "both":
             if self.opts.predict_with == "first":
-                return dual_encoder_predictions(self.net, images, self.modalities)
-            a = dual_encoder_predictions(self.net, images, self.modalities)
-            b = dual_encoder_predictions(self.peer, images, self.modalities)
+                return fused_and_single_modality(self.net, images, self.modalities)
+            a = fused_and_single_modality(self.net, images, self.modalities)
+            b = fused_and_single_modality(self.peer, images, self.modalities)
             return {k: (a[k] + b[k]) / 2 for k in a}
         return {m: self._probs(p, images[:, p.channels]) for m, p in zip(self.modalities, self.pairs())}

@@ -78,6 +78,8 @@ Choices where the paper is silent, or where our binary setting needs a reading:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,10 +89,13 @@ from torch import Tensor, nn
 
 from workbench.errors import ConfigError
 from workbench.losses import feature_discrepancy_loss, supervised_loss
-from workbench.methods.base import Batch, Method
+from workbench.methods.base import Batch, Method, fused_and_single_modality
 from workbench.methods.options import INPUTS, check_choice
 from workbench.methods.registry import register
 from workbench.nets.cross_view import CrossViewPair
+
+if TYPE_CHECKING:
+    from workbench.config import TrainConfig
 
 __all__ = ["CrossView", "CrossViewOptions", "zero_centred_mask", "cutmix", "partner",
            "largest_component", "pseudo_labels", "heterogeneous_targets", "paper_sup_loss", "INPUTS"]
@@ -182,7 +187,7 @@ class CrossView(Method):
     uses_unlabeled = True
     options_class = CrossViewOptions
 
-    def __init__(self, modalities: list[str], config) -> None:
+    def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
         o = self.opts
         check_choice("input", o.input, INPUTS)
@@ -211,7 +216,7 @@ class CrossView(Method):
 
     def _announce_stage(self, step: int) -> None:
         """A ``stage`` event at the first step of each stage (derived from epoch and step: resumes exactly)."""
-        first = (self.epoch - 1) * self.config.steps_per_epoch
+        first = (self.epoch - 1) * self.config.steps_per_epoch  # the epoch's first step
         if step != first or self.epoch not in (1, self.pretrain_epochs + 1):
             return
         self.emit("stage", stage=self.stage(self.epoch), pretrain_epochs=self.pretrain_epochs,
@@ -256,14 +261,7 @@ class CrossView(Method):
         """Section 3.3: the mean of the two subnets' probabilities, per pair."""
         if self.opts.input == "single":
             return {m: self.nets[m].probabilities(images[:, c]) for m, c in self.streams()}
-        pair = self.nets["fused"]
-        out = {"fused": pair.probabilities(images)}
-        if len(self.modalities) > 1:
-            for i, m in enumerate(self.modalities):
-                only = torch.zeros_like(images)
-                only[:, i] = images[:, i]
-                out[f"{m} only"] = pair.probabilities(only)
-        return out
+        return fused_and_single_modality(self.nets["fused"].probabilities, images, self.modalities, logits=False)
 
     def features(self, images: Tensor) -> dict[str, dict[str, Tensor]]:
         """Both subnets' feature maps (concatenated along channels) per pair key (modality

@@ -47,19 +47,22 @@ Choices where the paper is silent (or written for classification):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from workbench.errors import ConfigError
 from workbench.losses import mse_consistency
-from workbench.methods.base import Batch, Method
+from workbench.methods.base import Batch, Method, fused_and_single_modality
 from workbench.methods.options import INPUTS, check_choice
 from workbench.methods.registry import register
-from workbench.methods.semi_cml import sigmoid_rampup
+from workbench.schedules import sigmoid_rampup
 from workbench.nets import DualEncoderUNet, UNet
 from workbench.teachers import ema_update, frozen_copy, mc_dropout_pseudo_labels
+
+if TYPE_CHECKING:
+    from workbench.config import TrainConfig
 
 __all__ = [
     "INPUTS",
@@ -68,7 +71,6 @@ __all__ = [
     "Stream",
     "add_input_noise",
     "check_choice",
-    "dual_encoder_predictions",
     "ema_decay_at",
     "teacher_probabilities",
 ]
@@ -128,16 +130,6 @@ def ema_decay_at(step: int, decay: float, warmup: bool) -> float:
     return min(1.0 - 1.0 / (step + 1), decay) if warmup else decay
 
 
-def dual_encoder_predictions(net: nn.Module, images: Tensor, modalities: list[str]) -> dict[str, Tensor]:
-    """MM- rows: ``fused`` (every modality in) and ``<m> only`` (the other channels zeroed)."""
-    out = {"fused": torch.sigmoid(net(images))}
-    for i, m in enumerate(modalities):
-        only = torch.zeros_like(images)
-        only[:, i] = images[:, i]
-        out[f"{m} only"] = torch.sigmoid(net(only))
-    return out
-
-
 class Stream(NamedTuple):
     """One independently trained model: loss-name suffix, networks, input channels."""
 
@@ -155,7 +147,7 @@ class MeanTeacher(Method):
     uses_unlabeled = True
     options_class = MeanTeacherOptions
 
-    def __init__(self, modalities: list[str], config) -> None:
+    def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
         o = self.opts
         check_choice("input", o.input, INPUTS)
@@ -184,7 +176,7 @@ class MeanTeacher(Method):
     def consistency_weight(self, step: int) -> float:
         """w(t): the sigmoid ramp-up of the consistency weight, t in (fractional) epochs."""
         length = self.opts.rampup_epochs if self.opts.rampup_epochs >= 0 else 0.4 * self.config.epochs
-        return self.opts.consistency * sigmoid_rampup(step / self.config.steps_per_epoch, length)
+        return self.opts.consistency * sigmoid_rampup(self.epoch_time(step), length)
 
     def consistency_loss(self, teacher: nn.Module, images: Tensor, student_probs: Tensor,
                          step: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -227,6 +219,6 @@ class MeanTeacher(Method):
     def predict(self, images: Tensor) -> dict[str, Tensor]:
         use_teacher = self.opts.predict_with == "teacher"
         if self.opts.input == "both":
-            return dual_encoder_predictions(self.teacher if use_teacher else self.net, images, self.modalities)
+            return fused_and_single_modality(self.teacher if use_teacher else self.net, images, self.modalities)
         return {m: torch.sigmoid((self.teachers[m] if use_teacher else self.nets[m])(images[:, i : i + 1]))
                 for i, m in enumerate(self.modalities)}

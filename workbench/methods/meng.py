@@ -47,18 +47,22 @@ through the fusion layers.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from workbench.errors import ConfigError
-from workbench.losses import supervised_loss
 from workbench.methods.base import Batch, Method
 from workbench.methods.options import check_choice
 from workbench.methods.registry import register
-from workbench.methods.semi_cml import sigmoid_rampup
+from workbench.schedules import sigmoid_rampup
 from workbench.nets.meng import MengNet
+
+if TYPE_CHECKING:
+    from workbench.config import TrainConfig
 
 __all__ = ["MengFusion", "MengOptions", "mutual_mse_terms"]
 
@@ -101,7 +105,7 @@ class MengFusion(Method):
     uses_unlabeled = True
     options_class = MengOptions
 
-    def __init__(self, modalities: list[str], config) -> None:
+    def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
         if len(self.modalities) != 2:
             raise ConfigError(f"{self.name} needs exactly 2 modalities, got {self.modalities}")
@@ -113,19 +117,13 @@ class MengFusion(Method):
 
     def alpha(self, step: int) -> float:
         """alpha of L_total, times the optional ramp-up (t in fractional epochs)."""
-        return self.opts.alpha * sigmoid_rampup(step / self.config.steps_per_epoch, self.opts.rampup_epochs)
-
-    def branch_sup_loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        """One branch's part of eq. 4: CE + Dice (or the run's weighted eq. 3 of Semi-CML)."""
-        if self.opts.sup_weights == "run":
-            return self.sup_loss(logits, target)
-        return supervised_loss(logits, target, 1.0, 1.0)
+        return self.opts.alpha * sigmoid_rampup(self.epoch_time(step), self.opts.rampup_epochs)
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         losses: dict[str, Tensor] = {}
         logits_l = self.net(batch.x_l)  # labeled pass
         for m, logits in zip(self.modalities, logits_l):
-            losses[f"sup_{m}"] = self.branch_sup_loss(logits, batch.y_l)  # eq. 4
+            losses[f"sup_{m}"] = self.sup_loss(logits, batch.y_l, self.opts.sup_weights)  # eq. 4
         total = losses[f"sup_{self.modalities[0]}"] + losses[f"sup_{self.modalities[1]}"]
         if self.opts.mcml and batch.x_u is not None:
             probs_a, probs_b = (torch.sigmoid(z.float()) for z in self.net(batch.x_u))  # unlabeled pass

@@ -12,12 +12,17 @@ discusses: a coupled model degrades when a modality is missing).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
-from workbench.methods.base import Batch, Method
+from workbench.methods.base import Batch, Method, fused_and_single_modality
 from workbench.methods.registry import register
 from workbench.nets import DualEncoderUNet
+
+if TYPE_CHECKING:
+    from workbench.config import TrainConfig
 
 __all__ = ["MMSupervised"]
 
@@ -28,7 +33,7 @@ class MMSupervised(Method):
 
     name = "mm-supervised"
 
-    def __init__(self, modalities: list[str], config) -> None:
+    def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
         self.net = DualEncoderUNet(len(self.modalities), 1, config.base_channels)
 
@@ -37,9 +42,4 @@ class MMSupervised(Method):
         return {"sup": loss, "loss": loss}
 
     def predict(self, images: Tensor) -> dict[str, Tensor]:
-        out = {"fused": torch.sigmoid(self.net(images))}
-        for i, m in enumerate(self.modalities):
-            only = torch.zeros_like(images)
-            only[:, i] = images[:, i]
-            out[f"{m} only"] = torch.sigmoid(self.net(only))
-        return out
+        return fused_and_single_modality(self.net, images, self.modalities)

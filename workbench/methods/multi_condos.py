@@ -4,9 +4,10 @@ Zhang, Zhang, Shen, Lukasiewicz, Xu, "Multi-ConDoS: Multimodal Contrastive Domai
 Generative Adversarial Networks for Self-Supervised Medical Image Segmentation"
 (IEEE TMI 43(1), 2024). Two stages:
 
-1. Pre-training (``workbench pretrain --method multi-condos``, :class:`Pretrainer`): the
-   DSGAN (:mod:`workbench.nets.dsgan`) learns to translate paired slices X <-> Y of two
-   modalities, with no label, on the training patients' slices.
+1. Pre-training (``workbench pretrain``, i.e. ``workbench train --method multi-condos`` with
+   :data:`PRETRAIN_DEFAULTS`; the method :class:`MultiConDoS`, trained by the workbench
+   loop): the DSGAN (:mod:`workbench.nets.dsgan`) learns to translate paired slices
+   X <-> Y of two modalities, with no label, on the training patients' slices.
 2. Fine-tuning (``workbench train --method supervised --init RUN``): modality X's U-Net
    starts from G_a's encoder E_a, the shared layers SL and D_a's first layers
    (:func:`~workbench.nets.dsgan.transfer_rows`), modality Y's from G_b's; then it is the
@@ -34,7 +35,7 @@ Equations (section IV):
 Hyper-parameters (section V, implementation details): gamma = 10, beta = 1, lambda = 0.1,
 t = 0.1; Adam, lr 2e-4; batch 36 (BraTS) / 48 (HECKTOR); 200 epochs. Fine-tuning: Adam,
 lr 2e-4, weight decay 1e-4, warm-up cosine schedule, 70 epochs (batch sizes 31-90).
-Defaults here are CPU-scale (:class:`PretrainConfig`); the paper's values are in comments.
+Defaults here are CPU-scale (:data:`PRETRAIN_DEFAULTS`, 10 epochs); the paper's values are in comments.
 
 Choices (where the paper is vague or silent):
     * Eq. 2's sum over negatives is printed over Gamma+ (a typo); the text defines the
@@ -63,10 +64,10 @@ Choices (where the paper is vague or silent):
       modality is blank (constant): "only discard medical images that are all black".
       Validation and test patients are never seen; ``--init`` refuses a pre-training whose
       patients include the run's validation or test patients.
-    * An epoch is ``steps_per_epoch`` batches (0: one pass, floor(N / B) batches, the
-      paper's epoch); each batch is drawn without replacement from a permutation seeded
-      by (seed, epoch) and never holds a slice twice (eq. 2 would make it its own
-      negative).
+    * An epoch is ``steps_per_epoch`` batches (the paper's epoch is one pass, floor(N / B)
+      batches: set ``steps_per_epoch`` to that); each batch is drawn without replacement
+      from a permutation seeded by (seed, epoch) and never holds a slice twice (eq. 2
+      would make it its own negative; the loop's ``training_data = "images"``).
     * Each of the generator's four passes (x, y, y', x') is its own BatchNorm batch.
     * Transfer (section IV-D): see :func:`workbench.nets.dsgan.transfer_rows`. With
       SL_1 and 3 decoder layers every tensor of G_a except the 1x1 output layer goes to
@@ -84,35 +85,33 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from workbench.errors import ConfigError, DataError
-from workbench.events import EventLog
-from workbench.methods.options import config_from_dict, parse_options
+from workbench.methods.base import Batch, Method
+from workbench.methods.options import parse_options
+from workbench.methods.registry import register
 from workbench.nets.dsgan import DSGAN, transfer_keys, transfer_rows
 from workbench.nets.unet import UNet
-from workbench.runs import NewRunFolder, absolute_path
+from workbench.runs import load_checkpoint
+
+if TYPE_CHECKING:
+    from workbench.config import TrainConfig
 
 __all__ = [
     "KIND",
     "MultiConDoSOptions",
+    "PRETRAIN_DEFAULTS",
     "check_options",
-    "PretrainConfig",
     "MultiConDoS",
-    "Pretrainer",
     "Pretraining",
-    "PretrainData",
-    "load_pretraining_slices",
     "contrastive_pair_loss",
     "multimodal_contrastive_loss",
     "gan_generator_loss",
@@ -124,7 +123,8 @@ __all__ = [
     "transfer_to_unet",
 ]
 
-#: ``kind`` of a Multi-ConDoS pre-training run in its config.json and checkpoint
+#: ``kind`` in config.json and checkpoint of a pre-training made before it ran in the workbench
+#: loop (its own loop, since removed): such a run still serves ``--init`` but cannot be resumed
 KIND = "multi-condos-pretrain"
 GENERATOR_PREFIX = "dsgan.generator.branches."
 
@@ -194,6 +194,8 @@ def reconstruction_loss(x_rec: Tensor, x: Tensor, y_rec: Tensor, y: Tensor) -> T
 
 
 # ----------------------------------------------------------------------------- the model
+
+
 @dataclass
 class MultiConDoSOptions:
     gamma: float = 10.0  # weight of L_T (eq. 7; paper: 10)
@@ -205,6 +207,14 @@ class MultiConDoSOptions:
     share: bool = True  # false: SL rows not shared (Table III's Multi-Con)
     decoder_layers: int = 3  # D_a rows transferred after SL (Table VIII; paper: 3)
     disc_channels: int = 0  # PatchGAN first width; 0: 2 * base_channels (64 at f = 32, Pix2Pix)
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam's; not in the paper (Pix2Pix's)
+    samples: int = 4  # slices whose A->B->A translations are saved each epoch (RUN/samples)
+
+
+#: the TrainConfig values ``workbench pretrain`` starts from (section V: Adam, lr 2e-4, no schedule
+#: is mentioned: constant; no weight decay); epochs at CPU scale (paper: 200)
+PRETRAIN_DEFAULTS: dict[str, Any] = {"method": "multi-condos", "lr": 2e-4, "weight_decay": 0.0, "warmup_epochs": 0,
+                                     "milestones": [], "epochs": 10}
 
 
 def check_options(opts: MultiConDoSOptions) -> None:
@@ -216,6 +226,10 @@ def check_options(opts: MultiConDoSOptions) -> None:
         raise ConfigError(f"option temperature={opts.temperature}: must be > 0")
     if opts.disc_channels < 0:
         raise ConfigError(f"option disc_channels={opts.disc_channels}: must be >= 0 (0: 2 * base_channels)")
+    if len(opts.betas) != 2 or not all(0.0 <= v < 1.0 for v in opts.betas):
+        raise ConfigError(f"option betas={opts.betas}: need two values in [0, 1)")
+    if opts.samples < 0:
+        raise ConfigError(f"option samples={opts.samples}: must be >= 0")
     transfer_rows(opts.shared_layers, opts.decoder_layers)  # checks both against Tables I and VIII
 
 
@@ -232,31 +246,44 @@ def _frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-class MultiConDoS(nn.Module):
-    """The DSGAN and its losses for one batch of paired slices (no backward, no step).
+@register
+class MultiConDoS(Method):
+    """Multi-ConDoS pre-training: a DSGAN learns X <-> Y translation with no label (eqs. 2-8).
 
-    Args:
-        modalities: ``[X, Y]``; channel 0 of a batch is X, channel 1 is Y.
-        base_channels: f of Table I.
-        opts: the method's options.
+    Trained by the workbench loop like every method: its batches are the training
+    patients' non-blank slices (``training_data = "images"``), its two optimisers step the
+    generator DSG on eq. 7 and then the discriminators (:meth:`optimizer_groups`), and it
+    is neither validated nor tested (``segments = False``): it does not segment. Its run
+    folder starts the U-Nets of a ``workbench train --init RUN`` run.
     """
 
-    def __init__(self, modalities: list[str], base_channels: int, opts: MultiConDoSOptions) -> None:
-        super().__init__()
-        if len(modalities) != 2:
-            raise ConfigError(f"multi-condos pre-trains on exactly 2 modalities, got {list(modalities)}")
-        check_options(opts)
-        self.modalities = list(modalities)
-        self.opts = opts
-        self.dsgan = DSGAN(modalities, base_channels, opts.shared_layers, opts.share, opts.disc_channels or None)
+    name = "multi-condos"
+    training_data = "images"
+    segments = False
+    options_class = MultiConDoSOptions
 
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """One optimiser each, stepped in this order: the generator DSG, then Dis_X and Dis_Y."""
+    def __init__(self, modalities: list[str], config: TrainConfig) -> None:
+        super().__init__(modalities, config)
+        if len(self.modalities) != 2:
+            raise ConfigError(f"multi-condos pre-trains on exactly 2 modalities, got {list(modalities)}")
+        check_options(self.opts)
+        if config.size is not None and config.size < 32:
+            raise ConfigError(f"size={config.size}: the DSGAN's PatchGAN discriminators need slices of 32 pixels "
+                              "or more")
+        o = self.opts
+        self.dsgan = DSGAN(self.modalities, config.base_channels, o.shared_layers, o.share, o.disc_channels or None)
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Eq. 8, one optimiser each, stepped in this order: the generator DSG on eq. 7, then
+        Dis_X and Dis_Y on their loss."""
         return {"generator": list(self.dsgan.generator.parameters()),
                 "discriminator": list(self.dsgan.dis.parameters())}
 
-    def training_step(self, images: Tensor) -> dict[str, Tensor]:
-        """Losses for a batch ``(B, 2, H, W)`` of paired slices.
+    def adam_betas(self) -> tuple[float, float]:
+        return (float(self.opts.betas[0]), float(self.opts.betas[1]))
+
+    def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
+        """Losses for a batch ``x_l`` ``(B, 2, H, W)`` of paired slices (no label).
 
         Returns:
             ``generator``: eq. 7 for DSG; ``discriminator``: the discriminators' loss (no
@@ -264,6 +291,7 @@ class MultiConDoS(nn.Module):
             ``reconstruction``, ``contrastive``, ``d_real``, ``d_fake`` (mean Dis
             probabilities) for the log.
         """
+        images = batch.x_l
         a, b = self.modalities
         o = self.opts
         gen, dis = self.dsgan.generator, self.dsgan.dis
@@ -294,6 +322,10 @@ class MultiConDoS(nn.Module):
                 "reconstruction": l_r.detach(), "contrastive": l_c.detach(), "d_real": d_real.detach(),
                 "d_fake": d_fake.detach()}
 
+    def predict(self, images: Tensor) -> dict[str, Tensor]:
+        raise ConfigError("multi-condos is a pre-training: it translates, it does not segment; fine-tune its run "
+                          "with `workbench train --method supervised --init RUN`")
+
     @torch.no_grad()
     def translate(self, images: Tensor) -> dict[str, Tensor]:
         """A -> B -> A and B -> A -> B for ``(B, 2, H, W)`` slices, in eval mode.
@@ -315,306 +347,17 @@ class MultiConDoS(nn.Module):
             self.train(was_training)
         return {k: v[:, 0] for k, v in out.items()}
 
-
-# ----------------------------------------------------------------------------- pre-training run
-@dataclass
-class PretrainConfig:
-    """Everything that defines a pre-training run. CPU-scale defaults; the paper's in comments."""
-
-    method: str = "multi-condos"
-    data: str = ""
-    fmt: str = "auto"  # auto | brats | hecktor | generic
-    modalities: list[str] | None = None  # [X, Y]; None: the format's default pair
-    split_seed: int = 0  # must match the fine-tuning runs (same test patients)
-    test_fraction: float = 0.2
-    val_fraction: float = 0.1  # must match the fine-tuning runs (same validation patients)
-    crop: int | None = None  # paper: 160 (BraTS), 144 (HECKTOR)
-    size: int | None = 64
-    seed: int = 0
-    epochs: int = 10  # paper: 200
-    steps_per_epoch: int = 20  # 0: one pass over the slices (the paper's epoch)
-    batch_size: int = 8  # paper: 36 (BraTS), 48 (HECKTOR)
-    lr: float = 2e-4  # paper: 2e-4
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # not in the paper (Pix2Pix's)
-    base_channels: int = 32  # f of Table I (paper U-Net: 32); fine-tuning must use the same
-    device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda
-    samples: int = 4  # slices whose A->B->A translations are saved each epoch
-    options: dict[str, Any] = field(default_factory=dict)  # MultiConDoSOptions
-
-    def validate(self) -> MultiConDoSOptions:
-        """The parsed options; ConfigError (one line) for a bad value."""
-        from workbench.data.slices import PreprocessConfig
-        from workbench.train import resolve_device
-
-        if self.method != "multi-condos":
-            raise ConfigError(f"unknown pre-training method {self.method!r}; choose one of: multi-condos")
-        if not self.data:
-            raise ConfigError("no data folder given (--data DIR)")
-        if self.fmt not in ("auto", "brats", "hecktor", "generic"):
-            raise ConfigError(f"unknown data format {self.fmt!r}; choose one of: auto, brats, hecktor, generic")
-        resolve_device(self.device)
-        for name in ("epochs", "batch_size", "base_channels"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
-        for name in ("steps_per_epoch", "samples"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 0")
-        if self.lr <= 0:
-            raise ConfigError(f"lr={self.lr}: must be > 0")
-        if len(self.betas) != 2 or not all(0.0 <= v < 1.0 for v in self.betas):
-            raise ConfigError(f"betas={self.betas}: need two values in [0, 1)")
-        if self.modalities is not None and len(self.modalities) != 2:
-            raise ConfigError(f"--modalities {','.join(self.modalities)}: multi-condos pre-trains on exactly 2")
-        PreprocessConfig(self.crop, self.size)
-        if self.size is not None and self.size < 32:
-            raise ConfigError(f"size={self.size}: the DSGAN's PatchGAN discriminators need slices of 32 pixels or more")
-        opts = parse_options(MultiConDoSOptions, dict(self.options), self.method)
-        check_options(opts)
-        return opts
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "PretrainConfig":
-        return config_from_dict(cls, values)
-
-
-@dataclass
-class PretrainData:
-    """The slices a pre-training sees."""
-
-    images: Tensor  # (N, 2, H, W), channels [X, Y]
-    modalities: list[str]
-    fmt: str
-    train_cases: list[str]
-    held_out_cases: list[str]  # validation and test patients: never seen
-    info: dict
-
-
-def load_pretraining_slices(config: PretrainConfig, progress: bool = True) -> PretrainData:
-    """Every non-blank axial slice of the training patients (module docstring, "Data")."""
-    from workbench.data.nifti import load_dataset
-    from workbench.data.slices import (PreprocessConfig, format_and_modalities, min_patients, preprocess_case,
-                                       split_patients)
-
-    root = Path(config.data)
-    fmt, modalities = format_and_modalities(root, config.fmt, config.modalities)
-    if len(modalities) != 2:
-        raise ConfigError(f"multi-condos pre-trains on exactly 2 modalities, got {modalities}")
-    # The loader validates the labels as fine-tuning will; pre-training never reads them.
-    cases = load_dataset(root, fmt=fmt, modalities=modalities, require_label=True, progress=progress,
-                         min_cases=min_patients(config.val_fraction))
-    by_id = {c.case_id: c for c in cases}
-    split = split_patients(list(by_id), 1.0, config.split_seed, config.test_fraction, config.val_fraction)
-    train, held_out = split.train, sorted(split.val + split.test)
-    pre = PreprocessConfig(crop=config.crop, size=config.size)
-    images = torch.cat([preprocess_case(by_id[c], modalities, pre).images for c in train])
-    flat = images.flatten(2)
-    blank = (flat.amax(dim=2) - flat.amin(dim=2) <= 1e-6).any(dim=1)  # either modality all one value
-    images = images[~blank].contiguous()
-    if images.shape[0] < 2:
-        raise DataError(f"{root}: {images.shape[0]} non-blank training slices; pre-training needs at least 2")
-    info = {"n_cases": len(cases), "n_train_cases": len(train), "n_slices": int(images.shape[0]),
-            "n_blank_slices_dropped": int(blank.sum()), "slice_size": list(images.shape[-2:])}
-    return PretrainData(images, modalities, fmt, train, held_out, info)
-
-
-def _draw_batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> list[Tensor]:
-    """``steps`` batches of distinct indices into ``range(n)``, walking through random
-    permutations; a batch that would not fit in what is left of one starts a new one."""
-    batches, perm, pos = [], torch.randperm(n, generator=generator), 0
-    for _ in range(steps):
-        if pos + batch_size > n:
-            perm, pos = torch.randperm(n, generator=generator), 0
-        batches.append(perm[pos : pos + batch_size])
-        pos += batch_size
-    return batches
-
-
-class Pretrainer:
-    """Runs a Multi-ConDoS pre-training into a run folder::
-
-        RUN/config.json          kind "multi-condos-pretrain", the PretrainConfig, split, versions
-        RUN/checkpoint.pt        DSGAN + both optimisers + RNG, written atomically every epoch
-        RUN/events.jsonl         run_start, then one ``train`` record (mean losses) per epoch
-        RUN/samples/epoch_NNNN.npz   A -> B -> A translations of a few fixed slices (read_samples)
-
-    A dedicated loop because the workbench loop (:mod:`workbench.train`) has one optimiser,
-    labels and validation; this one has two optimisers, no labels and no validation. It
-    follows the same conventions: seeded per-epoch batches, data on the device once,
-    exact resume (:meth:`resume`), a tqdm bar (``quiet`` turns it off).
-    """
-
-    def __init__(self, config: PretrainConfig, run_dir: str | Path, *, quiet: bool = False,
-                 overwrite: bool = False, _resuming: bool = False) -> None:
-        from workbench import train as loop  # not at the top: workbench.train imports workbench.methods
-
-        self._loop = loop
-        self.opts = config.validate()
-        if not _resuming:  # config.json stores the absolute data path (workbench.runs)
-            config = dataclasses.replace(config, data=absolute_path(config.data))
-        self.config = config
-        self.run_dir = Path(run_dir)
-        self.quiet = quiet
-        # written only once everything is built; replaces an old run at the first checkpoint
-        self._folder = None if _resuming else NewRunFolder(self.run_dir, overwrite)
-        self.device = loop.resolve_device(config.device)
-        self.data = load_pretraining_slices(config, progress=not quiet)
-        torch.manual_seed(config.seed)
-        self.model = MultiConDoS(self.data.modalities, config.base_channels, self.opts).to(self.device)
-        self.optimizers = {name: torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas))
-                           for name, params in self.model.parameter_groups().items()}
-        self._x = self.data.images.to(self.device)
-        n = self._x.shape[0]
-        self.batch_size = min(config.batch_size, n)
-        self.steps_per_epoch = config.steps_per_epoch or n // self.batch_size
-        self.sample_index = self._sample_slices(min(config.samples, n))
-        self.epoch = 0
-        self.checkpoint_epoch: int | None = None  # epoch of the checkpoint on disk, None before the first
-        self.step = 0
-        if self._folder is not None:
-            self.run_dir = self._folder.open(leftovers=("events.jsonl", "checkpoint.pt", "config.json"))
-            for old in (self.run_dir / "samples").glob("epoch_*.npz"):
-                old.unlink()
-        self.events = EventLog(self.run_dir / "events.jsonl")
-        if not _resuming:
-            self._write_config()
-            self.events.write("run_start", epoch=0, step=0, data=self.data.info, fmt=self.data.fmt,
-                              modalities=self.data.modalities, train_cases=self.data.train_cases,
-                              held_out_cases=self.data.held_out_cases, device=str(self.device),
-                              batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch)
-
-    def _sample_slices(self, count: int) -> Tensor:
-        """Indices of ``count`` fixed slices for the saved translations: evenly spaced among
-        the slices with at least the median non-zero area (so not the near-empty ends of a
-        volume); chosen from the images alone."""
+    def epoch_samples(self, epoch: int, images: Tensor) -> dict[str, np.ndarray]:
+        """The translations of ``samples`` fixed slices (saved as RUN/samples/epoch_NNNN.npz):
+        evenly spaced among the slices with at least the median non-zero area (so not the
+        near-empty ends of a volume), chosen from the images alone."""
+        count = min(self.opts.samples, images.shape[0])
         if count == 0:
-            return torch.zeros(0, dtype=torch.long)
-        area = (self.data.images.abs() > 1e-6).flatten(1).float().mean(dim=1)
+            return {}
+        area = (images.abs() > 1e-6).flatten(1).float().mean(dim=1)
         candidates = torch.nonzero(area >= area.median()).flatten()
-        return candidates[torch.linspace(0, len(candidates) - 1, count).round().long()]
-
-    def _write_config(self) -> None:
-        rows = transfer_rows(self.opts.shared_layers, self.opts.decoder_layers)
-        record = {
-            "kind": KIND,
-            "config": asdict(self.config),
-            "options": asdict(self.opts),
-            "modalities": self.data.modalities,
-            "fmt": self.data.fmt,
-            "data": self.data.info,
-            "train_cases": self.data.train_cases,
-            "held_out_cases": self.data.held_out_cases,
-            "transfer": {"rows": list(rows),
-                         "generator_of": {m: f"{GENERATOR_PREFIX}{m}" for m in self.data.modalities}},
-            "versions": self._loop._versions(),
-            "command": sys.argv,
-        }
-        self._loop._atomic_write_text(json.dumps(record, indent=2), self.run_dir / "config.json")
-
-    def save_checkpoint(self) -> None:
-        state = {
-            "kind": KIND,
-            "epoch": self.epoch,
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "events_offset": self.events.offset(),
-            "config": asdict(self.config),
-        }
-        self._loop._atomic_torch_save(state, self.run_dir / "checkpoint.pt")
-        self.checkpoint_epoch = self.epoch
-        if self._folder is not None:  # the first checkpoint: the new run replaces an old one now
-            self.run_dir = self._folder.commit()
-            self._folder = None
-
-    @classmethod
-    def resume(cls, run_dir: str | Path, *, quiet: bool = False) -> "Pretrainer":
-        """Rebuild a pre-training from its folder and continue exactly where it stopped."""
-        run_dir = Path(run_dir)
-        state = _load_checkpoint(run_dir, "--resume")
-        trainer = cls(PretrainConfig.from_dict(dict(state["config"])), run_dir, quiet=quiet, _resuming=True)
-        trainer.model.load_state_dict(state["model"])
-        for name, opt in trainer.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        trainer.epoch, trainer.step = state["epoch"], state["step"]
-        trainer.checkpoint_epoch = trainer.epoch
-        trainer.events.truncate(state["events_offset"])
-        trainer.events.write("resume", epoch=trainer.epoch, step=trainer.step)
-        return trainer
-
-    def _train_epoch(self, epoch: int, bar: tqdm) -> dict[str, float]:
-        cfg = self.config
-        self.model.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        sums: dict[str, Tensor] = {}
-        for idx in _draw_batches(self._x.shape[0], self.batch_size, self.steps_per_epoch, gen):
-            losses = self.model.training_step(self._x[idx.to(self.device)])
-            for name in ("generator", "discriminator"):  # eq. 8: G's step, then the discriminators'
-                opt = self.optimizers[name]
-                opt.zero_grad(set_to_none=True)
-                if losses[name].requires_grad:
-                    losses[name].backward()
-                    opt.step()
-            self.step += 1
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().float()
-            bar.update(1)
-        means = {name: float(total) / self.steps_per_epoch for name, total in sums.items()}
-        if not all(math.isfinite(v) for v in means.values()):
-            raise DataError(f"pre-training diverged at epoch {epoch}: non-finite loss {means} (try a smaller --lr)")
-        return means
-
-    def save_samples(self) -> Path | None:
-        """``samples/epoch_NNNN.npz``: the fixed slices and their translations (see MultiConDoS.translate)."""
-        if not len(self.sample_index):
-            return None
-        out = self.model.translate(self._x[self.sample_index.to(self.device)])
-        folder = self.run_dir / "samples"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"epoch_{self.epoch:04d}.npz"
-        arrays = {k: v.float().cpu().numpy() for k, v in out.items()}
-        self._loop._atomic_write(path, lambda f: np.savez(f, **arrays))
-        return path
-
-    def fit(self, stop_after: int | None = None) -> dict[str, float] | None:
-        """Train until ``config.epochs`` (or epoch ``stop_after``, for resume tests).
-
-        Like :meth:`workbench.train.Trainer.fit`, a new pre-training first writes an epoch-0
-        checkpoint, and Ctrl-C raises :class:`~workbench.train.TrainingInterrupted` naming the
-        checkpoint kept and the ``--resume`` command.
-
-        Returns:
-            The last epoch's mean losses, or None when stopped early.
-        """
-        cfg = self.config
-        last = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
-        losses: dict[str, float] | None = None
-        try:
-            if self.checkpoint_epoch is None:
-                self.save_checkpoint()
-            with tqdm(total=(last - self.epoch) * self.steps_per_epoch, desc=cfg.method, unit="step",
-                      disable=self.quiet) as bar:
-                for epoch in range(self.epoch + 1, last + 1):
-                    losses = self._train_epoch(epoch, bar)
-                    self.epoch = epoch
-                    self.events.write("train", epoch=epoch, step=self.step, lr=cfg.lr, **losses)
-                    sample = self.save_samples()
-                    if sample is not None:
-                        self.events.write("samples", epoch=epoch, step=self.step,
-                                          path=str(sample.relative_to(self.run_dir)))
-                    self.save_checkpoint()
-                    bar.set_postfix(epoch=epoch, g=f"{losses['generator']:.3f}", d=f"{losses['discriminator']:.3f}")
-        except KeyboardInterrupt:
-            raise self._loop.training_interrupted(self.run_dir, self.checkpoint_epoch, cfg.epochs,
-                                                  "workbench pretrain") from None
-        return losses if self.epoch >= cfg.epochs else None
-
-    def close(self) -> None:
-        self.events.close()
+        index = candidates[torch.linspace(0, len(candidates) - 1, count, device=candidates.device).round().long()]
+        return {k: v.float().cpu().numpy() for k, v in self.translate(images[index]).items()}
 
 
 def read_samples(run_dir: str | Path) -> dict[int, dict[str, np.ndarray]]:
@@ -627,19 +370,6 @@ def read_samples(run_dir: str | Path) -> dict[int, dict[str, np.ndarray]]:
 
 
 # ----------------------------------------------------------------------------- transfer
-def _load_checkpoint(run_dir: Path, flag: str) -> dict[str, Any]:
-    path = run_dir / "checkpoint.pt"
-    if not path.exists():
-        raise DataError(f"{flag} {run_dir}: no checkpoint.pt (not a started pre-training)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001  (any unpickling failure means a broken file)
-        raise DataError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from exc
-    if not isinstance(state, dict) or state.get("kind") != KIND:
-        raise ConfigError(f"{flag} {run_dir}: the checkpoint is not a multi-condos pre-training")
-    return state
-
-
 @dataclass
 class Pretraining:
     """A finished Multi-ConDoS pre-training, read for ``--init``."""
@@ -728,7 +458,9 @@ def transfer_to_unet(generator_state: dict[str, Tensor], unet: UNet, shared_laye
 
 
 def read_pretraining(run_dir: str | Path) -> Pretraining:
-    """Check that ``run_dir`` is a finished Multi-ConDoS pre-training and read it.
+    """Check that ``run_dir`` is a finished Multi-ConDoS pre-training and read it: a run of
+    the method ``multi-condos``, or one made by the earlier pre-training loop (``kind``
+    :data:`KIND`), whose config.json and checkpoint are laid out differently.
 
     Raises:
         ConfigError: no such folder, not a run folder, a run of another kind, unfinished.
@@ -744,15 +476,22 @@ def read_pretraining(run_dir: str | Path) -> Pretraining:
         record = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{config_path}: unreadable ({type(exc).__name__})") from exc
-    if not isinstance(record, dict) or record.get("kind") != KIND:
-        what = record.get("config", {}).get("method", "unknown") if isinstance(record, dict) else "unknown"
-        raise ConfigError(f"--init {path}: a {what!r} training run, not a multi-condos pre-training "
-                          "(made by `workbench pretrain --method multi-condos`)")
-    state = _load_checkpoint(path, "--init")
+    method = record.get("config", {}).get("method", "unknown") if isinstance(record, dict) else "unknown"
+    earlier = isinstance(record, dict) and record.get("kind") == KIND
+    if not earlier and method != MultiConDoS.name:
+        raise ConfigError(f"--init {path}: a {method!r} training run, not a multi-condos pre-training "
+                          "(made by `workbench pretrain`)")
+    if not (path / "checkpoint.pt").exists():
+        raise DataError(f"--init {path}: no checkpoint.pt (not a started pre-training)")
+    state = load_checkpoint(path / "checkpoint.pt")
     epochs = record["config"]["epochs"]
-    if state["epoch"] < epochs:
-        raise ConfigError(f"--init {path}: the pre-training stopped at epoch {state['epoch']} of {epochs}; "
+    if state.get("epoch", 0) < epochs:
+        raise ConfigError(f"--init {path}: the pre-training stopped at epoch {state.get('epoch', 0)} of {epochs}; "
                           f"finish it with `workbench pretrain --resume {path}`")
+    if not earlier:  # the loop's run folder, in the layout Pretraining reads
+        split = record["split"]
+        options = parse_options(MultiConDoSOptions, dict(record["config"].get("options", {})), MultiConDoS.name)
+        record = {**record, "train_cases": sorted(split["labeled"] + split["unlabeled"]),
+                  "options": dataclasses.asdict(options)}
     record = {**record, "epochs_done": state["epoch"]}
-    return Pretraining(path, record, state["model"])
-
+    return Pretraining(path, record, state["model"] if earlier else state["method"])

@@ -16,13 +16,10 @@ Hyper-parameters (section 4.2): m in {5, 10}; L1 in {51, 55, 61, 71} of t_max = 
 Defaults here scale the epochs to short CPU runs: m = 40% of the epochs (at most L1 - p - 2,
 so that the teacher is initialised before L1), p = 2, L1 = 70% of the epochs (paper ~61/81),
 r = 0.6, D = 4, alpha1 = alpha2 = 0.5. Why m = 40% and not the paper's ~10% (m in {5, 10}
-of 81): our epochs are ``steps_per_epoch`` steps (20 on the built-in data), the paper's are
-full passes. With m = 10% the BMA teacher was copied ~100 steps in and, since alpha stays
-0.9-0.99 afterwards, remained that early, under-confident model (0.2 probability on
-background pixels); re-learning from it lowered BraTS T1 from 0.565 (Semi-CML) to
-0.478 ± 0.102, while m = 8 of 20 gave 0.648 over 3 seeds (docs/results.md; both measured
-under the earlier protocol, whose teacher read the test patients). For
-paper-scale runs set ``options.m`` explicitly.
+of 81): our epochs are ``steps_per_epoch`` steps, the paper's are full passes, and with
+m = 10% the teacher is copied from a model only ~100 steps old and, alpha staying 0.9-0.99
+afterwards, stays that early, under-confident model (docs/results.md, section E6, has the
+measurements). For paper-scale runs set ``options.m`` explicitly.
 
 Whose accuracy: eq. 12's Acc_t, the pool and the high-modality choice read the per-epoch
 mean per-patient DSC of the patients ``TrainConfig.selection`` names, never the test
@@ -35,12 +32,12 @@ over CT, T1CE over T2). Here ``high_modality="auto"`` decides it the same way, f
 data: a BMA pool and teacher (or EMA teacher) is kept for *every* modality during stage 1,
 and at the end of epoch L1 - 1 the modality with the higher mean validation DSC over the
 epochs m+1..L1-1 (the epochs the pool looks at) becomes "high" and its teacher is used
-(event ``high_modality``; the other teachers stay in the checkpoint, unused). Or name it explicitly (then only its teacher
-is built). An earlier version decided at epoch m from the first epochs' scores; on the
-built-in BraTS data that picked T1 (0.29 vs 0.15 at epoch 2) while FLAIR ended stage 1 at
-0.88 vs T1 0.48, so FLAIR re-learned from a weak T1 teacher and lost 0.1-0.2 DSC.
+(event ``high_modality``; the other teachers stay in the checkpoint, unused). Or name it
+explicitly (then only its teacher is built). Deciding at epoch m from the first epochs'
+scores instead picks the wrong modality on data whose strong modality starts slowly
+(docs/results.md, section E6).
 
-Choices where the paper is silent or ambiguous:
+Choices where the paper is vague:
     * Stage 2 follows Algorithm 1 literally: only the ReL losses train (no labeled
       supervised term) and G is not trained between L1 and L2. ``stage2_labeled=true``
       adds L_sup on the labeled batch for both networks.
@@ -57,7 +54,7 @@ Choices where the paper is silent or ambiguous:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -70,6 +67,9 @@ from workbench.methods.registry import register
 from workbench.methods.semi_cml import SemiCML, SemiCMLOptions
 from workbench.nets import UNet
 from workbench.teachers import BMAPool, ema_update, frozen_copy, mc_dropout_pseudo_labels
+
+if TYPE_CHECKING:
+    from workbench.config import TrainConfig
 
 __all__ = ["SemiCMLPReL", "PReLOptions"]
 
@@ -99,7 +99,7 @@ class SemiCMLPReL(SemiCML):
     options_class = PReLOptions
     reads_validation = True
 
-    def __init__(self, modalities: list[str], config) -> None:
+    def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
         o = self.opts
         if o.teacher not in ("bma", "ema", "base"):

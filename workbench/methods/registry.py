@@ -1,15 +1,14 @@
-"""Name -> method class registry; ``workbench train --method NAME`` looks names up here."""
+"""Name -> method class registry, filled as the method modules are imported; look names up
+with :func:`workbench.methods.get_method`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workbench.errors import ConfigError
-
 if TYPE_CHECKING:
     from workbench.methods.base import Method
 
-__all__ = ["METHODS", "register", "get_method"]
+__all__ = ["METHODS", "register"]
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -20,12 +19,3 @@ def register(cls: type["Method"]) -> type["Method"]:
         raise ValueError(f"method name {cls.name!r} is empty or already registered")
     METHODS[cls.name] = cls
     return cls
-
-
-def get_method(name: str) -> type["Method"]:
-    """The class registered as ``name``; ConfigError listing the choices otherwise."""
-    import workbench.methods  # noqa: F401  (registers the built-in methods)
-
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
-    return METHODS[name]

@@ -29,13 +29,13 @@ within an epoch), with ``T = rampup_epochs`` (default: 40% of the epochs).
 
 Choice: labeled and unlabeled slices go through each network in two separate forward
 passes (BatchNorm batch statistics per pass). ``joint_forward=true`` concatenates them into
-one pass instead; on the built-in HECKTOR data (seed 0) that alone, with every
-unsupervised weight at 0, dropped the test DSC from CT 0.112 / PET 0.635 (two passes) to
-0.035 / 0.348 (one pass), against 0.089 / 0.688 for the supervised baseline; see
-docs/results.md.
+one pass instead, which alone (every unsupervised weight at 0) cost the built-in HECKTOR
+data most of its supervised DSC (docs/results.md, section E7).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import math
 from dataclasses import dataclass
@@ -47,7 +47,11 @@ from workbench.errors import ConfigError
 from workbench.losses import asc_loss, mse_consistency, nce_loss
 from workbench.methods.base import Batch, Method
 from workbench.methods.registry import register
+from workbench.schedules import sigmoid_rampup
 from workbench.nets import UNet
+
+if TYPE_CHECKING:
+    from workbench.config import TrainConfig
 
 __all__ = ["SemiCML", "SemiCMLOptions", "VARIANTS", "sigmoid_rampup"]
 
@@ -75,14 +79,6 @@ class SemiCMLOptions:
     joint_forward: bool = False  # True: labeled + unlabeled slices in one forward pass (one BatchNorm batch)
 
 
-def sigmoid_rampup(t: float, length: float) -> float:
-    """Tarvainen & Valpola's ramp-up ``exp(-5 (1 - t/T)^2)`` for t < T, then 1."""
-    if length <= 0 or t >= length:
-        return 1.0
-    phase = 1.0 - max(t, 0.0) / length
-    return math.exp(-5.0 * phase * phase)
-
-
 class ProjectionHead(nn.Module):
     """GAP of the bottleneck, then a 2-layer MLP (NCE* ablation)."""
 
@@ -102,7 +98,7 @@ class SemiCML(Method):
     uses_unlabeled = True
     options_class = SemiCMLOptions
 
-    def __init__(self, modalities: list[str], config) -> None:
+    def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
         if len(self.modalities) != 2:
             raise ConfigError(f"{self.name} needs exactly 2 modalities, got {self.modalities}")
@@ -121,7 +117,7 @@ class SemiCML(Method):
     def w1(self, step: int) -> float:
         """w1(t): the sigmoid ramp-up of the MSE weight, t in (fractional) epochs."""
         length = self.opts.rampup_epochs if self.opts.rampup_epochs >= 0 else 0.4 * self.config.epochs
-        return self.opts.w1 * sigmoid_rampup(step / self.config.steps_per_epoch, length)
+        return self.opts.w1 * sigmoid_rampup(self.epoch_time(step), length)
 
     def forward_modality(self, m: str, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and features of modality ``m``'s network on ``images`` (B, M, H, W)."""

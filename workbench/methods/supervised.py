@@ -12,12 +12,17 @@ summing the losses and using one Adam optimiser is the same as training them apa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from workbench.methods.base import Batch, Method
 from workbench.methods.registry import register
 from workbench.nets import UNet
+
+if TYPE_CHECKING:
+    from workbench.config import TrainConfig
 
 __all__ = ["Supervised"]
 
@@ -26,7 +31,7 @@ __all__ = ["Supervised"]
 class Supervised(Method):
     name = "supervised"
 
-    def __init__(self, modalities: list[str], config) -> None:
+    def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
         self.nets = nn.ModuleDict({m: UNet(1, 1, config.base_channels) for m in self.modalities})
 

@@ -29,6 +29,8 @@ Choices where the paper is silent:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from dataclasses import dataclass
 
@@ -38,7 +40,10 @@ from torch import Tensor, nn
 from workbench.errors import ConfigError
 from workbench.methods.mean_teacher import MeanTeacher, MeanTeacherOptions, teacher_probabilities
 from workbench.methods.registry import register
-from workbench.methods.semi_cml import sigmoid_rampup
+from workbench.schedules import sigmoid_rampup
+
+if TYPE_CHECKING:
+    from workbench.config import TrainConfig
 
 __all__ = ["UAMeanTeacher", "UAMTOptions", "binary_entropy", "masked_mse", "uncertainty_threshold"]
 
@@ -81,7 +86,7 @@ class UAMeanTeacher(MeanTeacher):
     name = "ua-mt"
     options_class = UAMTOptions
 
-    def __init__(self, modalities: list[str], config) -> None:
+    def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
         if self.opts.mc_passes < 1:
             raise ConfigError(f"option mc_passes={self.opts.mc_passes}: must be >= 1")
@@ -92,7 +97,7 @@ class UAMeanTeacher(MeanTeacher):
         """H(t), t in (fractional) epochs."""
         o = self.opts
         length = o.threshold_rampup_epochs if o.threshold_rampup_epochs >= 0 else float(self.config.epochs)
-        return uncertainty_threshold(step / self.config.steps_per_epoch, length, o.threshold_start)
+        return uncertainty_threshold(self.epoch_time(step), length, o.threshold_start)
 
     def consistency_loss(self, teacher: nn.Module, images: Tensor, student_probs: Tensor,
                          step: int) -> tuple[Tensor, dict[str, Tensor]]:

@@ -2,9 +2,10 @@
 
 Input is a mapping ``label -> run folder`` (runs trained by :class:`workbench.train.Trainer`,
 ``workbench train`` or the cells of ``workbench reproduce``); each folder's ``per_patient.csv``
-holds one row per test patient and result row ("modality": ``t1``, ``flair``, or ``fused`` /
-``t1 only`` for the dual-encoder baselines). Runs of several seeds under one label are
-averaged per seed first, then mean ± std over seeds (as in ``docs/results.md``).
+(read by :func:`workbench.reproduce.results.read_per_patient`) holds one row per test patient
+and result row ("modality": ``t1``, ``flair``, or ``fused`` / ``t1 only`` for the dual-encoder
+baselines). Runs of several seeds under one label are averaged per seed first, then mean ± std
+over seeds (as in ``docs/results.md``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 
 from workbench.errors import ConfigError
 from workbench.events import read_events
+from workbench.reproduce.results import read_per_patient, run_seed
 from workbench.viz.curves import steering_label
 from workbench.viz.style import method_colours
 
@@ -32,20 +34,15 @@ def collect_runs(runs: Mapping[str, str | Path | Sequence[str | Path]]) -> pd.Da
     """Per-patient rows of every run: columns method, seed, modality, case_id, dsc, sens, hd95, ...
 
     ``runs`` maps a label (the method's name in the table) to one run folder or a list of
-    folders (seeds). The seed is read from each run's ``config.json``.
+    folders (seeds). Each run's ``per_patient.csv`` is read by
+    :func:`workbench.reproduce.results.read_per_patient` (the reader of the grid's tables too),
+    the seed from its ``config.json``.
     """
-    import json
-
     frames = []
     for label, dirs in runs.items():
         for run_dir in _as_list(dirs):
-            csv = run_dir / "per_patient.csv"
-            if not csv.is_file():
-                raise ConfigError(f"{run_dir}: no per_patient.csv (has this run finished its test?)")
-            frame = pd.read_csv(csv)
-            config = run_dir / "config.json"
-            saved = json.loads(config.read_text()) if config.is_file() else {}
-            frame.insert(0, "seed", saved.get("config", saved).get("seed", 0))
+            frame = read_per_patient(run_dir, source="per_patient.csv")
+            frame.insert(0, "seed", run_seed(run_dir))
             frame.insert(0, "method", label)
             frames.append(frame)
     if not frames:

@@ -46,6 +46,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import os
+
 import numpy as np
 import pandas as pd
 import plotly.colors
@@ -57,7 +59,7 @@ from tqdm.auto import tqdm
 
 from workbench.data.slices import DataSplits
 from workbench.errors import ConfigError, DataError
-from workbench.train import Trainer
+from workbench.inference import OpenRun, open_run
 
 __all__ = ["FeatureSet", "extract_features", "embed_tsne", "tsne_scatter", "compare_runs_tsne",
            "LAYERS", "LEVELS", "SOURCES", "COLOUR_BY"]
@@ -158,13 +160,13 @@ def _pick(groups: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 @torch.no_grad()
-def _layer_vectors(trainer: Trainer, images: Tensor, rows: np.ndarray, yx: tuple[np.ndarray, np.ndarray] | None,
+def _layer_vectors(opened: OpenRun, images: Tensor, rows: np.ndarray, yx: tuple[np.ndarray, np.ndarray] | None,
                    layer: str, progress: bool) -> dict[str, np.ndarray]:
     """modality -> ``(P, C)``: for point p, the layer of slice ``rows[p]`` averaged over the
     slice (``yx`` None) or taken at pixel ``yx[0][p], yx[1][p]``. ``rows`` must be sorted."""
-    method = trainer.method
+    method = opened.method
     slices = np.unique(rows)
-    size = trainer.config.eval_batch_size
+    size = opened.config.eval_batch_size
     out: dict[str, list[np.ndarray]] = {}  # keyed as method.features() keys them (modalities, or "fused")
     was_training = method.training
     method.eval()  # no dropout, BatchNorm running statistics
@@ -172,7 +174,7 @@ def _layer_vectors(trainer: Trainer, images: Tensor, rows: np.ndarray, yx: tuple
         for start in tqdm(range(0, len(slices), size), desc="features", unit="batch", disable=not progress,
                           leave=False):
             chunk = slices[start : start + size]
-            maps = method.features(images[chunk].to(trainer.device))
+            maps = method.features(images[chunk].to(opened.device))
             mine = np.flatnonzero(np.isin(rows, chunk))  # the points on these slices, in order
             local = torch.as_tensor(np.searchsorted(chunk, rows[mine]))
             for m, layers in maps.items():
@@ -188,7 +190,7 @@ def _layer_vectors(trainer: Trainer, images: Tensor, rows: np.ndarray, yx: tuple
 
 
 def extract_features(
-    run: str | Path | Trainer,
+    run: str | Path | OpenRun,
     *,
     layer: str | None = None,
     level: str = "slice",
@@ -205,7 +207,7 @@ def extract_features(
     level tumour and background pixels take turns too (balanced while both last).
 
     Args:
-        run: a run folder (rebuilt read-only with ``Trainer.resume``) or a ``Trainer``.
+        run: a run folder (opened with :func:`~workbench.inference.open_run`), an ``OpenRun`` or a ``Trainer``.
         layer: ``"bottleneck"`` or ``"decoder"``; None: bottleneck per slice, decoder per pixel.
         level: ``"slice"``: one vector per slice, the layer averaged over the slice;
             ``"pixel"``: the decoder vector at randomly drawn pixels.
@@ -228,32 +230,28 @@ def extract_features(
     """
     sources = (sources,) if isinstance(sources, str) else tuple(sources)
     layer = _check_choices(layer, level, sources, sample)
-    trainer = run if isinstance(run, Trainer) else Trainer.resume(run, quiet=True, read_only=True)
-    try:
-        images, labels, meta = _slice_pool(trainer.splits, sources)
-        source_code = meta["source"].map(SOURCES.index).to_numpy()
-        rng = np.random.default_rng(seed)
-        if level == "slice":
-            rows = _pick(source_code, sample, rng)
-            points = meta.iloc[rows].reset_index(drop=True)
-            points["tumour"] = (labels[rows].flatten(1).amax(dim=1) > 0.5).numpy()
-            yx = None
-        else:
-            tumour = (labels[:, 0] > 0.5).numpy()  # (N, H, W)
-            groups = tumour * len(SOURCES) + source_code[:, None, None]  # tumour x source
-            rows, y, x = np.unravel_index(_pick(groups.ravel(), sample, rng), tumour.shape)
-            points = meta.iloc[rows].reset_index(drop=True).assign(tumour=tumour[rows, y, x], y=y, x=x)
-            yx = (y, x)
-        vectors = _layer_vectors(trainer, images, rows, yx, layer, progress)
-        modalities = list(vectors)
-        points = pd.concat([points.assign(modality=m) for m in modalities], ignore_index=True)
-        columns = ["modality", "source", "patient", "slice", "tumour"] + (["y", "x"] if level == "pixel" else [])
-        features = np.concatenate([vectors[m] for m in modalities]).astype(np.float32)
-        name, method = trainer.run_dir.name, trainer.config.method
-        return FeatureSet(points[columns], features, layer, level, name if name == method else f"{name} ({method})")
-    finally:
-        if trainer is not run:
-            trainer.close()
+    opened = open_run(run) if isinstance(run, (str, os.PathLike)) else run
+    images, labels, meta = _slice_pool(opened.splits, sources)
+    source_code = meta["source"].map(SOURCES.index).to_numpy()
+    rng = np.random.default_rng(seed)
+    if level == "slice":
+        rows = _pick(source_code, sample, rng)
+        points = meta.iloc[rows].reset_index(drop=True)
+        points["tumour"] = (labels[rows].flatten(1).amax(dim=1) > 0.5).numpy()
+        yx = None
+    else:
+        tumour = (labels[:, 0] > 0.5).numpy()  # (N, H, W)
+        groups = tumour * len(SOURCES) + source_code[:, None, None]  # tumour x source
+        rows, y, x = np.unravel_index(_pick(groups.ravel(), sample, rng), tumour.shape)
+        points = meta.iloc[rows].reset_index(drop=True).assign(tumour=tumour[rows, y, x], y=y, x=x)
+        yx = (y, x)
+    vectors = _layer_vectors(opened, images, rows, yx, layer, progress)
+    modalities = list(vectors)
+    points = pd.concat([points.assign(modality=m) for m in modalities], ignore_index=True)
+    columns = ["modality", "source", "patient", "slice", "tumour"] + (["y", "x"] if level == "pixel" else [])
+    features = np.concatenate([vectors[m] for m in modalities]).astype(np.float32)
+    name, method = opened.run_dir.name, opened.config.method
+    return FeatureSet(points[columns], features, layer, level, name if name == method else f"{name} ({method})")
 
 
 # ----------------------------------------------------------------------------- t-SNE
@@ -395,7 +393,7 @@ def tsne_scatter(points: pd.DataFrame, colour_by: str = "modality", *, title: st
 
 
 def compare_runs_tsne(
-    runs: dict[str, str | Path | Trainer],
+    runs: dict[str, str | Path | OpenRun],
     *,
     colour_by: str = "modality",
     layer: str | None = None,
@@ -415,7 +413,7 @@ def compare_runs_tsne(
     an entry hides that category in every panel.
 
     Args:
-        runs: panel title -> run folder or ``Trainer``, in panel order.
+        runs: panel title -> run folder, ``OpenRun`` or ``Trainer``, in panel order.
         colour_by, title: as in :func:`tsne_scatter`.
         layer, level, sample, seed, sources, progress: as in :func:`extract_features`;
             ``seed`` also seeds t-SNE, with ``perplexity`` as in :func:`embed_tsne`.

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 
 from workbench.errors import ConfigError, DataError
+from workbench.inference import OpenRun, open_run, predict_volume
 
 if TYPE_CHECKING:
     import napari
 
     from workbench.data.slices import Volume
-    from workbench.train import Trainer
 
 __all__ = ["overlay_layers", "show_run", "screenshot", "COLOURS"]
 
@@ -61,45 +61,42 @@ def _display_image(image: np.ndarray, kind: str) -> tuple[np.ndarray, tuple[floa
 
 
 def _load(run_dir: str | Path, patient: str | None,
-          overrides: dict[str, Any] | None = None) -> tuple[Trainer, Volume]:
+          overrides: dict[str, Any] | None = None) -> tuple[OpenRun, Volume]:
     """The run rebuilt read-only from its checkpoint (``overrides``: a moved ``data`` folder,
-    another ``device``; see Trainer.resume), and the chosen test volume."""
-    from workbench.train import Trainer
-
+    another ``device``; see :func:`~workbench.inference.open_run`), and the chosen test volume."""
     run = Path(run_dir)
     if not run.is_dir():
         raise ConfigError(f"run folder {run} does not exist")
-    trainer = Trainer.resume(run, quiet=True, read_only=True, overrides=overrides)
-    trainer.close()  # only the event log was opened; nothing is written
-    volumes = {v.case_id: v for v in trainer.splits.test}
+    opened = open_run(run, overrides)
+    volumes = {v.case_id: v for v in opened.splits.test}
     if patient is None:
-        return trainer, trainer.splits.test[0]
+        return opened, opened.splits.test[0]
     if patient not in volumes:
-        where = ("a labeled training patient" if patient in trainer.splits.labeled_cases else
-                 "an unlabeled training patient" if patient in trainer.splits.unlabeled_cases else
+        where = ("a labeled training patient" if patient in opened.splits.labeled_cases else
+                 "an unlabeled training patient" if patient in opened.splits.unlabeled_cases else
                  "not a patient of this run")
         raise DataError(f"patient {patient!r} is {where}; test patients of {run}: {', '.join(volumes)}")
-    return trainer, volumes[patient]
+    return opened, volumes[patient]
 
 
 @torch.no_grad()
-def _teacher_probabilities(trainer: Trainer, volume: Volume) -> tuple[str, np.ndarray]:
+def _teacher_probabilities(opened: OpenRun, volume: Volume) -> tuple[str, np.ndarray]:
     """``sigmoid(teacher(x_high))`` ``(Z, H, W)`` of a PReL run, and the high modality."""
-    method = trainer.method
+    method = opened.method
     if not hasattr(method, "high"):  # PReL: a teacher on the high-performance modality
         raise ConfigError(f"pseudo-labels need a teacher on one modality (semi-cml-prel); "
-                          f"run {trainer.run_dir} is {trainer.config.method!r}")
+                          f"run {opened.run_dir} is {opened.config.method!r}")
     if method.high is None or not method.teacher_ready:
-        raise ConfigError(f"run {trainer.run_dir} stopped at epoch {trainer.epoch}, before its teacher "
+        raise ConfigError(f"run {opened.run_dir} stopped at epoch {opened.epoch}, before its teacher "
                           f"was built: no pseudo-labels to show")
     high, teacher = method.high, method.teacher
-    index = trainer.splits.modalities.index(high)
+    index = opened.splits.modalities.index(high)
     was_training = teacher.training
     teacher.eval()  # one deterministic pass: no MC dropout, no input noise
     try:
         x = volume.images[:, index : index + 1]
-        step = trainer.config.eval_batch_size
-        probs = [torch.sigmoid(teacher(x[i : i + step].to(trainer.device)).float()).cpu()
+        step = opened.config.eval_batch_size
+        probs = [torch.sigmoid(teacher(x[i : i + step].to(opened.device)).float()).cpu()
                  for i in range(0, x.shape[0], step)]
     finally:
         teacher.train(was_training)
@@ -155,7 +152,7 @@ def overlay_layers(run_dir: str | Path, patient: str | None = None, *, pseudo_la
         side_by_side: one panel per modality (default), else every layer in one place.
         threshold: probability above which a voxel is predicted tumour (evaluation uses 0.5).
         overrides: ``{"data": folder, "device": name}`` for a run whose data folder moved or
-            that was trained on another device (Trainer.resume).
+            that was trained on another device (:func:`~workbench.inference.open_run`).
 
     Returns:
         list of ``(data, kwargs, layer_type)``: ``getattr(viewer, "add_" + layer_type)(data, **kwargs)``.
@@ -165,15 +162,13 @@ def overlay_layers(run_dir: str | Path, patient: str | None = None, *, pseudo_la
         DataError: no checkpoint, or ``patient`` is not a test patient (the message lists them).
     """
     from workbench.data.slices import modality_kind
-    from workbench.train import predict_volume
-
-    trainer, volume = _load(run_dir, patient, overrides)
-    modalities = trainer.splits.modalities
+    opened, volume = _load(run_dir, patient, overrides)
+    modalities = opened.splits.modalities
     spacing = tuple(float(s) for s in volume.spacing)
     truth = volume.label[:, 0].numpy() > 0.5
-    probs = predict_volume(trainer.method, volume, trainer.device, trainer.config.eval_batch_size)
+    probs = predict_volume(opened.method, volume, opened.device, opened.config.eval_batch_size)
     predictions = {m: probs[m][:, 0].numpy() > threshold for m in modalities}
-    soft = _teacher_probabilities(trainer, volume) if pseudo_labels else None
+    soft = _teacher_probabilities(opened, volume) if pseudo_labels else None
     _, height, width = truth.shape
 
     def common(panel: int) -> dict[str, Any]:

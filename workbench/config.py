@@ -1,0 +1,123 @@
+"""What defines a run, checked before anything is loaded, and where and how it runs.
+
+:class:`TrainConfig` holds every setting of a run (its ``options`` are the method's own,
+typed by the method's options dataclass, see :mod:`workbench.methods.options`);
+:meth:`TrainConfig.validate` checks each field's type (:mod:`workbench.fields`, pydantic) and
+range with one line naming the value. :func:`resolve_device` and :func:`resolve_precision`
+(:mod:`workbench.device`, re-exported here) turn ``auto`` into what this machine has.
+
+What may steer training (``selection``, see :mod:`workbench.train`): the validation patients
+(default), the labeled training patients ("training accuracy") or, the Semi-CML paper's own
+practice, the test patients, stamped "test feedback (paper protocol)".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from workbench.data.slices import UNLABELED_SLICES, PreprocessConfig, check_split_fractions
+from workbench.errors import ConfigError
+from workbench.device import PRECISIONS, autocast_context, resolve_device, resolve_precision, set_tf32
+from workbench.fields import config_from_dict, field_types, typed_value
+from workbench.methods import get_method
+
+__all__ = ["TrainConfig", "SELECTIONS", "EARLIER_PROTOCOL", "PRECISIONS", "config_from_dict", "resolve_device",
+           "resolve_precision", "autocast_context", "set_tf32"]
+
+#: what may steer training (module docstring)
+SELECTIONS = ("val", "train", "test")
+#: how runs made before the validation split were trained (80/20 train / test, the test patients
+#: steering PReL, the paper's label-based unlabeled slices); a checkpoint without ``selection``
+#: resumes (and is evaluated) this way, so its metrics carry the test-feedback stamp
+EARLIER_PROTOCOL = {"selection": "test", "val_fraction": 0.0, "unlabeled_slices": "label"}
+
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. Defaults are the CPU-scale built-in settings;
+    the paper's values are given in the comments."""
+
+    method: str = "supervised"
+    data: str = ""
+    fmt: str = "auto"  # auto | brats | hecktor | generic
+    modalities: list[str] | None = None  # None: DEFAULT_MODALITIES of the format
+    labeled: float = 0.1  # fraction of training patients with labels (paper: 0.01/0.05/0.1)
+    split_seed: int = 0
+    test_fraction: float = 0.2  # paper: 80/20 by patient
+    val_fraction: float = 0.1  # of all patients; the paper has no validation set (see selection)
+    selection: str = "val"  # what steers training: val | train (training accuracy) | test (paper protocol)
+    unlabeled_slices: str = "body"  # body (label-free) | all | label (the paper's filter, uses the labels)
+    test_curve: bool = False  # also score the test patients after each epoch (plots only, never training)
+    val_scores: str = "always"  # always: score the selection patients every epoch | if_used: only for methods
+    #                             that read the scores (PReL); the others train bit for bit the same
+    crop: int | None = None  # paper: 160 (BraTS), 144 (HECKTOR)
+    size: int | None = 64
+    seed: int = 0
+    epochs: int = 30  # paper: t_max = 81 (5%, 10%), 121 (1%)
+    steps_per_epoch: int = 20
+    batch_size: int = 8  # paper: 20 (BraTS), 30 (HECKTOR) labeled slices
+    unlabeled_batch_size: int = 4  # paper: K = 4 (BraTS), 26 (HECKTOR)
+    # gradient accumulation: each step's batches split into this many strided chunks (what as
+    # many DDP processes compute; see workbench.distributed). Batch sizes stay per step.
+    micro_batches: int = 1
+    lr: float = 2e-3  # paper: searched in [2e-4, 8e-3]
+    weight_decay: float = 1e-4  # paper: searched in {1e-4, 1e-3, 1e-2, 1e-1}
+    warmup_epochs: int = 2
+    milestones: list[float] = field(default_factory=lambda: [0.6, 0.85])  # fractions of epochs
+    lr_gamma: float = 0.1
+    base_channels: int = 32  # paper: 32
+    bce_weight: float = 10.0  # beta, eq. 3
+    dice_weight: float = 7.0  # gamma, eq. 3
+    device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | tf32 (CUDA) | bf16 (autocast)
+    eval_batch_size: int = 64
+    test_slices: str = "all"  # all: every slice of the test volumes | tumour: the paper's protocol
+    options: dict[str, Any] = field(default_factory=dict)  # method-specific options
+    init: str | None = None  # a `workbench pretrain` run folder the U-Nets start from (Multi-ConDoS)
+
+    def __post_init__(self) -> None:
+        for name in ("data", "init"):  # a Path is fine (kept as a string: the config is JSON)
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+
+    def validate(self) -> None:
+        """ConfigError (one line, naming the value) for a bad option."""
+        hints = field_types(type(self))
+        for f in dataclasses.fields(self):
+            typed_value(f.name, getattr(self, f.name), hints[f.name])
+        get_method(self.method)
+        if not self.data:
+            raise ConfigError("no data folder given (--data DIR)")
+        if self.fmt not in ("auto", "brats", "hecktor", "generic"):
+            raise ConfigError(f"unknown data format {self.fmt!r}; choose one of: auto, brats, hecktor, generic")
+        if self.test_slices not in ("all", "tumour"):
+            raise ConfigError(f"unknown test_slices {self.test_slices!r}; choose one of: all, tumour")
+        check_split_fractions(self.test_fraction, self.val_fraction)
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"unknown selection {self.selection!r}; choose one of: {', '.join(SELECTIONS)}")
+        if self.selection == "val" and self.val_fraction <= 0:
+            raise ConfigError(f"selection='val' needs validation patients but val_fraction={self.val_fraction}; "
+                              "set val_fraction > 0 or selection=train|test")
+        if self.val_scores not in ("always", "if_used"):
+            raise ConfigError(f"unknown val_scores {self.val_scores!r}; choose one of: always, if_used")
+        if self.unlabeled_slices not in UNLABELED_SLICES:
+            raise ConfigError(f"unknown unlabeled_slices {self.unlabeled_slices!r}; choose one of: "
+                              f"{', '.join(UNLABELED_SLICES)}")
+        resolve_precision(self.precision, resolve_device(self.device))
+        for name in ("epochs", "steps_per_epoch", "batch_size", "unlabeled_batch_size", "base_channels",
+                     "micro_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if not 0.0 < self.labeled <= 1.0:
+            raise ConfigError(f"labeled fraction {self.labeled}: must be in (0, 1], e.g. 0.1 for 10%")
+        if self.lr <= 0:
+            raise ConfigError(f"lr={self.lr}: must be > 0")
+        PreprocessConfig(self.crop, self.size)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        return config_from_dict(cls, values)

@@ -1,0 +1,177 @@
+"""Finished runs opened for prediction, whole volumes predicted and their test metrics:
+shared by training, ``workbench eval``, the viewers and the notebooks.
+
+:func:`open_run` opens a run folder without a training loop: its config, its method with the
+checkpoint's weights and its data splits; nothing is written. :func:`checkpoint_config` is
+the config a checkpoint was trained with, with the overrides that change where and how it
+runs, never what was trained (also what :meth:`Trainer.resume <workbench.train.Trainer.resume>` uses).
+
+A volume is predicted slice by slice (2D networks) in batches of ``batch_size``, in the run's
+precision, and returned per modality as probabilities on the CPU. :func:`evaluate_volumes`
+thresholds them at 0.5 and scores each test patient's 3D volume: DSC, sensitivity, HD95,
+ASD (mm, at the volume's spacing) and Boundary IoU (:mod:`workbench.metrics`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from workbench.config import EARLIER_PROTOCOL, TrainConfig, resolve_device, resolve_precision
+from workbench.data.fingerprint import dataset_fingerprint
+from workbench.data.slices import DataSplits, Volume, load_splits
+from workbench.errors import ConfigError, DataError
+from workbench.methods import Method, get_method
+from workbench.metrics import MetricAccumulator, dice
+from workbench.runs import EVAL_OVERRIDES, RESUME_OVERRIDES, RUN_MARKER, absolute_path, load_checkpoint
+
+__all__ = ["BOUNDARY_WIDTH", "predict_volume", "score_volumes", "evaluate_volumes", "checkpoint_config",
+           "open_run", "OpenRun"]
+
+BOUNDARY_WIDTH = {"brats": 5, "hecktor": 4}  # Boundary IoU d (Semi-CML section 4.6.1); 4 elsewhere
+
+
+@torch.no_grad()
+def predict_volume(method: Method, volume: Volume, device: torch.device, batch_size: int = 64,
+                   autocast: contextlib.AbstractContextManager | None = None) -> dict[str, torch.Tensor]:
+    """Per-modality probabilities ``(Z, 1, H, W)`` on CPU for every slice of a volume."""
+    was_training = method.training
+    method.eval()
+    outputs: dict[str, list[torch.Tensor]] = {}
+    try:
+        for start in range(0, volume.images.shape[0], batch_size):
+            x = volume.images[start : start + batch_size].to(device)
+            with autocast or contextlib.nullcontext():
+                probs = method.predict(x)
+            for m, p in probs.items():
+                outputs.setdefault(m, []).append(p.float().cpu())
+    finally:
+        method.train(was_training)
+    return {m: torch.cat(ps) for m, ps in outputs.items()}
+
+
+def score_volumes(method: Method, volumes: Iterable[Volume], device: torch.device, batch_size: int = 64,
+                  autocast: contextlib.AbstractContextManager | None = None) -> dict[str, list[float]]:
+    """Each modality's 3D DSC on each volume (the per-epoch validation score)."""
+    per_modality: dict[str, list[float]] = {}
+    for volume in volumes:
+        for m, p in predict_volume(method, volume, device, batch_size, autocast).items():
+            per_modality.setdefault(m, []).append(dice(p > 0.5, volume.label > 0.5))
+    return per_modality
+
+
+def evaluate_volumes(method: Method, volumes: list[Volume], device: torch.device, boundary_width: int,
+                     batch_size: int = 64, autocast: contextlib.AbstractContextManager | None = None,
+                     progress: bool = False) -> dict[str, Any]:
+    """Full per-patient metrics (DSC, Sens, HD95, ASD, BIoU) of every modality:
+    ``{"per_patient": rows, "summary": per-modality aggregates}``."""
+    acc = MetricAccumulator()
+    for volume in tqdm(volumes, desc="evaluate", unit="patient", disable=not progress, leave=False):
+        probs = predict_volume(method, volume, device, batch_size, autocast)
+        # metrics want (H, W, Z) with the axial axis last, spacing in the same order
+        target = (volume.label[:, 0] > 0.5).numpy().transpose(1, 2, 0)
+        sz, sh, sw = volume.spacing
+        for m, p in probs.items():
+            pred = (p[:, 0] > 0.5).numpy().transpose(1, 2, 0)
+            acc.update(volume.case_id, m, pred, target, (sh, sw, sz), boundary_width)
+    return {"per_patient": acc.rows(), "summary": acc.aggregate()}
+
+
+def _check_same_data(run_dir: Path, data: str) -> None:
+    """A moved data folder must hold the data the run was trained on: its SHA-256 against the
+    one in the run's config.json (runs made before the protocol card have none to check)."""
+    try:
+        recorded = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["protocol"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if not Path(data).is_dir():
+        raise DataError(f"--data {data}: folder does not exist")
+    found = dataset_fingerprint(data, recorded.get("format", "auto"))
+    if recorded.get("sha256") and found.get("sha256") != recorded["sha256"]:
+        raise DataError(f"--data {data} holds other data than {run_dir} was trained on "
+                        f"(sha256 {found.get('sha256', '?')[:12]}, the run's {recorded['sha256'][:12]})")
+
+
+def checkpoint_config(run_dir: Path, state: dict[str, Any], overrides: dict[str, Any] | None = None,
+                      evaluating: bool = False) -> TrainConfig:
+    """The TrainConfig the checkpoint ``state`` of ``run_dir`` was trained with.
+
+    ``overrides`` changes where and how, never what, was trained: ``data`` (the data folder
+    moved; it must hold the same data, checked against the run's SHA-256) and ``device``
+    always; ``test_slices`` and ``eval_batch_size`` only when ``evaluating``. A checkpoint
+    made before the validation split keeps what it did (:data:`~workbench.config.EARLIER_PROTOCOL`)."""
+    if state.get("kind") == "multi-condos-pretrain":
+        raise ConfigError(f"{run_dir}: a pre-training made by the earlier pre-training loop, which the training "
+                          "loop replaced; it cannot be resumed or opened (start it again with `workbench pretrain`); "
+                          "a finished one still serves --init")
+    if not isinstance(state.get("config"), dict):
+        raise DataError(f"{run_dir / RUN_MARKER}: not a training checkpoint (no config)")
+    values = dict(state["config"])
+    if "selection" not in values:  # made before the validation split: keep what it did, stamped
+        values.update(EARLIER_PROTOCOL)
+    overrides = dict(overrides or {})
+    allowed = RESUME_OVERRIDES + (EVAL_OVERRIDES if evaluating else ())
+    if set(overrides) - set(allowed):
+        bad = sorted(set(overrides) - set(allowed))[0]
+        when = "" if evaluating else f" ({', '.join(EVAL_OVERRIDES)} only when evaluating)"
+        raise ConfigError(f"{bad} cannot be changed on resume: only {', '.join(allowed)} can{when}")
+    if overrides.get("data"):
+        overrides["data"] = absolute_path(overrides["data"])
+        _check_same_data(run_dir, overrides["data"])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if not Path(values["data"]).is_dir():
+        raise DataError(f"{run_dir}: its data folder {values['data']} does not exist here; "
+                        "give the folder that holds it (--data)")
+    return TrainConfig.from_dict(values)
+
+
+@dataclass
+class OpenRun:
+    """A run folder opened for reading: its config, its trained method (eval mode, on
+    ``device``), its data splits and the protocol card of its config.json."""
+
+    run_dir: Path
+    config: TrainConfig
+    method: Method
+    splits: DataSplits
+    fmt: str
+    device: torch.device
+    precision: str
+    epoch: int
+    protocol: dict[str, Any] | None
+
+    @property
+    def test_volumes(self) -> list:
+        """The test volumes as the run scores them (``test_slices``: all, or tumour slices only)."""
+        if self.config.test_slices == "all":
+            return self.splits.test
+        return [v.tumour_only() for v in self.splits.test]
+
+
+def open_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, progress: bool = False) -> OpenRun:
+    """Open a run folder for evaluation, viewing or a notebook: no optimiser, no event log,
+    nothing written. ``overrides`` as in :func:`checkpoint_config` (evaluating)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir} does not exist")
+    state = load_checkpoint(run_dir / RUN_MARKER)
+    config = checkpoint_config(run_dir, state, overrides, evaluating=True)
+    device = resolve_device(config.device)
+    splits, fmt = load_splits(config, progress=progress)
+    torch.manual_seed(config.seed)  # what the Trainer does before building the method
+    method = get_method(config.method)(splits.modalities, config)
+    method.load_state_dict(state["method"])
+    method.to(device).eval()
+    protocol = None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        protocol = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["protocol"]
+    if protocol is not None:
+        protocol = {**protocol, "test_slices": config.test_slices}
+    return OpenRun(run_dir, config, method, splits, fmt, device, resolve_precision(config.precision, device),
+                   int(state["epoch"]), protocol)
