@@ -28,7 +28,9 @@ TINY = {
     "07_napari_overlay.ipynb": {"patients": 5, "epochs": 6, "steps_per_epoch": 2, "base_channels": 4, "size": 32,
                                 "labeled": 0.5, "k_unlabeled": 3, "m": 1, "p": 1, "L1": 4},
     "08_methods_side_by_side.ipynb": {"patients": 5, "epochs": 3, "steps_per_epoch": 2, "base_channels": 4,
-                                      "size": 32, "labeled": 0.5, "pretrain_epochs": 2},
+                                      "size": 32, "labeled": 0.5, "pretrain_epochs": 2,
+                                      "methods": ["supervised", "mean-teacher", "ua-mt", "cps", "cross-view",
+                                                  "meng-fusion", "cmc", "multi-condos", "semi-cml-prel"]},
     # a 2 methods x 2 fractions x 1 seed grid on 5 built-in patients (tests/notebooks/tiny_grid.yaml)
     "09_reproduction_tables.ipynb": {"grid": str(Path(__file__).resolve().parent / "tiny_grid.yaml"), "jobs": 1,
                                      "only_finished": False},
