@@ -16,7 +16,7 @@ QT_X11_PACKAGES := libgl1 libegl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0
 APT_PACKAGES := xvfb xauth chromium $(QT_X11_PACKAGES) \
 	$(shell $(PYTHON) -c "import ensurepip, venv" 2>/dev/null || echo python3-venv)
 
-.PHONY: setup demo test lab notebooks clean system-deps
+.PHONY: setup demo test lint lab notebooks clean system-deps
 
 setup: $(STAMP)
 
@@ -38,6 +38,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# ruff, configured in pyproject.toml: lint and the formatting check (.ci/run runs it after the tests)
+lint: setup
+	$(BIN)/ruff check workbench tests
+	$(BIN)/ruff format --check workbench tests
 
 # The notebooks name the kernelspec "python3": (re)install it inside the venv, pointing at the
 # venv's Python, so they open on the workbench kernel; then check the ipywidgets extension

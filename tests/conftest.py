@@ -40,8 +40,17 @@ def tiny_config(data: Path, **overrides):
     """A TrainConfig that trains in seconds on CPU."""
     from workbench.train import TrainConfig
 
-    values = dict(method="supervised", data=str(data), labeled=0.4, epochs=3, steps_per_epoch=2, batch_size=4,
-                  base_channels=4, size=32, eval_batch_size=16)
+    values = dict(
+        method="supervised",
+        data=str(data),
+        labeled=0.4,
+        epochs=3,
+        steps_per_epoch=2,
+        batch_size=4,
+        base_channels=4,
+        size=32,
+        eval_batch_size=16,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -56,8 +65,12 @@ def virtual_display(size: str = "1280x1024x24"):
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (Debian package xvfb): napari screenshots need an X server")
     read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", size, "-nolisten", "tcp"],
-                            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", size, "-nolisten", "tcp"],
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     os.close(write_fd)
     try:
         ready, _, _ = select.select([read_fd], [], [], 20)
@@ -80,5 +93,4 @@ def run_with_display(display: str, args: list[str], timeout: float = 240) -> sub
     """``python args...`` in the repo root with ``DISPLAY`` set."""
     env = {**os.environ, "DISPLAY": display}
     env.pop("QT_QPA_PLATFORM", None)
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

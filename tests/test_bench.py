@@ -81,9 +81,29 @@ def _args(*argv):
 
 def test_run_prints_tables_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    args = _args("--config", "custom", "--size", "32", "--batch-size", "2", "--unlabeled", "2", "--base-channels", "4",
-                 "--steps", "1", "--warmup", "0", "--device", "cpu", "--no-epoch", "--no-asc", "--quiet",
-                 "--json", str(out))
+    args = _args(
+        "--config",
+        "custom",
+        "--size",
+        "32",
+        "--batch-size",
+        "2",
+        "--unlabeled",
+        "2",
+        "--base-channels",
+        "4",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--no-epoch",
+        "--no-asc",
+        "--quiet",
+        "--json",
+        str(out),
+    )
     assert bench.run(args) == 0
     text = capsys.readouterr().out
     assert "torch" in text and "| semi-cml |" in text

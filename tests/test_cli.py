@@ -11,9 +11,30 @@ def tiny_cli_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     data, run = root / "brats", root / "run"
     main(["data", "make", "--kind", "brats", "--patients", "4", "--seed", "0", "--out", str(data)])
-    main(["train", "--method", "supervised", "--data", str(data), "--labeled", "0.5", "--epochs", "1",
-          "--steps-per-epoch", "1", "--batch-size", "2", "--base-channels", "4", "--size", "32",
-          "--out", str(run), "--quiet"])
+    main(
+        [
+            "train",
+            "--method",
+            "supervised",
+            "--data",
+            str(data),
+            "--labeled",
+            "0.5",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--batch-size",
+            "2",
+            "--base-channels",
+            "4",
+            "--size",
+            "32",
+            "--out",
+            str(run),
+            "--quiet",
+        ]
+    )
     return run
 
 
@@ -22,9 +43,28 @@ def test_data_make_train_eval(tmp_path, capsys):
     assert main(["data", "make", "--kind", "brats", "--patients", "5", "--seed", "1", "--out", str(data)]) == 0
     assert len(list(data.glob("*/*_flair.nii.gz"))) == 5
     run = tmp_path / "run"
-    argv = ["train", "--method", "supervised", "--data", str(data), "--labeled", "0.5", "--epochs", "1",
-            "--steps-per-epoch", "2", "--batch-size", "4", "--base-channels", "4", "--size", "32",
-            "--out", str(run), "--quiet"]
+    argv = [
+        "train",
+        "--method",
+        "supervised",
+        "--data",
+        str(data),
+        "--labeled",
+        "0.5",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "4",
+        "--base-channels",
+        "4",
+        "--size",
+        "32",
+        "--out",
+        str(run),
+        "--quiet",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "per-patient DSC" in printed and "flair" in printed
@@ -133,8 +173,25 @@ def test_train_prints_the_resolved_device_and_precision(tmp_path, capsys, monkey
     monkeypatch.delenv("CI", raising=False)
     data = tmp_path / "brats"
     main(["data", "make", "--kind", "brats", "--patients", "4", "--out", str(data)])
-    argv = ["train", "--method", "supervised", "--data", str(data), "--labeled", "0.5", "--epochs", "1",
-            "--steps-per-epoch", "1", "--batch-size", "2", "--base-channels", "4", "--size", "32"]
+    argv = [
+        "train",
+        "--method",
+        "supervised",
+        "--data",
+        str(data),
+        "--labeled",
+        "0.5",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--batch-size",
+        "2",
+        "--base-channels",
+        "4",
+        "--size",
+        "32",
+    ]
     capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
@@ -201,8 +258,18 @@ def test_reproduce_help_lists_every_shipped_grid(capsys):
 
 # --------------------------------------------------------------------------- --resume
 @pytest.mark.parametrize("command", ["train", "pretrain"])
-@pytest.mark.parametrize("extra", [["--epochs", "5"], ["--set", "lr=0.1"], ["--lr", "0.1"], ["--overwrite"],
-                                   ["--method", "supervised"], ["--labeled", "0.5"], ["--format", "brats"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--epochs", "5"],
+        ["--set", "lr=0.1"],
+        ["--lr", "0.1"],
+        ["--overwrite"],
+        ["--method", "supervised"],
+        ["--labeled", "0.5"],
+        ["--format", "brats"],
+    ],
+)
 def test_resume_refuses_training_flags_naming_them(command, extra, tmp_path, capsys):
     if command == "pretrain" and extra[0] in ("--method", "--labeled"):
         extra = ["--method", "multi-condos"] if extra[0] == "--method" else ["--batch-size", "4"]
@@ -251,9 +318,8 @@ def test_train_resume_passes_data_and_device_on(tmp_path, monkeypatch, capsys):
 
 
 def test_eval_and_view_pass_data_and_device_overrides(tmp_path, monkeypatch, capsys):
-    from workbench.viz import napari_view
-
     from workbench import inference
+    from workbench.viz import napari_view
 
     calls = []
 
@@ -309,13 +375,16 @@ def test_methods_lists_multi_condos_and_prints_options(capsys):
     assert "takes no options" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("method", "item", "words"), [
-    ("semi-cml", "foo=1", ["unknown config key 'foo'", "epochs"]),
-    ("semi-cml", "options.nope=1", ["no option 'nope'", "w1"]),
-    ("semi-cml", "options.w1=high", ["w1='high'", "number"]),
-    ("semi-cml-prel", "options.teacher=mean", ["unknown teacher 'mean'", "bma, ema, base"]),
-    ("cps", "options.predict_with=teacher", ["unknown predict_with 'teacher'", "first, mean"]),
-])
+@pytest.mark.parametrize(
+    ("method", "item", "words"),
+    [
+        ("semi-cml", "foo=1", ["unknown config key 'foo'", "epochs"]),
+        ("semi-cml", "options.nope=1", ["no option 'nope'", "w1"]),
+        ("semi-cml", "options.w1=high", ["w1='high'", "number"]),
+        ("semi-cml-prel", "options.teacher=mean", ["unknown teacher 'mean'", "bma, ema, base"]),
+        ("cps", "options.predict_with=teacher", ["unknown predict_with 'teacher'", "first, mean"]),
+    ],
+)
 def test_unknown_options_are_rejected_before_the_data_loads(method, item, words, tmp_path, capsys, monkeypatch):
     from workbench import train
 
@@ -330,13 +399,16 @@ def test_unknown_options_are_rejected_before_the_data_loads(method, item, words,
 
 
 # --------------------------------------------------------------------------- --out
-@pytest.mark.parametrize("command", [
-    ["train", "--method", "supervised", "--data", "DATA"],
-    ["pretrain", "--method", "multi-condos", "--data", "DATA"],
-    ["demo"],
-    ["reproduce", "--grid", "quick-cpu"],
-    ["data", "make", "--kind", "brats"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--method", "supervised", "--data", "DATA"],
+        ["pretrain", "--method", "multi-condos", "--data", "DATA"],
+        ["demo"],
+        ["reproduce", "--grid", "quick-cpu"],
+        ["data", "make", "--kind", "brats"],
+    ],
+)
 def test_out_naming_a_file_is_one_line(command, tmp_path, capsys):
     out = tmp_path / "a-file"
     out.write_text("not a folder")

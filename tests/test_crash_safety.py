@@ -32,13 +32,36 @@ from workbench import train as train_module
 from workbench.cli import main
 from workbench.events import read_events
 
-COMMON = ["--labeled", "0.5", "--steps-per-epoch", "8", "--batch-size", "4", "--base-channels", "4",
-          "--size", "32", "--quiet"]
+COMMON = [
+    "--labeled",
+    "0.5",
+    "--steps-per-epoch",
+    "8",
+    "--batch-size",
+    "4",
+    "--base-channels",
+    "4",
+    "--size",
+    "32",
+    "--quiet",
+]
 SUPERVISED = ["--method", "supervised", "--epochs", "3"]
 # PReL with stage 2 from epoch L1 = 4 (BMA pool from epoch m + 1 = 2, teacher from m + p + 1 = 3), G joins after L2 = 5
 PREL_L1 = 4
-PREL = ["--method", "semi-cml-prel", "--epochs", "6", "--set", "unlabeled_batch_size=2", "--set", "options.m=1",
-        "--set", "options.p=1", "--set", f"options.L1={PREL_L1}"]
+PREL = [
+    "--method",
+    "semi-cml-prel",
+    "--epochs",
+    "6",
+    "--set",
+    "unlabeled_batch_size=2",
+    "--set",
+    "options.m=1",
+    "--set",
+    "options.p=1",
+    "--set",
+    f"options.L1={PREL_L1}",
+]
 
 
 def _cli() -> list[str]:
@@ -91,8 +114,14 @@ def _stop_after_checkpoint(argv: list[str], run: Path, epoch: int, sig: int, del
     is written first, then one per epoch), wait ``delay`` s and send ``sig``."""
     # a shell's background job (CI runners, `cmd &`) inherits SIGINT as ignored, and Python keeps an
     # ignored SIGINT ignored: give the child the default disposition so that Ctrl-C reaches it
-    proc = subprocess.Popen([*_cli(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [*_cli(), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     seen: set[tuple[int, int]] = set()
     deadline = time.monotonic() + 600
     try:

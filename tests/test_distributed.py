@@ -23,18 +23,51 @@ from workbench import distributed
 from workbench.errors import ConfigError
 from workbench.train import Trainer
 
-ARGS = ["--labeled", "0.4", "--size", "32", "--base-channels", "4", "--epochs", "3", "--steps-per-epoch", "2",
-        "--batch-size", "4", "--set", "unlabeled_batch_size=4", "--quiet"]
+ARGS = [
+    "--labeled",
+    "0.4",
+    "--size",
+    "32",
+    "--base-channels",
+    "4",
+    "--epochs",
+    "3",
+    "--steps-per-epoch",
+    "2",
+    "--batch-size",
+    "4",
+    "--set",
+    "unlabeled_batch_size=4",
+    "--quiet",
+]
 
 
 def _torchrun(tmp_path: Path, data: Path, out: Path, method: str, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", CI="true")
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "workbench", "train", "--method", method, "--data", str(data), "--out", str(out), *ARGS, *extra]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-                          stdin=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "workbench",
+        "train",
+        "--method",
+        method,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *ARGS,
+        *extra,
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
 
@@ -53,8 +86,9 @@ def test_two_processes_equal_one_process_with_two_micro_batches(brats_dir, tmp_p
     proc = _torchrun(tmp_path, brats_dir, ddp, "semi-cml")
     assert proc.stdout.count("run folder:") == 1  # rank 0 reports, rank 1 is silent
 
-    reference = Trainer(tiny_config(brats_dir, method="semi-cml", unlabeled_batch_size=4, micro_batches=2),
-                        tmp_path / "one", quiet=True)
+    reference = Trainer(
+        tiny_config(brats_dir, method="semi-cml", unlabeled_batch_size=4, micro_batches=2), tmp_path / "one", quiet=True
+    )
     reference.fit()
     reference.close()
 
@@ -81,8 +115,9 @@ def test_bma_teacher_stays_identical_across_processes(brats_dir, tmp_path):
     processes update their pools alike; every parameter, teachers included, is compared
     across processes after every epoch (the run stops if they differ)."""
     run = tmp_path / "prel"
-    _torchrun(tmp_path, brats_dir, run, "semi-cml-prel", "--epochs", "4",
-              "--set", "options.m=1", "--set", "options.L1=2")
+    _torchrun(
+        tmp_path, brats_dir, run, "semi-cml-prel", "--epochs", "4", "--set", "options.m=1", "--set", "options.L1=2"
+    )
     events = _events(run)
     assert any(e["event"].startswith("bma") for e in events), sorted({e["event"] for e in events})
     in_sync = [e["identical"] for e in events if e["event"] == "ranks_in_sync"]

@@ -40,8 +40,21 @@ CASE_IDS = ("BraTS-FZ-00000", "BraTS-FZ-00001", "BraTS-FZ-00002")
 LABELED = 0.5
 # with 3 patients and --labeled 0.5: one labeled, one validation and one test patient
 SPLIT_TEST = split_patients(list(CASE_IDS), LABELED).test
-TRAIN_ARGS = ["--labeled", str(LABELED), "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
-              "--base-channels", "4", "--size", "16", "--quiet"]
+TRAIN_ARGS = [
+    "--labeled",
+    str(LABELED),
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "1",
+    "--batch-size",
+    "2",
+    "--base-channels",
+    "4",
+    "--size",
+    "16",
+    "--quiet",
+]
 
 
 # --------------------------------------------------------------------------- tiny datasets
@@ -100,8 +113,7 @@ def make_hecktor(root: Path) -> Path:
 
 
 def train(data: Path, *extra: str, method: str = "supervised") -> list[str]:
-    return ["train", "--method", method, "--data", str(data), *TRAIN_ARGS,
-            "--out", str(data.parent / "run"), *extra]
+    return ["train", "--method", method, "--data", str(data), *TRAIN_ARGS, "--out", str(data.parent / "run"), *extra]
 
 
 # --------------------------------------------------------------------------- cases
@@ -131,6 +143,7 @@ def case(name: str, *, also_subprocess: bool = False, marks: list | None = None)
     def register(build: Callable[[Path], Expect]) -> Callable[[Path], Expect]:
         CASES.append(Case(name, build, also_subprocess, marks or []))
         return build
+
     return register
 
 
@@ -141,16 +154,24 @@ def case(name: str, *, also_subprocess: bool = False, marks: list | None = None)
 def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d")
     brats_file(data, 1, "flair").unlink()
-    return Expect(train(data), "error", ("BraTS-FZ-00001_flair.nii.gz", "missing flair image file"),
-                  why="a requested modality cannot be invented")
+    return Expect(
+        train(data),
+        "error",
+        ("BraTS-FZ-00001_flair.nii.gz", "missing flair image file"),
+        why="a requested modality cannot be invented",
+    )
 
 
 @case("missing_label_file")
 def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d")
     brats_file(data, 2, "seg").unlink()
-    return Expect(train(data), "error", ("BraTS-FZ-00002_seg.nii.gz", "missing label file"),
-                  why="training and the test metrics need every patient's label")
+    return Expect(
+        train(data),
+        "error",
+        ("BraTS-FZ-00002_seg.nii.gz", "missing label file"),
+        why="training and the test metrics need every patient's label",
+    )
 
 
 @case("extra_unknown_files_are_ignored")
@@ -162,8 +183,12 @@ def _(tmp: Path) -> Expect:
     save(data / "BraTS-FZ-00001" / "BraTS-FZ-00001_flair_brainmask.nii.gz", phantom(1)["seg"])
     save(data / "BraTS-FZ-00002" / "BraTS-FZ-00002_t2.nii.gz", phantom(2)["t1"])  # not requested
     (data / "__MACOSX").mkdir()
-    return Expect(train(data), "ok", why="documented in workbench.data.nifti: unknown files are skipped, the "
-                  "requested ones are all there (a misspelt modality file still gives 'missing ... file')")
+    return Expect(
+        train(data),
+        "ok",
+        why="documented in workbench.data.nifti: unknown files are skipped, the "
+        "requested ones are all there (a misspelt modality file still gives 'missing ... file')",
+    )
 
 
 @case("case_folder_with_only_a_label")
@@ -171,9 +196,13 @@ def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d", n=3)
     brats_file(data, 2, "t1").unlink()
     brats_file(data, 2, "flair").unlink()
-    return Expect(train(data), "error", ("BraTS-FZ-00002_t1.nii.gz", "missing t1 image file"),
-                  why="a folder named like a case with its segmentation is a case whose images are missing, "
-                      "not a folder to skip silently")
+    return Expect(
+        train(data),
+        "error",
+        ("BraTS-FZ-00002_t1.nii.gz", "missing t1 image file"),
+        why="a folder named like a case with its segmentation is a case whose images are missing, "
+        "not a folder to skip silently",
+    )
 
 
 @case("empty_case_folder_is_skipped")
@@ -197,15 +226,20 @@ def _(tmp: Path) -> Expect:
     data = tmp / "d"
     make_brats(data / "site-a")
     make_brats(data / "site-b", n=1)
-    return Expect(train(data), "error", ("duplicate case id 'BraTS-FZ-00000'", "site-a"),
-                  why="two patients with one id would silently merge or leak between train and test")
+    return Expect(
+        train(data),
+        "error",
+        ("duplicate case id 'BraTS-FZ-00000'", "site-a"),
+        why="two patients with one id would silently merge or leak between train and test",
+    )
 
 
 @case("too_few_patients")
 def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d", n=2)
-    return Expect(train(data), "error", ("2 cases found", "need at least 3 patients"),
-                  why="no train/val/test split possible")
+    return Expect(
+        train(data), "error", ("2 cases found", "need at least 3 patients"), why="no train/val/test split possible"
+    )
 
 
 @case("data_folder_missing")
@@ -237,16 +271,24 @@ def _(tmp: Path) -> Expect:
 def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d")
     save(brats_file(data, 1, "flair"), phantom(1)["flair"][2:22])
-    return Expect(train(data), "ok", warn=("BraTS-FZ-00001_flair.nii.gz", "grid differs"),
-                  why="DESIGN: the loader resamples through the affines; only what resampling cannot fix is an error")
+    return Expect(
+        train(data),
+        "ok",
+        warn=("BraTS-FZ-00001_flair.nii.gz", "grid differs"),
+        why="DESIGN: the loader resamples through the affines; only what resampling cannot fix is an error",
+    )
 
 
 @case("spacing_mismatch_between_modalities_is_resampled")
 def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d")
     save(brats_file(data, 0, "flair"), phantom(0)["flair"][::2, ::2], np.diag([2.0, 2.0, 2.0, 1.0]))
-    return Expect(train(data), "ok", warn=("BraTS-FZ-00000_flair.nii.gz", "grid differs"),
-                  why="same field of view on a coarser grid: resampled with a warning")
+    return Expect(
+        train(data),
+        "ok",
+        warn=("BraTS-FZ-00000_flair.nii.gz", "grid differs"),
+        why="same field of view on a coarser grid: resampled with a warning",
+    )
 
 
 @case("affine_mismatch_without_overlap")
@@ -255,8 +297,12 @@ def _(tmp: Path) -> Expect:
     far = AFFINE.copy()
     far[:3, 3] = (400.0, 0.0, 0.0)
     save(brats_file(data, 1, "flair"), phantom(1)["flair"], far)
-    return Expect(train(data), "error", ("BraTS-FZ-00001_flair.nii.gz", "no physical overlap"),
-                  why="resampling cannot bring a volume that lies elsewhere onto the reference grid")
+    return Expect(
+        train(data),
+        "error",
+        ("BraTS-FZ-00001_flair.nii.gz", "no physical overlap"),
+        why="resampling cannot bring a volume that lies elsewhere onto the reference grid",
+    )
 
 
 @case("label_grid_without_overlap")
@@ -329,8 +375,12 @@ def _(tmp: Path) -> Expect:
     t1 = phantom(1)["t1"]
     t1[3, 4, 2:5] = np.nan
     save(brats_file(data, 1, "t1"), t1)
-    return Expect(train(data), "error", ("BraTS-FZ-00001_t1.nii.gz", "3 non-finite voxels"),
-                  why="NaN would poison the z-score of the whole volume")
+    return Expect(
+        train(data),
+        "error",
+        ("BraTS-FZ-00001_t1.nii.gz", "3 non-finite voxels"),
+        why="NaN would poison the z-score of the whole volume",
+    )
 
 
 @case("inf_voxels")
@@ -346,16 +396,24 @@ def _(tmp: Path) -> Expect:
 def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d")
     save(brats_file(data, 2, "flair"), np.zeros(SHAPE, dtype=np.int16))
-    return Expect(train(data), "error", ("BraTS-FZ-00002_flair.nii.gz", "all zeros"),
-                  why="an empty acquisition is a broken file, not a patient")
+    return Expect(
+        train(data),
+        "error",
+        ("BraTS-FZ-00002_flair.nii.gz", "all zeros"),
+        why="an empty acquisition is a broken file, not a patient",
+    )
 
 
 @case("constant_image_inside_the_brain")
 def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d")
     save(brats_file(data, 1, "t1"), (phantom(1)["t1"] > 0).astype(np.float32) * 7)
-    return Expect(train(data), "error", ("BraTS-FZ-00001_t1.nii.gz", "constant inside the brain"),
-                  why="the z-score would divide by zero")
+    return Expect(
+        train(data),
+        "error",
+        ("BraTS-FZ-00001_t1.nii.gz", "constant inside the brain"),
+        why="the z-score would divide by zero",
+    )
 
 
 @case("label_value_outside_the_set")
@@ -364,8 +422,12 @@ def _(tmp: Path) -> Expect:
     seg = phantom(1)["seg"]
     seg[seg == 1] = 7
     save(brats_file(data, 1, "seg"), seg)
-    return Expect(train(data), "error", ("BraTS-FZ-00001_seg.nii.gz", "unexpected values [7]", "[0, 1, 2, 4]"),
-                  why="an unknown class usually means a wrong file or another label convention")
+    return Expect(
+        train(data),
+        "error",
+        ("BraTS-FZ-00001_seg.nii.gz", "unexpected values [7]", "[0, 1, 2, 4]"),
+        why="an unknown class usually means a wrong file or another label convention",
+    )
 
 
 @case("negative_label_value")
@@ -383,8 +445,12 @@ def _(tmp: Path) -> Expect:
     seg = phantom(2)["seg"].astype(np.float32)
     seg[seg == 2] = 0.5
     save(brats_file(data, 2, "seg"), seg)
-    return Expect(train(data), "error", ("BraTS-FZ-00002_seg.nii.gz", "non-integer voxels", "0.5"),
-                  why="a probability map or an interpolated label is not a segmentation")
+    return Expect(
+        train(data),
+        "error",
+        ("BraTS-FZ-00002_seg.nii.gz", "non-integer voxels", "0.5"),
+        why="a probability map or an interpolated label is not a segmentation",
+    )
 
 
 @case("empty_label_everywhere")
@@ -392,8 +458,12 @@ def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d")
     for i in range(3):
         save(brats_file(data, i, "seg"), np.zeros(SHAPE, dtype=np.uint8))
-    return Expect(train(data), "error", ("_seg.nii.gz", "no tumour voxels", "nothing to train on"),
-                  why="no labeled slice to train on")
+    return Expect(
+        train(data),
+        "error",
+        ("_seg.nii.gz", "no tumour voxels", "nothing to train on"),
+        why="no labeled slice to train on",
+    )
 
 
 @case("empty_label_of_one_test_patient")
@@ -401,9 +471,13 @@ def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d")
     index = CASE_IDS.index(SPLIT_TEST[0])
     save(brats_file(data, index, "seg"), np.zeros(SHAPE, dtype=np.uint8))
-    return Expect(train(data), "ok", warn=(f"{SPLIT_TEST[0]}_seg.nii.gz", "no foreground"),
-                  why="a patient without tumour is possible; the metrics' empty-mask rule scores it; warned because "
-                      "in BraTS / HECKTOR an empty segmentation is more often a wrong file")
+    return Expect(
+        train(data),
+        "ok",
+        warn=(f"{SPLIT_TEST[0]}_seg.nii.gz", "no foreground"),
+        why="a patient without tumour is possible; the metrics' empty-mask rule scores it; warned because "
+        "in BraTS / HECKTOR an empty segmentation is more often a wrong file",
+    )
 
 
 @case("unusual_but_valid_dtypes")
@@ -423,8 +497,12 @@ def _(tmp: Path) -> Expect:
 def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d")
     save(brats_file(data, 1, "t1"), np.stack([phantom(1)["t1"]] * 3, axis=-1))
-    return Expect(train(data), "error", ("BraTS-FZ-00001_t1.nii.gz", "4D", "expected a 3D volume"),
-                  why="which of the frames? (a trailing singleton dimension is accepted)")
+    return Expect(
+        train(data),
+        "error",
+        ("BraTS-FZ-00001_t1.nii.gz", "4D", "expected a 3D volume"),
+        why="which of the frames? (a trailing singleton dimension is accepted)",
+    )
 
 
 @case("complex_dtype")
@@ -501,16 +579,24 @@ def _(tmp: Path) -> Expect:
     return Expect(train(data), "error", ("BraTS-FZ-00000_flair.nii.gz", "not a regular file"))
 
 
-@case("unreadable_file", marks=[pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever chmod says; "
-                                                  "see unreadable_file_simulated")])
+@case(
+    "unreadable_file",
+    marks=[
+        pytest.mark.skipif(
+            os.geteuid() == 0, reason="root reads files whatever chmod says; see unreadable_file_simulated"
+        )
+    ],
+)
 def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d")
     brats_file(data, 1, "flair").chmod(0)
     return Expect(train(data), "error", ("BraTS-FZ-00001_flair.nii.gz", "permission denied"))
 
 
-@case("unreadable_case_folder", marks=[pytest.mark.skipif(os.geteuid() == 0, reason="root lists folders whatever "
-                                                          "chmod says")])
+@case(
+    "unreadable_case_folder",
+    marks=[pytest.mark.skipif(os.geteuid() == 0, reason="root lists folders whatever chmod says")],
+)
 def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d")
     (data / CASE_IDS[1]).chmod(0)
@@ -534,20 +620,29 @@ def _(tmp: Path) -> Expect:
 
 @case("negative_labeled_fraction")
 def _(tmp: Path) -> Expect:
-    return Expect(["train", "--method", "supervised", "--data", str(tmp), "--labeled", "-0.1"], "usage",
-                  ("--labeled", "-0.1 must be in (0, 1]"))
+    return Expect(
+        ["train", "--method", "supervised", "--data", str(tmp), "--labeled", "-0.1"],
+        "usage",
+        ("--labeled", "-0.1 must be in (0, 1]"),
+    )
 
 
 @case("labeled_fraction_over_one")
 def _(tmp: Path) -> Expect:
-    return Expect(["train", "--method", "supervised", "--data", str(tmp), "--labeled", "1.5"], "usage",
-                  ("--labeled", "1.5 must be in (0, 1]"))
+    return Expect(
+        ["train", "--method", "supervised", "--data", str(tmp), "--labeled", "1.5"],
+        "usage",
+        ("--labeled", "1.5 must be in (0, 1]"),
+    )
 
 
 @case("labeled_fraction_not_a_number")
 def _(tmp: Path) -> Expect:
-    return Expect(["train", "--method", "supervised", "--data", str(tmp), "--labeled", "ten%"], "usage",
-                  ("--labeled", "'ten%' is not a number"))
+    return Expect(
+        ["train", "--method", "supervised", "--data", str(tmp), "--labeled", "ten%"],
+        "usage",
+        ("--labeled", "'ten%' is not a number"),
+    )
 
 
 @case("labeled_fraction_set_to_zero")
@@ -604,8 +699,11 @@ def _(tmp: Path) -> Expect:
 @case("set_method_option_of_wrong_type")
 def _(tmp: Path) -> Expect:
     data = make_brats(tmp / "d")
-    return Expect(train(data, "--set", "options.alpha1=high", method="semi-cml-prel"), "error",
-                  ("alpha1='high'", "expected a number"))
+    return Expect(
+        train(data, "--set", "options.alpha1=high", method="semi-cml-prel"),
+        "error",
+        ("alpha1='high'", "expected a number"),
+    )
 
 
 @case("size_not_a_multiple_of_16")
@@ -662,16 +760,22 @@ def _(tmp: Path) -> Expect:
 
 @case("data_make_too_few_patients")
 def _(tmp: Path) -> Expect:
-    return Expect(["data", "make", "--kind", "brats", "--patients", "2", "--out", str(tmp / "d")], "error",
-                  ("--patients 2", "at least 3"))
+    return Expect(
+        ["data", "make", "--kind", "brats", "--patients", "2", "--out", str(tmp / "d")],
+        "error",
+        ("--patients 2", "at least 3"),
+    )
 
 
 @case("data_make_into_a_non_empty_folder")
 def _(tmp: Path) -> Expect:
     (tmp / "d").mkdir()
     (tmp / "d" / "keep.txt").write_text("mine")
-    return Expect(["data", "make", "--kind", "brats", "--patients", "3", "--out", str(tmp / "d")], "error",
-                  (str(tmp / "d"), "not an empty folder"))
+    return Expect(
+        ["data", "make", "--kind", "brats", "--patients", "3", "--out", str(tmp / "d")],
+        "error",
+        (str(tmp / "d"), "not an empty folder"),
+    )
 
 
 _NO_GRID = [pytest.mark.skipif("reproduce" not in COMMANDS, reason="no `workbench reproduce` grid command")]
@@ -716,14 +820,22 @@ def _(tmp: Path) -> Expect:
 
 @case("grid_yaml_is_a_folder", marks=_NO_GRID)
 def _(tmp: Path) -> Expect:
-    return Expect(["reproduce", "--grid", str(tmp)], "error", ("is a folder, not a grid YAML file",),
-                  why="a folder where a file is expected: say so, not 'no such file'")
+    return Expect(
+        ["reproduce", "--grid", str(tmp)],
+        "error",
+        ("is a folder, not a grid YAML file",),
+        why="a folder where a file is expected: say so, not 'no such file'",
+    )
 
 
 @case("set_options_whole_dict")
 def _(tmp: Path) -> Expect:
-    return Expect(["train", "--method", "semi-cml", "--data", str(tmp), "--set", "options=3"], "error",
-                  ("set one option at a time",), why="--set options=3 would replace the options mapping by a number")
+    return Expect(
+        ["train", "--method", "semi-cml", "--data", str(tmp), "--set", "options=3"],
+        "error",
+        ("set one option at a time",),
+        why="--set options=3 would replace the options mapping by a number",
+    )
 
 
 # ----- random header corruption: every change ends in a clean run or one clear line naming the file
@@ -746,8 +858,13 @@ def _header_fuzz(seed: int) -> Callable[[Path], Expect]:
         for pos in rng.choice(HEADER_FIELDS, size=2, replace=False):
             raw[pos] = int(rng.integers(0, 256))
         plain.write_bytes(bytes(raw))
-        return Expect(train(data), "any", ("BraTS-FZ-00001_",),
-                      why="random damage: usable headers train, others give one line naming a file of that case")
+        return Expect(
+            train(data),
+            "any",
+            ("BraTS-FZ-00001_",),
+            why="random damage: usable headers train, others give one line naming a file of that case",
+        )
+
     return build
 
 
@@ -853,8 +970,13 @@ def test_debug_shows_the_traceback(tmp_path: Path, capsys) -> None:
     with pytest.raises(DataError, match="missing flair image file"):
         main(["--debug", *train(data)])
     code = "import sys; from workbench.cli import main; sys.exit(main())"
-    result = subprocess.run([sys.executable, "-c", code, "--debug", *train(data)], capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", code, "--debug", *train(data)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode != 0
     assert "Traceback (most recent call last)" in result.stderr
     assert "workbench.errors.DataError" in result.stderr and "missing flair image file" in result.stderr

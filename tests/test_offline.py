@@ -24,9 +24,33 @@ def test_data_train_eval_with_sockets_blocked(tmp_path, monkeypatch, capsys):
 
     data, run = tmp_path / "brats", tmp_path / "run"
     assert main(["data", "make", "--kind", "brats", "--patients", "4", "--seed", "0", "--out", str(data)]) == 0
-    assert main(["train", "--method", "semi-cml", "--data", str(data), "--labeled", "0.5", "--epochs", "1",
-                 "--steps-per-epoch", "2", "--batch-size", "2", "--base-channels", "4", "--size", "32",
-                 "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "semi-cml",
+                "--data",
+                str(data),
+                "--labeled",
+                "0.5",
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "2",
+                "--batch-size",
+                "2",
+                "--base-channels",
+                "4",
+                "--size",
+                "32",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["eval", str(run), "--quiet"]) == 0
     assert "per-patient DSC" in capsys.readouterr().out
     assert attempts == []

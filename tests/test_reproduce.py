@@ -13,14 +13,31 @@ import yaml
 
 from workbench.cli import main
 from workbench.errors import ConfigError, DataError
-from workbench.reproduce import (GridError, collect_rows, load_grid, load_paper_values, parse_claim, plan_cells,
-                                 plot_dsc_vs_labeled, read_per_patient, reproduce, results_tables, shipped_grids,
-                                 slugify)
+from workbench.reproduce import (
+    GridError,
+    collect_rows,
+    load_grid,
+    load_paper_values,
+    parse_claim,
+    plan_cells,
+    plot_dsc_vs_labeled,
+    read_per_patient,
+    reproduce,
+    results_tables,
+    shipped_grids,
+    slugify,
+)
 from workbench.stats import TEST_FEEDBACK_STAMP, bootstrap_ci
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TINY_SETTINGS = {"epochs": 2, "steps_per_epoch": 2, "base_channels": 4, "size": 32, "batch_size": 4,
-                 "unlabeled_batch_size": 2}
+TINY_SETTINGS = {
+    "epochs": 2,
+    "steps_per_epoch": 2,
+    "base_channels": 4,
+    "size": 32,
+    "batch_size": 4,
+    "unlabeled_batch_size": 2,
+}
 TINY_DATA = {"name": "brats", "kind": "brats", "patients": 5}
 
 
@@ -30,8 +47,10 @@ def write_grid(path: Path, **overrides) -> Path:
         "name": "tiny",
         "paper_table": "semi-cml-prel/table1",
         "datasets": [dict(TINY_DATA)],
-        "methods": [{"label": "Sup", "method": "supervised", "paper": "Sup"},
-                    {"label": "Semi-CML", "method": "semi-cml", "options": {"variant": "sup+mse+asc"}}],
+        "methods": [
+            {"label": "Sup", "method": "supervised", "paper": "Sup"},
+            {"label": "Semi-CML", "method": "semi-cml", "options": {"variant": "sup+mse+asc"}},
+        ],
         "labeled": [0.05, 0.1],
         "seeds": [0],
         "settings": dict(TINY_SETTINGS),
@@ -62,8 +81,12 @@ def finished(tmp_path_factory):
 def test_grid_runs_end_to_end(finished):
     out, grid, report = finished
     assert report.counts() == {"trained": 4} and not report.failures
-    assert sorted(p.name for p in out.glob("brats-*")) == ["brats-Semi-CML-l0.05-s0", "brats-Semi-CML-l0.1-s0",
-                                                         "brats-Sup-l0.05-s0", "brats-Sup-l0.1-s0"]
+    assert sorted(p.name for p in out.glob("brats-*")) == [
+        "brats-Semi-CML-l0.05-s0",
+        "brats-Semi-CML-l0.1-s0",
+        "brats-Sup-l0.05-s0",
+        "brats-Sup-l0.1-s0",
+    ]
     rows = pd.read_csv(out / "per_patient.csv")
     assert list(rows.columns[:6]) == ["dataset", "method", "labeled", "seed", "modality", "case_id"]
     assert {"dsc", "sens", "hd95", "asd", "biou"} <= set(rows.columns)
@@ -96,10 +119,14 @@ def test_a_rerun_skips_finished_cells(finished):
 
 def test_a_failing_cell_is_reported_and_the_others_finish(finished, tmp_path, capsys):
     out = with_data(tmp_path / "out", finished[0])
-    grid = write_grid(tmp_path / "grid.yaml", labeled=[0.1], methods=[
-        {"label": "Sup", "method": "supervised"},
-        {"label": "bad", "method": "semi-cml", "options": {"variant": "bogus"}},  # raises when built
-    ])
+    grid = write_grid(
+        tmp_path / "grid.yaml",
+        labeled=[0.1],
+        methods=[
+            {"label": "Sup", "method": "supervised"},
+            {"label": "bad", "method": "semi-cml", "options": {"variant": "bogus"}},  # raises when built
+        ],
+    )
     assert main(["reproduce", "--grid", str(grid), "--out", str(out), "--quiet"]) == 1
     printed = capsys.readouterr().out
     assert "FAILED brats-bad-l0.1-s0: unknown variant 'bogus'" in printed
@@ -177,8 +204,10 @@ def test_only_finished_trains_nothing(finished, tmp_path):
 
 
 def test_a_pretraining_row_pretrains_once_per_seed(tmp_path):
-    grid = write_grid(tmp_path / "grid.yaml", methods=[
-        {"label": "Multi-ConDoS", "method": "supervised", "pretrain": {"epochs": 1, "steps_per_epoch": 2}}])
+    grid = write_grid(
+        tmp_path / "grid.yaml",
+        methods=[{"label": "Multi-ConDoS", "method": "supervised", "pretrain": {"epochs": 1, "steps_per_epoch": 2}}],
+    )
     report = reproduce(grid, tmp_path / "out", quiet=True)
     assert report.counts() == {"trained": 2}
     pretrain = tmp_path / "out" / "brats-Multi-ConDoS-pretrain-s0"
@@ -193,8 +222,10 @@ def test_a_pretraining_row_pretrains_once_per_seed(tmp_path):
 def test_one_reader_reads_a_runs_per_patient_rows_from_either_file(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    rows = [{"case_id": "BraTS_001", "modality": "t1", "dsc": 0.123456789, "sens": 0.5},
-            {"case_id": "BraTS_002", "modality": "t1", "dsc": float("nan"), "sens": 1.0}]
+    rows = [
+        {"case_id": "BraTS_001", "modality": "t1", "dsc": 0.123456789, "sens": 0.5},
+        {"case_id": "BraTS_002", "modality": "t1", "dsc": float("nan"), "sens": 1.0},
+    ]
     with pytest.raises(ConfigError, match="run: no metrics.json \\(has this run finished its test\\?\\)"):
         read_per_patient(run)
     with pytest.raises(ConfigError, match="run: no per_patient.csv"):
@@ -235,20 +266,37 @@ def test_the_grid_tables_and_compare_read_the_same_rows(finished):
 # ------------------------------------------------------------------------------------ tables
 def test_tables_are_mean_and_std_over_seeds_with_the_papers_rows(tmp_path):
     grid = load_grid(write_grid(tmp_path / "grid.yaml", seeds=[0, 1], labeled=[0.1]))
-    rows = pd.DataFrame([
-        # two patients per run: the run's value is their mean, then mean ± std over the seeds
-        {"dataset": "brats", "method": "Sup", "labeled": 0.1, "seed": s, "modality": m, "case_id": c,
-         "dsc": d, "sens": 0.5}
-        for s, m, c, d in [(0, "t1", "a", 0.1), (0, "t1", "b", 0.3), (1, "t1", "a", 0.3), (1, "t1", "b", 0.5),
-                           (0, "flair", "a", 0.8), (0, "flair", "b", 0.8), (1, "flair", "a", 0.9),
-                           (1, "flair", "b", 0.9)]
-    ])
+    rows = pd.DataFrame(
+        [
+            # two patients per run: the run's value is their mean, then mean ± std over the seeds
+            {
+                "dataset": "brats",
+                "method": "Sup",
+                "labeled": 0.1,
+                "seed": s,
+                "modality": m,
+                "case_id": c,
+                "dsc": d,
+                "sens": 0.5,
+            }
+            for s, m, c, d in [
+                (0, "t1", "a", 0.1),
+                (0, "t1", "b", 0.3),
+                (1, "t1", "a", 0.3),
+                (1, "t1", "b", 0.5),
+                (0, "flair", "a", 0.8),
+                (0, "flair", "b", 0.8),
+                (1, "flair", "a", 0.9),
+                (1, "flair", "b", 0.9),
+            ]
+        ]
+    )
     [table] = results_tables(rows, grid)
     text = table.formatted()
     # seeds 0.2 and 0.4: sample std (ddof 1) sqrt(0.02) = 0.141 (ddof 0 would say 0.100); the CI is of
     # the mean over the 4 (patient, seed) scores
     low, high = bootstrap_ci([0.1, 0.3, 0.3, 0.5])
-    assert table.std.at["Sup", ("T1", "DSC")] == pytest.approx(0.02 ** 0.5)
+    assert table.std.at["Sup", ("T1", "DSC")] == pytest.approx(0.02**0.5)
     assert (table.ci_low.at["Sup", ("T1", "DSC")], table.ci_high.at["Sup", ("T1", "DSC")]) == (low, high)
     assert low < 0.3 < high
     assert text.at["Sup", ("T1", "DSC")] == f"0.300 ± 0.141 [{low:.2f}, {high:.2f}]"
@@ -266,16 +314,28 @@ def test_one_labeled_fraction_is_plotted_as_one_row_per_method_with_the_papers_m
     import matplotlib.pyplot as plt
 
     grid = load_grid(write_grid(tmp_path / "grid.yaml", seeds=[0, 1], labeled=[0.1]))
-    rows = pd.DataFrame([{"dataset": "brats", "method": method, "labeled": 0.1, "seed": s, "modality": m,
-                          "case_id": "a", "dsc": d + 0.1 * s, "sens": 0.5}
-                         for method, base in [("Sup", 0.2), ("Semi-CML", 0.5)]
-                         for s in (0, 1) for m, d in [("t1", base), ("flair", base + 0.3)]])
+    rows = pd.DataFrame(
+        [
+            {
+                "dataset": "brats",
+                "method": method,
+                "labeled": 0.1,
+                "seed": s,
+                "modality": m,
+                "case_id": "a",
+                "dsc": d + 0.1 * s,
+                "sens": 0.5,
+            }
+            for method, base in [("Sup", 0.2), ("Semi-CML", 0.5)]
+            for s in (0, 1)
+            for m, d in [("t1", base), ("flair", base + 0.3)]
+        ]
+    )
     fig = plot_dsc_vs_labeled(rows, "brats", grid)
     t1, flair = fig.axes[:2]
     assert [t.get_text() for t in t1.get_yticklabels()] == ["Sup", "Semi-CML"]
     assert t1.get_ylim()[0] > t1.get_ylim()[1]  # first grid row on top
-    points = sorted((round(x, 4), y) for line in t1.lines if line.get_marker() == "o"
-                    for x, y in line.get_xydata())
+    points = sorted((round(x, 4), y) for line in t1.lines if line.get_marker() == "o" for x, y in line.get_xydata())
     # seeds 0.2 / 0.3 and 0.5 / 0.6; Table 1 "Sup", T1 DSC at 10%, as an open marker on Sup's row
     assert points == [(0.25, 0.0), (0.2724, 0.0), (0.55, 1.0)]
     assert "10% labeled" in fig._suptitle.get_text()
@@ -284,8 +344,9 @@ def test_one_labeled_fraction_is_plotted_as_one_row_per_method_with_the_papers_m
     # a two-fraction grid with only its 10% cells finished: the paper's 5% value (0.2255) stays off the plot
     partial = load_grid(write_grid(tmp_path / "partial.yaml", seeds=[0, 1], labeled=[0.05, 0.1]))
     fig = plot_dsc_vs_labeled(rows, "brats", partial)
-    points = sorted((round(x, 4), y) for line in fig.axes[0].lines if line.get_marker() == "o"
-                    for x, y in line.get_xydata())
+    points = sorted(
+        (round(x, 4), y) for line in fig.axes[0].lines if line.get_marker() == "o" for x, y in line.get_xydata()
+    )
     assert points == [(0.25, 0.0), (0.2724, 0.0), (0.55, 1.0)]
     plt.close(fig)
 
@@ -295,25 +356,43 @@ PATIENTS = ("p1", "p2", "p3", "p4")
 #: DSC of Sup per (seed, patient); Semi-CML adds 0.1 + a distinct small amount to every pair, MT
 #: adds noise of both signs
 SUP_DSC = {(s, c): 0.3 + 0.05 * i + 0.02 * s for s in (0, 1) for i, c in enumerate(PATIENTS)}
-GAIN = {"Sup": [0.0] * 8, "Semi-CML": [0.1 + 0.003 * k for k in range(8)],
-        "MT": [0.011, -0.012, 0.023, -0.024, 0.005, -0.006, 0.017, -0.018]}
+GAIN = {
+    "Sup": [0.0] * 8,
+    "Semi-CML": [0.1 + 0.003 * k for k in range(8)],
+    "MT": [0.011, -0.012, 0.023, -0.024, 0.005, -0.006, 0.017, -0.018],
+}
 
 
 def protocol(selection="val"):
-    return {"data": {"folder": "/x/data-brats-p5-s0", "format": "brats",
-                     "builtin": {"kind": "brats", "patients": 5, "seed": 0}, "sha256": "ab" * 32},
-            "split_seed": 0, "patients": {"labeled": 1, "unlabeled": 2, "val": 1, "test": 4},
-            "selection": selection, "unlabeled_slices": "body", "test_slices": "all",
-            "empty_mask_rule": "both empty: DSC 1", "stamp": TEST_FEEDBACK_STAMP if selection == "test" else None}
+    return {
+        "data": {
+            "folder": "/x/data-brats-p5-s0",
+            "format": "brats",
+            "builtin": {"kind": "brats", "patients": 5, "seed": 0},
+            "sha256": "ab" * 32,
+        },
+        "split_seed": 0,
+        "patients": {"labeled": 1, "unlabeled": 2, "val": 1, "test": 4},
+        "selection": selection,
+        "unlabeled_slices": "body",
+        "test_slices": "all",
+        "empty_mask_rule": "both empty: DSC 1",
+        "stamp": TEST_FEEDBACK_STAMP if selection == "test" else None,
+    }
 
 
 def made_up_grid(tmp_path: Path, **overrides) -> Path:
     """Sup, Semi-CML and MT at 10% with seeds 0 and 1, and claims with known verdicts."""
-    values = dict(labeled=[0.1], seeds=[0, 1],
-                  methods=[{"label": "Sup", "method": "supervised"},
-                           {"label": "Semi-CML", "method": "semi-cml"},
-                           {"label": "MT", "method": "mean-teacher"}],
-                  claims=["Sup < Semi-CML", "Semi-CML < MT", "Sup < MT"])
+    values = dict(
+        labeled=[0.1],
+        seeds=[0, 1],
+        methods=[
+            {"label": "Sup", "method": "supervised"},
+            {"label": "Semi-CML", "method": "semi-cml"},
+            {"label": "MT", "method": "mean-teacher"},
+        ],
+        claims=["Sup < Semi-CML", "Semi-CML < MT", "Sup < MT"],
+    )
     values.update(overrides)
     return write_grid(tmp_path / "grid.yaml", **values)
 
@@ -324,9 +403,16 @@ def write_finished_cells(grid_file: Path, out: Path, protocols=None) -> None:
     protocols = protocols or {}
     for cell in plan_cells(load_grid(grid_file), out):
         gain = GAIN[cell.method.label]
-        per_patient = [{"modality": m, "case_id": c, "dsc": SUP_DSC[cell.seed, c] + gain[4 * cell.seed + i]
-                        + (0.4 if m == "flair" else 0.0), "sens": 0.5}
-                       for m in ("t1", "flair") for i, c in enumerate(PATIENTS)]
+        per_patient = [
+            {
+                "modality": m,
+                "case_id": c,
+                "dsc": SUP_DSC[cell.seed, c] + gain[4 * cell.seed + i] + (0.4 if m == "flair" else 0.0),
+                "sens": 0.5,
+            }
+            for m in ("t1", "flair")
+            for i, c in enumerate(PATIENTS)
+        ]
         record = {"epoch": 2, "per_patient": per_patient, "summary": {}}
         chosen = protocols.get(cell.key, protocol())
         if chosen is not None:
@@ -364,13 +450,30 @@ def test_tables_test_each_row_against_the_reference_and_decide_the_claims(tmp_pa
     assert "| brats | 10% | Sup < MT | T1 | 8 | " in md and TEST_FEEDBACK_STAMP not in md
 
     claims = pd.read_csv(out / "claims.csv", keep_default_na=False)
-    assert list(claims.columns[:12]) == ["dataset", "labeled", "claim", "modality", "left", "op", "right", "n",
-                                         "diff", "p", "verdict", "mdd"]
+    assert list(claims.columns[:12]) == [
+        "dataset",
+        "labeled",
+        "claim",
+        "modality",
+        "left",
+        "op",
+        "right",
+        "n",
+        "diff",
+        "p",
+        "verdict",
+        "mdd",
+    ]
     assert len(claims) == 3 * 2  # 3 pairs x 2 modalities
     verdicts = {(r.left, r.right, r.modality): r.verdict.split(" (")[0] for r in claims.itertuples()}
-    assert verdicts == {("Sup", "Semi-CML", "t1"): "holds", ("Sup", "Semi-CML", "flair"): "holds",
-                        ("Semi-CML", "MT", "t1"): "reversed", ("Semi-CML", "MT", "flair"): "reversed",
-                        ("Sup", "MT", "t1"): "not decided", ("Sup", "MT", "flair"): "not decided"}
+    assert verdicts == {
+        ("Sup", "Semi-CML", "t1"): "holds",
+        ("Sup", "Semi-CML", "flair"): "holds",
+        ("Semi-CML", "MT", "t1"): "reversed",
+        ("Semi-CML", "MT", "flair"): "reversed",
+        ("Sup", "MT", "t1"): "not decided",
+        ("Sup", "MT", "flair"): "not decided",
+    }
     assert claims["n"].tolist() == [8] * 6 and claims["p"][0] == pytest.approx(2 / 256)
     assert report.claims["verdict"].tolist() == claims["verdict"].tolist()
 
@@ -398,11 +501,15 @@ def test_a_run_steered_by_its_test_patients_stamps_the_card_tables_and_plots(tmp
     md = (out / "tables.md").read_text()
     assert md.startswith(f"# tiny — {TEST_FEEDBACK_STAMP}\n")
     assert f"## Protocol card ({TEST_FEEDBACK_STAMP})" in md
-    assert "- **what steered training**: validation patients (selection val); not recorded (run made before " \
-           f"protocol cards); the test patients (selection test): {TEST_FEEDBACK_STAMP}" in md
+    assert (
+        "- **what steered training**: validation patients (selection val); not recorded (run made before "
+        f"protocol cards); the test patients (selection test): {TEST_FEEDBACK_STAMP}" in md
+    )
     assert f"### brats, 10% labeled — {TEST_FEEDBACK_STAMP}" in md
-    assert f"*vs Sup: paired DSC" in md and f"(Wilcoxon, alpha 0.05); MDD: the minimal detectable Δ at 80% power " \
-           f"— {TEST_FEEDBACK_STAMP}*" in md
+    assert (
+        "*vs Sup: paired DSC" in md
+        and f"(Wilcoxon, alpha 0.05); MDD: the minimal detectable Δ at 80% power — {TEST_FEEDBACK_STAMP}*" in md
+    )
     assert f"## Claims — {TEST_FEEDBACK_STAMP}" in md
     claims = pd.read_csv(out / "claims.csv", keep_default_na=False).set_index(["left", "right", "modality"])
     assert claims.at[("Sup", "Semi-CML", "t1"), "stamp"] == ""  # MT's runs are not in this pair
@@ -421,12 +528,26 @@ def test_error_bars_are_the_sample_std_over_seeds(tmp_path):
     import matplotlib.pyplot as plt
 
     grid = load_grid(write_grid(tmp_path / "grid.yaml", seeds=[0, 1], labeled=[0.1]))
-    rows = pd.DataFrame([{"dataset": "brats", "method": "Sup", "labeled": 0.1, "seed": s, "modality": m,
-                          "case_id": "a", "dsc": 0.2 + 0.2 * s, "sens": 0.5} for s in (0, 1) for m in ("t1", "flair")])
+    rows = pd.DataFrame(
+        [
+            {
+                "dataset": "brats",
+                "method": "Sup",
+                "labeled": 0.1,
+                "seed": s,
+                "modality": m,
+                "case_id": "a",
+                "dsc": 0.2 + 0.2 * s,
+                "sens": 0.5,
+            }
+            for s in (0, 1)
+            for m in ("t1", "flair")
+        ]
+    )
     fig = plot_dsc_vs_labeled(rows, "brats", grid)
     [bars] = [c for c in fig.axes[0].collections if c.get_segments()]
     [(start, end)] = [segment for segment in bars.get_segments()]
-    assert end[0] - start[0] == pytest.approx(2 * 0.02 ** 0.5)  # ± sqrt(0.02), not ± 0.1 (ddof 0)
+    assert end[0] - start[0] == pytest.approx(2 * 0.02**0.5)  # ± sqrt(0.02), not ± 0.1 (ddof 0)
     plt.close(fig)
 
 
@@ -442,13 +563,19 @@ def test_slugs_and_run_folders(tmp_path):
 
 
 def test_settings_merge_in_order(tmp_path):
-    grid = load_grid(write_grid(
-        tmp_path / "grid.yaml", settings={**TINY_SETTINGS, "lr": 1e-3},
-        datasets=[{**TINY_DATA, "settings": {"lr": 2e-3, "size": 48}}],
-        settings_by_labeled={0.05: {"epochs": 3, "lr": 3e-3}},
-        methods=[{"label": "Sup", "method": "supervised", "settings": {"lr": 4e-3}},
-                 {"label": "Sup 100%", "method": "supervised", "labeled": [1.0]}],
-        labeled=[0.05, 0.1]))
+    grid = load_grid(
+        write_grid(
+            tmp_path / "grid.yaml",
+            settings={**TINY_SETTINGS, "lr": 1e-3},
+            datasets=[{**TINY_DATA, "settings": {"lr": 2e-3, "size": 48}}],
+            settings_by_labeled={0.05: {"epochs": 3, "lr": 3e-3}},
+            methods=[
+                {"label": "Sup", "method": "supervised", "settings": {"lr": 4e-3}},
+                {"label": "Sup 100%", "method": "supervised", "labeled": [1.0]},
+            ],
+            labeled=[0.05, 0.1],
+        )
+    )
     configs = {(c.method.label, c.labeled): c.config for c in plan_cells(grid, tmp_path)}
     assert set(configs) == {("Sup", 0.05), ("Sup", 0.1), ("Sup 100%", 1.0)}
     assert configs["Sup", 0.05]["lr"] == 4e-3 and configs["Sup", 0.05]["epochs"] == 3
@@ -456,38 +583,62 @@ def test_settings_merge_in_order(tmp_path):
 
 
 # -------------------------------------------------------------------------------- validation
-@pytest.mark.parametrize("overrides, expected", [
-    ({"methods": [{"label": "x", "method": "semi-cmll"}]},
-     "methods[0] (x).method: unknown method 'semi-cmll'; choose one of:"),
-    ({"labeled": [0.1, 1.5]}, "labeled[1]: 1.5 is not a labeled fraction in (0, 1]"),
-    ({"labeled": [0.1, "ten"]}, "labeled[1]: 'ten' is not a labeled fraction"),
-    ({"methdos": []}, "methdos: unknown key; known keys: name, description, paper_table, datasets"),
-    ({"settings": {"epochz": 3}}, "settings.epochz: unknown setting; TrainConfig fields:"),
-    ({"settings": {"epochs": "20"}}, "settings.epochs='20': expected an integer"),
-    ({"settings": {"seed": 1}}, "settings.seed: set by the grid itself"),
-    ({"seeds": [0, -1]}, "seeds[1]: -1 is not a non-negative integer"),
-    ({"datasets": [{"name": "real", "path": "no/such/folder", "format": "brats"}]},
-     "datasets[0].path: '{root}/no/such/folder' does not exist or is not a folder (edit datasets[0].path)"),
-    ({"datasets": [{"name": "real", "path": "/EDIT/path/to/brats", "format": "brats"}]},
-     "datasets[0].path: '/EDIT/path/to/brats' is a placeholder; copy grid.yaml and set datasets[0].path"),
-    ({"datasets": [{"name": "b", "kind": "lungs"}]}, "datasets[0].kind: unknown built-in dataset 'lungs'"),
-    ({"methods": [{"label": "s", "method": "semi-cml", "options": {"varient": "sup"}}]},
-     "methods[0] (s).options: method 'semi-cml' has no option 'varient'"),
-    ({"methods": [{"label": "s", "method": "supervised", "paper": "Nope"}]},
-     "methods[0] (s).paper: 'Nope' is not a row of semi-cml-prel/table1"),
-    ({"settings_by_labeled": {0.2: {"epochs": 3}}}, "settings_by_labeled.0.2: not one of the grid's labeled"),
-    ({"settings": {**TINY_SETTINGS, "size": 40}},
-     "settings of brats / Sup / labeled 0.05: size=40: must be a multiple of 16"),
-    ({"claims": ["Sup < Semi-CMl"]},
-     "claims[0] ('Sup < Semi-CMl'): 'Semi-CMl' is not a method label of the grid; labels: Sup, Semi-CML"),
-    ({"claims": ["Sup <"]}, "claims[0] ('Sup <'): expected method labels joined by < or >, e.g. 'sup < sup+mse'"),
-    ({"claims": "Sup < Semi-CML"}, "claims: expected a list of orders such as 'sup < sup+mse'"),
-    ({"claims": ["Sup < Sup"]}, "claims[0] ('Sup < Sup'): compares 'Sup' with itself"),
-    ({"methods": [{"label": "Sup", "method": "supervised"}, {"label": "Sup 100%", "method": "supervised",
-                                                            "labeled": [1.0]}], "claims": ["Sup < Sup 100%"]},
-     "claims[0] ('Sup < Sup 100%'): 'Sup' and 'Sup 100%' share no labeled fraction"),
-    ({"reference": "sup"}, "reference: 'sup' is not a method label of the grid; labels: Sup, Semi-CML"),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (
+            {"methods": [{"label": "x", "method": "semi-cmll"}]},
+            "methods[0] (x).method: unknown method 'semi-cmll'; choose one of:",
+        ),
+        ({"labeled": [0.1, 1.5]}, "labeled[1]: 1.5 is not a labeled fraction in (0, 1]"),
+        ({"labeled": [0.1, "ten"]}, "labeled[1]: 'ten' is not a labeled fraction"),
+        ({"methdos": []}, "methdos: unknown key; known keys: name, description, paper_table, datasets"),
+        ({"settings": {"epochz": 3}}, "settings.epochz: unknown setting; TrainConfig fields:"),
+        ({"settings": {"epochs": "20"}}, "settings.epochs='20': expected an integer"),
+        ({"settings": {"seed": 1}}, "settings.seed: set by the grid itself"),
+        ({"seeds": [0, -1]}, "seeds[1]: -1 is not a non-negative integer"),
+        (
+            {"datasets": [{"name": "real", "path": "no/such/folder", "format": "brats"}]},
+            "datasets[0].path: '{root}/no/such/folder' does not exist or is not a folder (edit datasets[0].path)",
+        ),
+        (
+            {"datasets": [{"name": "real", "path": "/EDIT/path/to/brats", "format": "brats"}]},
+            "datasets[0].path: '/EDIT/path/to/brats' is a placeholder; copy grid.yaml and set datasets[0].path",
+        ),
+        ({"datasets": [{"name": "b", "kind": "lungs"}]}, "datasets[0].kind: unknown built-in dataset 'lungs'"),
+        (
+            {"methods": [{"label": "s", "method": "semi-cml", "options": {"varient": "sup"}}]},
+            "methods[0] (s).options: method 'semi-cml' has no option 'varient'",
+        ),
+        (
+            {"methods": [{"label": "s", "method": "supervised", "paper": "Nope"}]},
+            "methods[0] (s).paper: 'Nope' is not a row of semi-cml-prel/table1",
+        ),
+        ({"settings_by_labeled": {0.2: {"epochs": 3}}}, "settings_by_labeled.0.2: not one of the grid's labeled"),
+        (
+            {"settings": {**TINY_SETTINGS, "size": 40}},
+            "settings of brats / Sup / labeled 0.05: size=40: must be a multiple of 16",
+        ),
+        (
+            {"claims": ["Sup < Semi-CMl"]},
+            "claims[0] ('Sup < Semi-CMl'): 'Semi-CMl' is not a method label of the grid; labels: Sup, Semi-CML",
+        ),
+        ({"claims": ["Sup <"]}, "claims[0] ('Sup <'): expected method labels joined by < or >, e.g. 'sup < sup+mse'"),
+        ({"claims": "Sup < Semi-CML"}, "claims: expected a list of orders such as 'sup < sup+mse'"),
+        ({"claims": ["Sup < Sup"]}, "claims[0] ('Sup < Sup'): compares 'Sup' with itself"),
+        (
+            {
+                "methods": [
+                    {"label": "Sup", "method": "supervised"},
+                    {"label": "Sup 100%", "method": "supervised", "labeled": [1.0]},
+                ],
+                "claims": ["Sup < Sup 100%"],
+            },
+            "claims[0] ('Sup < Sup 100%'): 'Sup' and 'Sup 100%' share no labeled fraction",
+        ),
+        ({"reference": "sup"}, "reference: 'sup' is not a method label of the grid; labels: Sup, Semi-CML"),
+    ],
+)
 def test_each_problem_is_one_line_naming_the_key_and_value(tmp_path, overrides, expected):
     path = write_grid(tmp_path / "grid.yaml", **overrides)
     with pytest.raises(GridError) as info:
@@ -527,26 +678,56 @@ def test_broken_yaml_and_missing_grid_are_one_line(tmp_path):
 
 
 def test_shipped_grids_validate():
-    assert {"quick-cpu", "semi-cml-table1-cpu", "semi-cml-table3-cpu", "semi-cml-table1-gpu",
-            "semi-cml-table3-gpu"} <= set(shipped_grids())
+    assert {
+        "quick-cpu",
+        "semi-cml-table1-cpu",
+        "semi-cml-table3-cpu",
+        "semi-cml-table1-gpu",
+        "semi-cml-table3-gpu",
+    } <= set(shipped_grids())
     quick = load_grid("quick-cpu")  # notebook 09's default: minutes, not hours
     assert len(quick.datasets) * len(quick.methods) * len(quick.labeled) * len(quick.seeds) == 4
     table1 = load_grid("semi-cml-table1-cpu")
-    assert [m.method for m in table1.methods] == ["supervised", "mean-teacher", "ua-mt", "cps", "cross-view",
-                                                  "meng-fusion", "cmc", "semi-cml", "semi-cml-prel"]
+    assert [m.method for m in table1.methods] == [
+        "supervised",
+        "mean-teacher",
+        "ua-mt",
+        "cps",
+        "cross-view",
+        "meng-fusion",
+        "cmc",
+        "semi-cml",
+        "semi-cml-prel",
+    ]
     assert table1.labeled == [0.05, 0.1] and table1.seeds == [0, 1, 2]
     # the CPU-scale settings of every *-cpu grid; validation scores only where a method reads them
-    assert table1.settings == {"epochs": 20, "steps_per_epoch": 20, "base_channels": 16, "size": 64,
-                               "batch_size": 8, "unlabeled_batch_size": 4, "val_scores": "if_used"}
+    assert table1.settings == {
+        "epochs": 20,
+        "steps_per_epoch": 20,
+        "base_channels": 16,
+        "size": 64,
+        "batch_size": 8,
+        "unlabeled_batch_size": 4,
+        "val_scores": "if_used",
+    }
     # cohorts that leave 4 validation and 8 test patients (issue 18)
     assert [d.patients for d in table1.datasets] == [40, 40]
     table3 = load_grid("semi-cml-table3-cpu")
     assert [m.options.get("variant") for m in table3.methods if m.method == "semi-cml"] == [
-        "sup+mse", "sup+nce", "sup+asc", "sup+mse+nce", "sup+mse+nce*", "sup+mse+asc"]
+        "sup+mse",
+        "sup+nce",
+        "sup+asc",
+        "sup+mse+nce",
+        "sup+mse+nce*",
+        "sup+mse+asc",
+    ]
     assert [m.options["teacher"] for m in table3.methods if m.method == "semi-cml-prel"] == ["base", "ema", "bma"]
     assert table3.reference_label == "sup" and table3.claims == [
-        "sup < sup+mse < sup+mse+ASC < PReL (BMA)", "PReL (Base) < PReL (EMA) < PReL (BMA)", "sup+ASC > sup+NCE",
-        "sup+mse+ASC > sup+mse+NCE"]
+        "sup < sup+mse < sup+mse+ASC < PReL (BMA)",
+        "PReL (Base) < PReL (EMA) < PReL (BMA)",
+        "sup+ASC > sup+NCE",
+        "sup+mse+ASC > sup+mse+NCE",
+    ]
     assert quick.claims == ["Sup < Semi-CML + PReL"] and table1.reference_label == "Sup"
     assert "Sup < Semi-CML < Semi-CML + PReL" in table1.claims
     for name in ("semi-cml-table1-gpu", "semi-cml-table3-gpu"):
@@ -560,9 +741,14 @@ def test_shipped_grids_validate():
         import torch
 
         others = [p for p in info.value.problems if p not in paths]
-        assert others == ([] if torch.cuda.is_available() else
-                          [f"{grid.path}: settings.device: 'cuda' but this machine has no CUDA GPU; set "
-                           "settings.device to cpu or auto, or run on a GPU"])
+        assert others == (
+            []
+            if torch.cuda.is_available()
+            else [
+                f"{grid.path}: settings.device: 'cuda' but this machine has no CUDA GPU; set "
+                "settings.device to cpu or auto, or run on a GPU"
+            ]
+        )
 
 
 #: the run command every shipped grid's header comment gives
@@ -607,8 +793,15 @@ def test_grids_that_share_an_output_folder_agree_on_the_shared_cells():
         grid = load_grid(name, check_paths=False, check_device=False)
         [(_, out), *_] = GRID_COMMAND.findall(grid.text)
         by_out.setdefault(out, []).append(name)
-    assert {"semi-cml-table3-cpu", "protocol-ablation-cpu", "methods-cpu", "w-sweep-cpu", "diagnostic-cpu",
-            "semi-cml-joint-cpu", "semi-cml-table3-extra-cpu"} <= set(by_out["runs/table3-cpu"])
+    assert {
+        "semi-cml-table3-cpu",
+        "protocol-ablation-cpu",
+        "methods-cpu",
+        "w-sweep-cpu",
+        "diagnostic-cpu",
+        "semi-cml-joint-cpu",
+        "semi-cml-table3-extra-cpu",
+    } <= set(by_out["runs/table3-cpu"])
     for out, names in by_out.items():
         planned: dict[str, tuple[str, dict]] = {}
         for name in names:
@@ -625,6 +818,7 @@ def test_the_ported_grids_keep_the_rows_of_the_grid_script():
     """The rows of the removed grid script's methods, w-sweep and diagnostic grids (method, options),
     now shipped grids; its difficulty and semi-cml grids are difficulty-cpu and semi-cml-table3-cpu
     (+ semi-cml-table3-extra-cpu for MM- and PReL with m = 2), semi-cml-joint is semi-cml-joint-cpu."""
+
     def rows(name):
         grid = load_grid(name)
         assert grid.labeled == [0.1] and grid.seeds == [0, 1, 2]
@@ -634,23 +828,39 @@ def test_the_ported_grids_keep_the_rows_of_the_grid_script():
 
     single = {"input": "single"}
     assert rows("methods-cpu") == [
-        ("supervised", {}, None), ("semi-cml-prel", {"teacher": "bma"}, None), ("mean-teacher", single, None),
-        ("ua-mt", single, None), ("cps", single, None), ("cps", {"input": "both"}, None),
-        ("cross-view", single, None), ("meng-fusion", {}, None), ("cmc", {}, None),
-        ("supervised", {}, {"method": "multi-condos", "epochs": 10, "steps_per_epoch": 20})]
+        ("supervised", {}, None),
+        ("semi-cml-prel", {"teacher": "bma"}, None),
+        ("mean-teacher", single, None),
+        ("ua-mt", single, None),
+        ("cps", single, None),
+        ("cps", {"input": "both"}, None),
+        ("cross-view", single, None),
+        ("meng-fusion", {}, None),
+        ("cmc", {}, None),
+        ("supervised", {}, {"method": "multi-condos", "epochs": 10, "steps_per_epoch": 20}),
+    ]
     joint = {"variant": "sup+mse+asc", "joint_forward": True}
-    assert rows("w-sweep-cpu") == [("semi-cml", joint, None), ("semi-cml", {**joint, "w1": 0.1}, None),
-                                   ("semi-cml", {**joint, "w2": 3.0}, None)]
+    assert rows("w-sweep-cpu") == [
+        ("semi-cml", joint, None),
+        ("semi-cml", {**joint, "w1": 0.1}, None),
+        ("semi-cml", {**joint, "w2": 3.0}, None),
+    ]
     assert rows("diagnostic-cpu") == [
-        ("supervised", {}, None), ("semi-cml", {"variant": "sup+mse", "w1": 0.0, "joint_forward": True}, None),
-        ("semi-cml", {"variant": "sup+mse", "w1": 0.0}, None), ("semi-cml", {"variant": "sup+mse+asc"}, None),
-        ("semi-cml-prel", {"teacher": "bma"}, None)]
+        ("supervised", {}, None),
+        ("semi-cml", {"variant": "sup+mse", "w1": 0.0, "joint_forward": True}, None),
+        ("semi-cml", {"variant": "sup+mse", "w1": 0.0}, None),
+        ("semi-cml", {"variant": "sup+mse+asc"}, None),
+        ("semi-cml-prel", {"teacher": "bma"}, None),
+    ]
     assert rows("semi-cml-joint-cpu")[1:] == [
-        ("semi-cml", {"variant": v, "joint_forward": True}, None) for v in ("sup+mse", "sup+mse+asc")] + [
-        ("semi-cml-prel", {"teacher": t, "joint_forward": True}, None) for t in ("base", "ema", "bma")]
+        ("semi-cml", {"variant": v, "joint_forward": True}, None) for v in ("sup+mse", "sup+mse+asc")
+    ] + [("semi-cml-prel", {"teacher": t, "joint_forward": True}, None) for t in ("base", "ema", "bma")]
     assert rows("semi-cml-table3-extra-cpu") == [
-        ("supervised", {}, None), ("mm-supervised", {}, None), ("semi-cml-prel", {"teacher": "bma"}, None),
-        ("semi-cml-prel", {"teacher": "bma", "m": 2}, None)]
+        ("supervised", {}, None),
+        ("mm-supervised", {}, None),
+        ("semi-cml-prel", {"teacher": "bma"}, None),
+        ("semi-cml-prel", {"teacher": "bma", "m": 2}, None),
+    ]
 
 
 def test_paper_values_agree_with_the_papers_text():
@@ -662,14 +872,20 @@ def test_paper_values_agree_with_the_papers_text():
 
     assert (v(t1, "hecktor", 0.01, "Ours", "ct"), v(t1, "hecktor", 0.01, "Ours", "pet")) == (0.2837, 0.4260)
     assert (v(t1, "hecktor", 0.01, "Sup", "ct"), v(t1, "hecktor", 0.01, "Sup", "pet")) == (0.1106, 0.2807)
-    for labeled, modality, gain in [(0.05, "t2", 0.1577), (0.05, "t1ce", 0.2269), (0.1, "t1", 0.1784),
-                                    (0.1, "flair", 0.1038)]:
+    for labeled, modality, gain in [
+        (0.05, "t2", 0.1577),
+        (0.05, "t1ce", 0.2269),
+        (0.1, "t1", 0.1784),
+        (0.1, "flair", 0.1038),
+    ]:
         got = v(t1, "brats", labeled, "Ours", modality) - v(t1, "brats", labeled, "Sup", modality)
         assert got == pytest.approx(gain, abs=5e-5), (labeled, modality)
-    for row, dataset, (low, high), gaps in [("sup+mse+ASC", "hecktor", ("ct", "pet"), (0.2253, 0.262)),
-                                            ("sup+mse+ASC", "brats", ("t2", "t1ce"), (0.126, 0.1192)),
-                                            ("PReL (BMA)", "hecktor", ("ct", "pet"), (0.213, 0.2023)),
-                                            ("PReL (BMA)", "brats", ("t2", "t1ce"), (0.1044, 0.0728))]:
+    for row, dataset, (low, high), gaps in [
+        ("sup+mse+ASC", "hecktor", ("ct", "pet"), (0.2253, 0.262)),
+        ("sup+mse+ASC", "brats", ("t2", "t1ce"), (0.126, 0.1192)),
+        ("PReL (BMA)", "hecktor", ("ct", "pet"), (0.213, 0.2023)),
+        ("PReL (BMA)", "brats", ("t2", "t1ce"), (0.1044, 0.0728)),
+    ]:
         for metric, gap in enumerate(gaps):
             got = v(t3, dataset, 0.1, row, high, metric) - v(t3, dataset, 0.1, row, low, metric)
             assert got == pytest.approx(gap, abs=5e-5), (row, dataset, metric)

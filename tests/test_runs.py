@@ -82,8 +82,8 @@ def test_cached_run_trains_once_and_is_shared_by_data_content(brats_dir, tmp_pat
 
     from tests.conftest import tiny_config
     from workbench import train
-    from workbench.methods import get_method
     from workbench.cache import cached_run, run_key
+    from workbench.methods import get_method
 
     cache = tmp_path / "cache"
     first = cached_run(tiny_config(brats_dir, epochs=1), cache, quiet=True)
@@ -96,13 +96,15 @@ def test_cached_run_trains_once_and_is_shared_by_data_content(brats_dir, tmp_pat
     semi = dict(method="semi-cml")
     assert run_key(tiny_config(brats_dir, **semi, options={"w2": 0.25})) != run_key(tiny_config(brats_dir, **semi))
     default_w2 = get_method("semi-cml").options_class().w2
-    assert run_key(tiny_config(brats_dir, **semi, options={"w2": default_w2})) == run_key(tiny_config(brats_dir, **semi))
+    assert run_key(tiny_config(brats_dir, **semi, options={"w2": default_w2})) == run_key(
+        tiny_config(brats_dir, **semi)
+    )
 
 
 def test_cached_run_resumes_an_interrupted_run(brats_dir, tmp_path):
     from tests.conftest import tiny_config
-    from workbench.events import read_events
     from workbench.cache import cached_run, run_key
+    from workbench.events import read_events
     from workbench.train import Trainer
 
     config = tiny_config(brats_dir, epochs=2)
@@ -116,8 +118,8 @@ def test_cached_run_resumes_an_interrupted_run(brats_dir, tmp_path):
 
 
 def test_builtin_data_is_generated_once(tmp_path, monkeypatch):
-    from workbench.data import synthetic
     from workbench.cache import builtin_data
+    from workbench.data import synthetic
 
     folder = builtin_data("brats", 3, cache=tmp_path)
     assert folder.name == "data-brats-p3-s0" and (folder / "workbench-synthetic.json").is_file()

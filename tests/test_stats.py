@@ -8,9 +8,21 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from workbench.stats import (CI_DEFINITION, NOT_RECORDED, STD_DEFINITION, TEST_DEFINITION, TEST_FEEDBACK_STAMP,
-                             PairedResult, bootstrap_ci, decide, format_p, minimal_detectable_difference,
-                             paired_test, protocol_card, sample_std)
+from workbench.stats import (
+    CI_DEFINITION,
+    NOT_RECORDED,
+    STD_DEFINITION,
+    TEST_DEFINITION,
+    TEST_FEEDBACK_STAMP,
+    PairedResult,
+    bootstrap_ci,
+    decide,
+    format_p,
+    minimal_detectable_difference,
+    paired_test,
+    protocol_card,
+    sample_std,
+)
 
 SCORES = np.array([0.62, 0.71, 0.55, 0.80, 0.67, 0.59, 0.74, 0.49, 0.69, 0.77, 0.58, 0.66])
 
@@ -18,8 +30,12 @@ SCORES = np.array([0.62, 0.71, 0.55, 0.80, 0.67, 0.59, 0.74, 0.49, 0.69, 0.77, 0
 def protocol(**overrides):
     """A protocol dict as the Trainer writes it into metrics.json."""
     record = {
-        "data": {"folder": "/data/out/data-brats-p40-s0", "format": "brats",
-                 "builtin": {"kind": "brats", "patients": 40, "seed": 0}, "sha256": "0123abcd4567ef89" * 4},
+        "data": {
+            "folder": "/data/out/data-brats-p40-s0",
+            "format": "brats",
+            "builtin": {"kind": "brats", "patients": 40, "seed": 0},
+            "sha256": "0123abcd4567ef89" * 4,
+        },
         "split_seed": 0,
         "patients": {"labeled": 3, "unlabeled": 25, "val": 4, "test": 8},
         "selection": "val",
@@ -53,7 +69,7 @@ def bca_by_hand(x: np.ndarray, n_resamples: int, seed: int, confidence: float = 
     # acceleration from the jackknife means
     jack = np.array([np.delete(x, i).mean() for i in range(len(x))])
     d = jack.mean() - jack
-    a = (d ** 3).sum() / (6 * ((d ** 2).sum()) ** 1.5)
+    a = (d**3).sum() / (6 * ((d**2).sum()) ** 1.5)
     bounds = []
     for z_alpha in (special.ndtri((1 - confidence) / 2), special.ndtri((1 + confidence) / 2)):
         bounds.append(np.percentile(means, 100 * special.ndtr(z0 + (z0 + z_alpha) / (1 - a * (z0 + z_alpha)))))
@@ -168,16 +184,24 @@ def test_protocol_card_of_runs_with_the_same_protocol():
 
 
 def test_protocol_card_lists_the_distinct_values_of_differing_runs():
-    real = protocol(data={"folder": "/data/hecktor", "format": "hecktor", "builtin": None, "sha256": "ffee" * 16},
-                    patients={"labeled": 6, "unlabeled": 22, "val": 4, "test": 8}, test_slices="tumour",
-                    selection="train")
+    real = protocol(
+        data={"folder": "/data/hecktor", "format": "hecktor", "builtin": None, "sha256": "ffee" * 16},
+        patients={"labeled": 6, "unlabeled": 22, "val": 4, "test": 8},
+        test_slices="tumour",
+        selection="train",
+    )
     entries = dict(protocol_card([protocol(), real, protocol()], n_seeds=2).entries)
-    assert entries["data"] == ("built-in brats, 40 patients, data seed 0, sha256 0123abcd4567; "
-                               "folder /data/hecktor (format hecktor), sha256 ffeeffeeffee")
-    assert entries["patients per set"] == "3 labeled / 25 unlabeled / 4 val / 8 test; 6 labeled / 22 unlabeled / " \
-                                          "4 val / 8 test"
-    assert entries["what steered training"] == ("validation patients (selection val); training accuracy on the "
-                                                "labeled patients (selection train)")
+    assert entries["data"] == (
+        "built-in brats, 40 patients, data seed 0, sha256 0123abcd4567; "
+        "folder /data/hecktor (format hecktor), sha256 ffeeffeeffee"
+    )
+    assert (
+        entries["patients per set"] == "3 labeled / 25 unlabeled / 4 val / 8 test; 6 labeled / 22 unlabeled / "
+        "4 val / 8 test"
+    )
+    assert entries["what steered training"] == (
+        "validation patients (selection val); training accuracy on the labeled patients (selection train)"
+    )
     assert entries["test slices"].endswith("; tumour slices only, the paper's protocol (tumour)")
     assert entries["split seed"] == "0"
 

@@ -232,8 +232,9 @@ def _mirror_labels(src, dst, cases):
 
 
 def _prel_run(data, out, selection):
-    config = tiny_config(data, method="semi-cml-prel", epochs=8, unlabeled_batch_size=3, selection=selection,
-                         options=dict(NO_LEAK_PREL))
+    config = tiny_config(
+        data, method="semi-cml-prel", epochs=8, unlabeled_batch_size=3, selection=selection, options=dict(NO_LEAK_PREL)
+    )
     trainer = Trainer(config, out, quiet=True)
     result = trainer.fit()
     trainer.close()
@@ -304,14 +305,17 @@ def test_split_and_protocol_are_recorded(brats_dir, tmp_path):
     assert curve["note"] == "test (not used in training)" and set(curve["dsc"]) == {"t1", "flair"}
 
 
-@pytest.mark.parametrize("values, match", [
-    ({"selection": "best"}, "unknown selection 'best'"),
-    ({"selection": "val", "val_fraction": 0.0}, "selection='val' needs validation patients"),
-    ({"unlabeled_slices": "tumour"}, "unknown unlabeled_slices 'tumour'"),
-    ({"val_scores": "never"}, "unknown val_scores 'never'"),
-    ({"val_fraction": 1.2}, r"val_fraction=1.2: must be in \[0, 1\)"),
-    ({"test_fraction": 0.5, "val_fraction": 0.5}, "leave no training patients"),
-])
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        ({"selection": "best"}, "unknown selection 'best'"),
+        ({"selection": "val", "val_fraction": 0.0}, "selection='val' needs validation patients"),
+        ({"unlabeled_slices": "tumour"}, "unknown unlabeled_slices 'tumour'"),
+        ({"val_scores": "never"}, "unknown val_scores 'never'"),
+        ({"val_fraction": 1.2}, r"val_fraction=1.2: must be in \[0, 1\)"),
+        ({"test_fraction": 0.5, "val_fraction": 0.5}, "leave no training patients"),
+    ],
+)
 def test_bad_protocol_options(brats_dir, values, match):
     with pytest.raises(ConfigError, match=match):
         tiny_config(brats_dir, **values).validate()
@@ -320,16 +324,29 @@ def test_bad_protocol_options(brats_dir, values, match):
 def test_val_scores_if_used_skips_scores_no_method_reads_and_changes_nothing_else(brats_dir, tmp_path):
     results = {}
     for mode in ("always", "if_used"):
-        trainer = Trainer(tiny_config(brats_dir, method="semi-cml", epochs=2, unlabeled_batch_size=2, val_scores=mode),
-                          tmp_path / mode, quiet=True)
+        trainer = Trainer(
+            tiny_config(brats_dir, method="semi-cml", epochs=2, unlabeled_batch_size=2, val_scores=mode),
+            tmp_path / mode,
+            quiet=True,
+        )
         results[mode] = (trainer.fit(), trainer.method.state_dict())
         trainer.close()
     assert len(read_events(tmp_path / "always", "val")) == 2 and read_events(tmp_path / "if_used", "val") == []
     assert results["always"][0]["per_patient"] == results["if_used"][0]["per_patient"]
     for name, weight in results["always"][1].items():
         assert torch.equal(weight, results["if_used"][1][name]), name
-    prel = Trainer(tiny_config(brats_dir, method="semi-cml-prel", epochs=3, unlabeled_batch_size=2, val_scores="if_used",
-                               options={"m": 0, "p": 1, "L1": 2}), tmp_path / "prel", quiet=True)
+    prel = Trainer(
+        tiny_config(
+            brats_dir,
+            method="semi-cml-prel",
+            epochs=3,
+            unlabeled_batch_size=2,
+            val_scores="if_used",
+            options={"m": 0, "p": 1, "L1": 2},
+        ),
+        tmp_path / "prel",
+        quiet=True,
+    )
     prel.fit()
     prel.close()
     assert len(read_events(tmp_path / "prel", "val")) == 3  # PReL's teachers read them

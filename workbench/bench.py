@@ -28,6 +28,8 @@ Reference figure (from the issue that asked for this benchmark): on an H100, a p
 PyTorch implementation of the same Semi-CML step runs at about 1460 img/s at 160x160
 (20 labeled + 4 unlabeled) and about 3530 img/s at 144x144 (30 + 26), with bf16 autocast
 and channels_last.
+
+Why one long module: three benchmarks with their tables and the CLI arguments they share.
 """
 
 from __future__ import annotations
@@ -49,21 +51,32 @@ from workbench.methods import Batch, Method, get_method
 from workbench.train import (
     TrainConfig,
     Trainer,
-    resolve_device,
     autocast_context,
     make_optimizer,
+    resolve_device,
     resolve_precision,
     set_tf32,
 )
 
-__all__ = ["PAPER_CONFIGS", "step_benchmark", "epoch_benchmark", "make_synthetic_data", "asc_loss_loop",
-           "asc_benchmark", "format_table", "add_arguments", "run"]
+__all__ = [
+    "PAPER_CONFIGS",
+    "step_benchmark",
+    "epoch_benchmark",
+    "make_synthetic_data",
+    "asc_loss_loop",
+    "asc_benchmark",
+    "format_table",
+    "add_arguments",
+    "run",
+]
 
 #: (size, labeled batch, unlabeled batch K) of the paper: BraTS and HECKTOR (Semi-CML section 4.2)
 PAPER_CONFIGS: tuple[tuple[int, int, int], ...] = ((160, 20, 4), (144, 30, 26))
 MODALITIES = ["a", "b"]
-REFERENCE = ("reference (issue): plain PyTorch Semi-CML step on an H100, bf16 + channels_last: "
-             "~1460 img/s at 160x160 (20+4), ~3530 img/s at 144x144 (30+26)")
+REFERENCE = (
+    "reference (issue): plain PyTorch Semi-CML step on an H100, bf16 + channels_last: "
+    "~1460 img/s at 160x160 (20+4), ~3530 img/s at 144x144 (30+26)"
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -93,16 +106,37 @@ def _check_shape(size: int, batch: int, unlabeled: int, steps: int, base_channel
         raise ConfigError(f"base_channels={base_channels}: must be >= 1")
 
 
-def _row(method_cls: type[Method], device: torch.device, precision: str, size: int, batch: int, unlabeled: int,
-         steps: int, seconds: float, modalities: int, loss: float) -> dict[str, Any]:
+def _row(
+    method_cls: type[Method],
+    device: torch.device,
+    precision: str,
+    size: int,
+    batch: int,
+    unlabeled: int,
+    steps: int,
+    seconds: float,
+    modalities: int,
+    loss: float,
+) -> dict[str, Any]:
     """One result row; images per step count every modality, unlabeled ones only if the method uses them."""
     used_unlabeled = unlabeled if method_cls.uses_unlabeled else 0
     images = (batch + used_unlabeled) * modalities
     ms = 1000.0 * seconds / steps
-    return {"method": method_cls.name, "device": _device_name(device), "precision": precision,
-            "channels_last": device.type == "cuda", "torch": torch.__version__, "size": size, "batch": batch,
-            "unlabeled": used_unlabeled, "steps": steps, "images_per_step": images, "ms_per_step": ms,
-            "img_per_s": images * 1000.0 / ms, "loss": loss}
+    return {
+        "method": method_cls.name,
+        "device": _device_name(device),
+        "precision": precision,
+        "channels_last": device.type == "cuda",
+        "torch": torch.__version__,
+        "size": size,
+        "batch": batch,
+        "unlabeled": used_unlabeled,
+        "steps": steps,
+        "images_per_step": images,
+        "ms_per_step": ms,
+        "img_per_s": images * 1000.0 / ms,
+        "loss": loss,
+    }
 
 
 def _discs(n: int, size: int, generator: torch.Generator) -> Tensor:
@@ -115,8 +149,15 @@ def _discs(n: int, size: int, generator: torch.Generator) -> Tensor:
     return (dy + dx <= radius[:, None, None] ** 2).float()[:, None]
 
 
-def _timed_steps(model: Method, optimizer: torch.optim.Optimizer, data: Batch, precision: str,
-                 device: torch.device, warmup: int, steps: int) -> tuple[float, float]:
+def _timed_steps(
+    model: Method,
+    optimizer: torch.optim.Optimizer,
+    data: Batch,
+    precision: str,
+    device: torch.device,
+    warmup: int,
+    steps: int,
+) -> tuple[float, float]:
     """Seconds of ``steps`` training steps after ``warmup`` untimed ones, and the last loss.
     One step is the Trainer's: forward under autocast, zero_grad, backward, step, hook."""
     losses: dict[str, Tensor] = {}
@@ -136,9 +177,19 @@ def _timed_steps(model: Method, optimizer: torch.optim.Optimizer, data: Batch, p
 
 
 # --------------------------------------------------------------------------- step
-def step_benchmark(method: str = "semi-cml", size: int = 160, batch: int = 20, unlabeled: int = 4,
-                   precision: str = "fp32", device: str = "cpu", steps: int = 10, warmup: int = 3,
-                   base_channels: int = 32, options: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
+def step_benchmark(
+    method: str = "semi-cml",
+    size: int = 160,
+    batch: int = 20,
+    unlabeled: int = 4,
+    precision: str = "fp32",
+    device: str = "cpu",
+    steps: int = 10,
+    warmup: int = 3,
+    base_channels: int = 32,
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Time ``steps`` training steps (after ``warmup``) of ``method`` on synthetic tensors.
 
     Returns a row: method, device, precision, channels_last, torch, size, batch,
@@ -151,9 +202,17 @@ def step_benchmark(method: str = "semi-cml", size: int = 160, batch: int = 20, u
         raise ConfigError(f"method {method!r} uses unlabeled data: unlabeled must be >= 1")
     dev = resolve_device(device)
     resolved = resolve_precision(precision, dev)
-    config = TrainConfig(method=method, data="<synthetic>", size=size, batch_size=batch,
-                         unlabeled_batch_size=unlabeled, base_channels=base_channels, options=dict(options or {}),
-                         precision=precision, device=device)
+    config = TrainConfig(
+        method=method,
+        data="<synthetic>",
+        size=size,
+        batch_size=batch,
+        unlabeled_batch_size=unlabeled,
+        base_channels=base_channels,
+        options=dict(options or {}),
+        precision=precision,
+        device=device,
+    )
     torch.manual_seed(seed)
     model = method_cls(MODALITIES, config).to(dev)
     channels_last = dev.type == "cuda"
@@ -188,10 +247,19 @@ def make_synthetic_data(out: str | Path, patients: int = 6, seed: int = 0) -> Pa
     return Path(out)
 
 
-def epoch_benchmark(method: str = "semi-cml", size: int = 160, batch: int = 20, unlabeled: int = 4,
-                    precision: str = "fp32", device: str = "cpu", steps: int = 10, base_channels: int = 32,
-                    data_dir: str | Path | None = None, patients: int = 6,
-                    options: dict[str, Any] | None = None) -> dict[str, Any]:
+def epoch_benchmark(
+    method: str = "semi-cml",
+    size: int = 160,
+    batch: int = 20,
+    unlabeled: int = 4,
+    precision: str = "fp32",
+    device: str = "cpu",
+    steps: int = 10,
+    base_channels: int = 32,
+    data_dir: str | Path | None = None,
+    patients: int = 6,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Time one ``steps``-step epoch of the real :class:`Trainer` (after a warm-up epoch).
 
     ``data_dir`` is a data folder the Trainer reads; None generates ``patients`` built-in
@@ -203,10 +271,19 @@ def epoch_benchmark(method: str = "semi-cml", size: int = 160, batch: int = 20, 
     resolve_precision(precision, dev)
     with tempfile.TemporaryDirectory(prefix="workbench-bench-") as tmp:
         folder = Path(data_dir) if data_dir is not None else make_synthetic_data(Path(tmp) / "brats", patients)
-        config = TrainConfig(method=method, data=str(folder), size=size, batch_size=batch,
-                             unlabeled_batch_size=max(unlabeled, 1), steps_per_epoch=steps, epochs=2,
-                             base_channels=base_channels, options=dict(options or {}), precision=precision,
-                             device=device)
+        config = TrainConfig(
+            method=method,
+            data=str(folder),
+            size=size,
+            batch_size=batch,
+            unlabeled_batch_size=max(unlabeled, 1),
+            steps_per_epoch=steps,
+            epochs=2,
+            base_channels=base_channels,
+            options=dict(options or {}),
+            precision=precision,
+            device=device,
+        )
         trainer = Trainer(config, Path(tmp) / "run", quiet=True)
         try:
             trainer.train_epoch(1)
@@ -263,8 +340,13 @@ def _time_ms(fn: Any, repeats: int, device: torch.device) -> float:
     return 1000.0 * (time.perf_counter() - start) / repeats
 
 
-def asc_benchmark(k_values: tuple[int, ...] | list[int] = (4, 26), size: int = 160, device: str = "cpu",
-                  repeats: int = 20, seed: int = 0) -> list[dict[str, Any]]:
+def asc_benchmark(
+    k_values: tuple[int, ...] | list[int] = (4, 26),
+    size: int = 160,
+    device: str = "cpu",
+    repeats: int = 20,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """Forward + backward time of :func:`asc_loss` against :func:`asc_loss_loop` for each K.
 
     Raises RuntimeError when the two disagree. Returns rows: k, size, vectorised_ms,
@@ -293,8 +375,9 @@ def asc_benchmark(k_values: tuple[int, ...] | list[int] = (4, 26), size: int = 1
 
             vec_ms = _time_ms(lambda: forward_backward(asc_loss), repeats, dev)
             loop_ms = _time_ms(lambda: forward_backward(asc_loss_loop), repeats, dev)
-            rows.append({"k": k, "size": size, "vectorised_ms": vec_ms, "loop_ms": loop_ms,
-                         "speedup": loop_ms / vec_ms})
+            rows.append(
+                {"k": k, "size": size, "vectorised_ms": vec_ms, "loop_ms": loop_ms, "speedup": loop_ms / vec_ms}
+            )
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     return rows
@@ -324,27 +407,53 @@ def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -
     return "\n".join(lines)
 
 
-STEP_COLUMNS = ["method", "size", "batch", "unlabeled", "precision", "channels_last", "steps", "ms_per_step",
-                "img_per_s", "loss"]
-EPOCH_COLUMNS = ["method", "size", "batch", "unlabeled", "precision", "steps", "ms_per_step", "img_per_s",
-                 "step_img_per_s", "epoch_vs_step_pct", "loss"]
+STEP_COLUMNS = [
+    "method",
+    "size",
+    "batch",
+    "unlabeled",
+    "precision",
+    "channels_last",
+    "steps",
+    "ms_per_step",
+    "img_per_s",
+    "loss",
+]
+EPOCH_COLUMNS = [
+    "method",
+    "size",
+    "batch",
+    "unlabeled",
+    "precision",
+    "steps",
+    "ms_per_step",
+    "img_per_s",
+    "step_img_per_s",
+    "epoch_vs_step_pct",
+    "loss",
+]
 
 
 # --------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``workbench bench``."""
     parser.add_argument("--method", default="semi-cml", help="registered method to time (default: semi-cml)")
-    parser.add_argument("--config", choices=["paper", "custom"], default="paper",
-                        help="paper (default): 160x160 batch 20+4 and 144x144 batch 30+26; "
-                             "custom: --size/--batch-size/--unlabeled")
+    parser.add_argument(
+        "--config",
+        choices=["paper", "custom"],
+        default="paper",
+        help="paper (default): 160x160 batch 20+4 and 144x144 batch 30+26; custom: --size/--batch-size/--unlabeled",
+    )
     parser.add_argument("--size", type=int, help="slice size with --config custom (multiple of 16; default 160)")
     parser.add_argument("--batch-size", type=int, help="labeled slices per step with --config custom (default 20)")
     parser.add_argument("--batch", dest="batch_size", type=int, help=argparse.SUPPRESS)  # deprecated name
     parser.add_argument("--unlabeled", type=int, help="unlabeled slices K per step with --config custom (default 4)")
-    parser.add_argument("--precision", nargs="+", choices=["fp32", "tf32", "bf16"],
-                        help="default: fp32 tf32 bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                        help="auto: CUDA when there is one, else the CPU")
+    parser.add_argument(
+        "--precision", nargs="+", choices=["fp32", "tf32", "bf16"], help="default: fp32 tf32 bf16 on CUDA, fp32 on CPU"
+    )
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when there is one, else the CPU"
+    )
     parser.add_argument("--steps", type=int, help="timed steps per measurement (default: 20 on CUDA, 3 on CPU)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default: 3 on CUDA, 2 on CPU)")
     parser.add_argument("--base-channels", type=int, default=32, help="U-Net width (default 32, the paper's)")
@@ -355,15 +464,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _configs(args: argparse.Namespace) -> list[tuple[int, int, int]]:
-    given = [f"--{name.replace('_', '-')}" for name in ("size", "batch_size", "unlabeled")
-             if getattr(args, name, None) is not None]
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("size", "batch_size", "unlabeled")
+        if getattr(args, name, None) is not None
+    ]
     if args.config == "paper":
         if given:
             raise ConfigError(f"{', '.join(given)} need --config custom")
         return list(PAPER_CONFIGS)
     size, batch, unlabeled = PAPER_CONFIGS[0]
-    return [(args.size if args.size is not None else size, args.batch_size if args.batch_size is not None else batch,
-             args.unlabeled if args.unlabeled is not None else unlabeled)]
+    return [
+        (
+            args.size if args.size is not None else size,
+            args.batch_size if args.batch_size is not None else batch,
+            args.unlabeled if args.unlabeled is not None else unlabeled,
+        )
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -386,11 +503,18 @@ def run(args: argparse.Namespace) -> int:
     quiet = getattr(args, "quiet", False)
     device_name = _device_name(dev)
     threads = f", {torch.get_num_threads()} CPU threads" if cuda else ""
-    print(f"bench: {device_name}, torch {torch.__version__}{threads}; method {args.method}, "
-          f"{steps} timed steps after {warmup} warm-up, base channels {args.base_channels}")
+    print(
+        f"bench: {device_name}, torch {torch.__version__}{threads}; method {args.method}, "
+        f"{steps} timed steps after {warmup} warm-up, base channels {args.base_channels}"
+    )
 
-    jobs = [(kind, cfg, p) for kind in ("step", "epoch") if kind == "step" or not args.no_epoch
-            for cfg in configs for p in precisions]
+    jobs = [
+        (kind, cfg, p)
+        for kind in ("step", "epoch")
+        if kind == "step" or not args.no_epoch
+        for cfg in configs
+        for p in precisions
+    ]
     results: dict[str, list[dict[str, Any]]] = {"step": [], "epoch": [], "asc": []}
     bar = tqdm(total=len(jobs) + (0 if args.no_asc else 1), unit="run", disable=quiet, leave=False)
     with tempfile.TemporaryDirectory(prefix="workbench-bench-") as tmp:
@@ -401,11 +525,25 @@ def run(args: argparse.Namespace) -> int:
                 data_dir = make_synthetic_data(Path(tmp) / "brats")
             bar.set_description(f"{kind} {size}px {batch}+{unlabeled} {p}")
             if kind == "step":
-                results["step"].append(step_benchmark(args.method, size, batch, unlabeled, p, args.device, steps,
-                                                      warmup, args.base_channels))
+                results["step"].append(
+                    step_benchmark(
+                        args.method, size, batch, unlabeled, p, args.device, steps, warmup, args.base_channels
+                    )
+                )
             else:
-                results["epoch"].append(epoch_benchmark(args.method, size, batch, unlabeled, p, args.device, steps,
-                                                        args.base_channels, data_dir=data_dir))
+                results["epoch"].append(
+                    epoch_benchmark(
+                        args.method,
+                        size,
+                        batch,
+                        unlabeled,
+                        p,
+                        args.device,
+                        steps,
+                        args.base_channels,
+                        data_dir=data_dir,
+                    )
+                )
             bar.update()
     if not args.no_asc:
         bar.set_description("asc loss")

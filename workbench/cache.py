@@ -19,11 +19,11 @@ import torch
 
 import workbench
 from workbench.config import TrainConfig
-from workbench.data.fingerprint import content_sha256
 from workbench.data import synthetic
+from workbench.data.fingerprint import content_sha256
+from workbench.errors import ConfigError
 from workbench.methods import get_method
 from workbench.methods.options import parse_options
-from workbench.errors import ConfigError
 from workbench.runs import RUN_MARKER, absolute_path, check_out_folder
 from workbench.train import Trainer
 

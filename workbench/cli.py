@@ -22,6 +22,9 @@ training flag given with it is refused, naming the flag (``train --resume`` appl
 Errors the workbench raises on purpose (bad path, malformed NIfTI, unknown method, bad
 option) print one line ``error: ...`` and exit with status 2; ``--debug`` (anywhere on the
 command line) shows the traceback instead.
+
+Why one long module: every sub-command's flags and its ``_cmd_*`` function, with the checks
+made before anything loads; each part is short and they share the argument helpers.
 """
 
 from __future__ import annotations
@@ -94,8 +97,13 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text or not action.option_strings or action.nargs == 0 or action.required
-                or action.default is argparse.SUPPRESS):
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.nargs == 0
+            or action.required
+            or action.default is argparse.SUPPRESS
+        ):
             return text
         shown = "none" if action.default is None else str(action.default).replace("%", "%%")
         return f"{text} (default: {shown})"
@@ -117,29 +125,46 @@ def _common() -> argparse.ArgumentParser:
     """Flags every sub-command takes, anywhere on the line. ``SUPPRESS``: a sub-command that
     is not given ``--debug`` leaves the top-level value alone."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show tracebacks instead of one-line errors")
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks instead of one-line errors"
+    )
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+FORMATS = ["auto", "brats", "hecktor", "generic"]
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+def _train_default(name: str) -> Any:
+    """A TrainConfig field's default (for the help texts)."""
+    from workbench.config import TrainConfig
+
+    return _default(TrainConfig, name)
+
+
+def _pretrain_default(name: str) -> Any:
+    """A pre-training default: PRETRAIN_DEFAULTS, else TrainConfig's (for the help texts)."""
     from workbench.methods.multi_condos import PRETRAIN_DEFAULTS
-    from workbench.train import TrainConfig
 
-    tc = TrainConfig
+    return PRETRAIN_DEFAULTS.get(name, _train_default(name))
 
-    def pc(name: str) -> Any:  # a pre-training default: PRETRAIN_DEFAULTS, else TrainConfig's
-        return PRETRAIN_DEFAULTS.get(name, _default(tc, name))
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="workbench",
         description="Semi-supervised multi-modal medical image segmentation: data, training, evaluation.",
-        epilog="examples:\n" + __doc__.split("\n\n")[1])
+        epilog="examples:\n" + __doc__.split("\n\n")[1],
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     common = [_common()]
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    formats = ["auto", "brats", "hecktor", "generic"]
-    devices = ["auto", "cpu", "cuda"]
+    for add in (_add_data, _add_train, _add_pretrain, _add_eval_and_view, _add_others):
+        add(sub, common)
+    return parser
 
+
+def _add_data(sub: Any, common: list[argparse.ArgumentParser]) -> None:
+    """``workbench data make``."""
     data = sub.add_parser("data", help="built-in synthetic datasets", parents=common)
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     make = data_sub.add_parser("make", help="write a synthetic BraTS- or HECKTOR-like NIfTI folder", parents=common)
@@ -148,140 +173,247 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0, help="random seed of the phantoms")
     make.add_argument("--out", required=True, help="output folder (new, or empty)")
 
+
+def _add_train(sub: Any, common: list[argparse.ArgumentParser]) -> None:
+    """``workbench train``."""
     train = sub.add_parser("train", help="train a method into a run folder", parents=common)
-    train.add_argument("--method", choices=_method_names(), help="method name (required without --resume; "
-                       "default: none); `workbench methods` lists them")
-    train.add_argument("--data", help="dataset folder (BraTS, HECKTOR or generic layout); with --resume: "
-                       "where the run's data folder is now (default: none)")
-    train.add_argument("--format", dest="fmt", choices=formats,
-                       help=f"dataset layout (default: {_default(tc, 'fmt')})")
-    train.add_argument("--modalities",
-                       help="comma-separated modality names, e.g. t1,flair or ct,pet (default: the format's)")
-    train.add_argument("--labeled", type=_fraction,
-                       help=f"fraction of labeled training patients (default: {_default(tc, 'labeled')})")
-    train.add_argument("--epochs", type=int, help=f"training epochs (default: {_default(tc, 'epochs')})")
-    train.add_argument("--steps-per-epoch", type=int,
-                       help=f"optimiser steps per epoch (default: {_default(tc, 'steps_per_epoch')})")
-    train.add_argument("--batch-size", type=int,
-                       help=f"labeled slices per step (default: {_default(tc, 'batch_size')})")
-    train.add_argument("--lr", type=float, help=f"learning rate (default: {_default(tc, 'lr')})")
-    train.add_argument("--seed", type=int, help=f"training seed (default: {_default(tc, 'seed')})")
-    train.add_argument("--size", type=int,
-                       help=f"slice size after resize, a multiple of 16 (default: {_default(tc, 'size')})")
-    train.add_argument("--crop", type=int, help="centre crop in voxels before resize (paper: 160 / 144; "
-                       f"default: {_default(tc, 'crop')})")
-    train.add_argument("--base-channels", type=int,
-                       help=f"U-Net width (paper: 32; default: {_default(tc, 'base_channels')})")
-    train.add_argument("--device", choices=devices,
-                       help="auto: CUDA when there is one, else the CPU (default: auto; with --resume: the run's)")
-    train.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16"],
-                       help="auto: bf16 autocast on CUDA, fp32 on CPU; tf32 needs CUDA "
-                            f"(default: {_default(tc, 'precision')})")
-    train.add_argument("--selection", choices=["val", "train", "test"],
-                       help="what steers training: val (validation patients), train (training accuracy on "
-                            "the labeled patients) or test (the paper's protocol; stamped) "
-                            f"(default: {_default(tc, 'selection')})")
-    train.add_argument("--val-fraction", type=float,
-                       help=f"fraction of patients for validation (default: {_default(tc, 'val_fraction')})")
-    train.add_argument("--unlabeled-slices", choices=["body", "all", "label"],
-                       help="unlabeled slices: body (label-free), all, or label (the paper's filter, which "
-                            f"reads the unlabeled patients' labels) (default: {_default(tc, 'unlabeled_slices')})")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="any other TrainConfig field, or options.NAME=VALUE for method options "
-                            "(`workbench methods NAME` lists them); repeatable (default: none)")
+    train.add_argument(
+        "--method",
+        choices=_method_names(),
+        help="method name (required without --resume; default: none); `workbench methods` lists them",
+    )
+    train.add_argument(
+        "--data",
+        help="dataset folder (BraTS, HECKTOR or generic layout); with --resume: "
+        "where the run's data folder is now (default: none)",
+    )
+    train.add_argument(
+        "--format", dest="fmt", choices=FORMATS, help=f"dataset layout (default: {_train_default('fmt')})"
+    )
+    train.add_argument(
+        "--modalities", help="comma-separated modality names, e.g. t1,flair or ct,pet (default: the format's)"
+    )
+    train.add_argument(
+        "--labeled",
+        type=_fraction,
+        help=f"fraction of labeled training patients (default: {_train_default('labeled')})",
+    )
+    train.add_argument("--epochs", type=int, help=f"training epochs (default: {_train_default('epochs')})")
+    train.add_argument(
+        "--steps-per-epoch", type=int, help=f"optimiser steps per epoch (default: {_train_default('steps_per_epoch')})"
+    )
+    train.add_argument(
+        "--batch-size", type=int, help=f"labeled slices per step (default: {_train_default('batch_size')})"
+    )
+    train.add_argument("--lr", type=float, help=f"learning rate (default: {_train_default('lr')})")
+    train.add_argument("--seed", type=int, help=f"training seed (default: {_train_default('seed')})")
+    train.add_argument(
+        "--size", type=int, help=f"slice size after resize, a multiple of 16 (default: {_train_default('size')})"
+    )
+    train.add_argument(
+        "--crop",
+        type=int,
+        help=f"centre crop in voxels before resize (paper: 160 / 144; default: {_train_default('crop')})",
+    )
+    train.add_argument(
+        "--base-channels", type=int, help=f"U-Net width (paper: 32; default: {_train_default('base_channels')})"
+    )
+    train.add_argument(
+        "--device",
+        choices=DEVICES,
+        help="auto: CUDA when there is one, else the CPU (default: auto; with --resume: the run's)",
+    )
+    train.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "tf32", "bf16"],
+        help=f"auto: bf16 autocast on CUDA, fp32 on CPU; tf32 needs CUDA (default: {_train_default('precision')})",
+    )
+    train.add_argument(
+        "--selection",
+        choices=["val", "train", "test"],
+        help="what steers training: val (validation patients), train (training accuracy on "
+        "the labeled patients) or test (the paper's protocol; stamped) "
+        f"(default: {_train_default('selection')})",
+    )
+    train.add_argument(
+        "--val-fraction",
+        type=float,
+        help=f"fraction of patients for validation (default: {_train_default('val_fraction')})",
+    )
+    train.add_argument(
+        "--unlabeled-slices",
+        choices=["body", "all", "label"],
+        help="unlabeled slices: body (label-free), all, or label (the paper's filter, which "
+        f"reads the unlabeled patients' labels) (default: {_train_default('unlabeled_slices')})",
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other TrainConfig field, or options.NAME=VALUE for method options "
+        "(`workbench methods NAME` lists them); repeatable (default: none)",
+    )
     train.add_argument("--out", help="run folder (default: runs/<method>-<data>-l<labeled>-s<seed>)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    train.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its checkpoint, "
-                       "with its own config.json (default: none)")
-    train.add_argument("--init", metavar="RUN", help="start the U-Nets from a `workbench pretrain` run "
-                       "(default: none)")
+    train.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in this folder from its checkpoint, with its own config.json (default: none)",
+    )
+    train.add_argument("--init", metavar="RUN", help="start the U-Nets from a `workbench pretrain` run (default: none)")
     train.add_argument("--quiet", action="store_true", help="no progress bars, no device line")
 
-    pre = sub.add_parser("pretrain", help="self-supervised pre-training (Multi-ConDoS DSGAN) into a run folder: "
-                         "`train` with the method's pre-training defaults (lr 2e-4, no weight decay, constant "
-                         "rate)", parents=common)
-    pre.add_argument("--method", choices=list(PRETRAIN_METHODS),
-                     help=f"pre-training method (default: {PRETRAIN_METHODS[0]})")
-    pre.add_argument("--data", help="dataset folder; only the training patients' images are used, no labels "
-                     "(default: none)")
-    pre.add_argument("--format", dest="fmt", choices=formats, help=f"dataset layout (default: {pc('fmt')})")
-    pre.add_argument("--modalities", help="the two modalities X,Y, e.g. t1,flair or ct,pet "
-                     "(default: the format's pair)")
-    pre.add_argument("--epochs", type=int, help=f"epochs (paper: 200; default: {pc('epochs')})")
-    pre.add_argument("--steps-per-epoch", type=int,
-                     help=f"optimiser steps per epoch (the paper's epoch: slices // batch size; "
-                          f"default: {pc('steps_per_epoch')})")
-    pre.add_argument("--batch-size", type=int,
-                     help=f"slices per step (paper: 36 BraTS, 48 HECKTOR; default: {pc('batch_size')})")
-    pre.add_argument("--lr", type=float, help=f"learning rate (paper: 2e-4; default: {pc('lr')})")
-    pre.add_argument("--seed", type=int, help=f"seed (default: {pc('seed')})")
-    pre.add_argument("--size", type=int,
-                     help=f"slice size after resize, a multiple of 16, >= 32 (default: {pc('size')})")
-    pre.add_argument("--crop", type=int, help=f"centre crop in voxels before resize (default: {pc('crop')})")
-    pre.add_argument("--base-channels", type=int, help="U-Net width f (paper: 32); fine-tuning must match "
-                     f"(default: {pc('base_channels')})")
-    pre.add_argument("--device", choices=devices, help="auto: CUDA when there is one, else the CPU (default: auto)")
-    pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="any other TrainConfig field, or options.NAME=VALUE (`workbench methods "
-                          "multi-condos` lists them); repeatable (default: none)")
+
+def _add_pretrain(sub: Any, common: list[argparse.ArgumentParser]) -> None:
+    """``workbench pretrain``: ``train`` with a pre-training method's defaults."""
+    pre = sub.add_parser(
+        "pretrain",
+        help="self-supervised pre-training (Multi-ConDoS DSGAN) into a run folder: "
+        "`train` with the method's pre-training defaults (lr 2e-4, no weight decay, constant "
+        "rate)",
+        parents=common,
+    )
+    pre.add_argument(
+        "--method", choices=list(PRETRAIN_METHODS), help=f"pre-training method (default: {PRETRAIN_METHODS[0]})"
+    )
+    pre.add_argument(
+        "--data", help="dataset folder; only the training patients' images are used, no labels (default: none)"
+    )
+    pre.add_argument(
+        "--format", dest="fmt", choices=FORMATS, help=f"dataset layout (default: {_pretrain_default('fmt')})"
+    )
+    pre.add_argument(
+        "--modalities", help="the two modalities X,Y, e.g. t1,flair or ct,pet (default: the format's pair)"
+    )
+    pre.add_argument("--epochs", type=int, help=f"epochs (paper: 200; default: {_pretrain_default('epochs')})")
+    pre.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        help="optimiser steps per epoch (the paper's epoch: slices // batch size; "
+        f"default: {_pretrain_default('steps_per_epoch')})",
+    )
+    pre.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"slices per step (paper: 36 BraTS, 48 HECKTOR; default: {_pretrain_default('batch_size')})",
+    )
+    pre.add_argument("--lr", type=float, help=f"learning rate (paper: 2e-4; default: {_pretrain_default('lr')})")
+    pre.add_argument("--seed", type=int, help=f"seed (default: {_pretrain_default('seed')})")
+    pre.add_argument(
+        "--size",
+        type=int,
+        help=f"slice size after resize, a multiple of 16, >= 32 (default: {_pretrain_default('size')})",
+    )
+    pre.add_argument(
+        "--crop", type=int, help=f"centre crop in voxels before resize (default: {_pretrain_default('crop')})"
+    )
+    pre.add_argument(
+        "--base-channels",
+        type=int,
+        help=f"U-Net width f (paper: 32); fine-tuning must match (default: {_pretrain_default('base_channels')})",
+    )
+    pre.add_argument("--device", choices=DEVICES, help="auto: CUDA when there is one, else the CPU (default: auto)")
+    pre.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other TrainConfig field, or options.NAME=VALUE (`workbench methods "
+        "multi-condos` lists them); repeatable (default: none)",
+    )
     pre.add_argument("--out", help="run folder (default: runs/pretrain-<method>-<data>-s<seed>)")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    pre.add_argument("--resume", metavar="RUN", help="continue the pre-training in this folder, with its own "
-                     "config.json (default: none)")
+    pre.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the pre-training in this folder, with its own config.json (default: none)",
+    )
     pre.add_argument("--quiet", action="store_true", help="no progress bars, no device line")
 
+
+def _add_eval_and_view(sub: Any, common: list[argparse.ArgumentParser]) -> None:
+    """``workbench eval`` and ``workbench view``."""
     moved = "the run's data folder, if it moved (must hold the same data; default: the one in its config.json)"
     ev = sub.add_parser("eval", help="recompute a run's per-patient test metrics from its checkpoint", parents=common)
     ev.add_argument("run", help="run folder")
-    ev.add_argument("--test-slices", choices=["all", "tumour"],
-                    help="all slices of each test volume, or only its tumour slices (the paper's protocol) "
-                         "(default: the run's)")
+    ev.add_argument(
+        "--test-slices",
+        choices=["all", "tumour"],
+        help="all slices of each test volume, or only its tumour slices (the paper's protocol) (default: the run's)",
+    )
     ev.add_argument("--data", metavar="FOLDER", help=moved)
-    ev.add_argument("--device", choices=devices, help="where to evaluate (default: the run's device)")
+    ev.add_argument("--device", choices=DEVICES, help="where to evaluate (default: the run's device)")
     ev.add_argument("--json", metavar="FILE", help="also write the metrics to this JSON file")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    view = sub.add_parser("view", help="napari viewer: a test patient's modalities, predictions and ground truth",
-                          parents=common)
+    view = sub.add_parser(
+        "view", help="napari viewer: a test patient's modalities, predictions and ground truth", parents=common
+    )
     view.add_argument("run", help="run folder")
     view.add_argument("--patient", metavar="ID", help="test patient case id (default: the first test patient)")
-    view.add_argument("--screenshot", metavar="PNG",
-                      help="save the largest-tumour slice as a PNG and exit (headless: xvfb-run -a workbench ...)")
+    view.add_argument(
+        "--screenshot",
+        metavar="PNG",
+        help="save the largest-tumour slice as a PNG and exit (headless: xvfb-run -a workbench ...)",
+    )
     view.add_argument("--data", metavar="FOLDER", help=moved)
-    view.add_argument("--device", choices=devices, help="where to predict (default: the run's device)")
-    view.add_argument("--pseudo-labels", action="store_true",
-                      help="add the PReL teacher's soft pseudo-label (semi-cml-prel runs)")
+    view.add_argument("--device", choices=DEVICES, help="where to predict (default: the run's device)")
+    view.add_argument(
+        "--pseudo-labels", action="store_true", help="add the PReL teacher's soft pseudo-label (semi-cml-prel runs)"
+    )
     view.add_argument("--errors", action="store_true", help="add false-positive / false-negative maps")
-    view.add_argument("--overlay", action="store_true",
-                      help="all modalities in one place (toggle them) instead of side by side")
+    view.add_argument(
+        "--overlay", action="store_true", help="all modalities in one place (toggle them) instead of side by side"
+    )
 
+
+def _add_others(sub: Any, common: list[argparse.ArgumentParser]) -> None:
+    """``workbench methods``, ``demo``, ``reproduce`` and ``bench``."""
     methods = sub.add_parser("methods", help="list the methods, or one method's options", parents=common)
-    methods.add_argument("name", nargs="?", metavar="NAME",
-                         help="a method: print its options with defaults, allowed values and the paper's values")
+    methods.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="a method: print its options with defaults, allowed values and the paper's values",
+    )
 
-    demo = sub.add_parser("demo", help="built-in data; supervised vs Semi-CML + PReL at 10%% labels (minutes)",
-                          parents=common)
+    demo = sub.add_parser(
+        "demo", help="built-in data; supervised vs Semi-CML + PReL at 10%% labels (minutes)", parents=common
+    )
     demo.add_argument("--out", default="runs/demo", help="folder for the data and both runs")
-    demo.add_argument("--device", choices=devices, default="auto", help="auto: CUDA when there is one, else the CPU")
+    demo.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when there is one, else the CPU")
     demo.add_argument("--quiet", action="store_true", help="no progress bars, no device line")
 
-    rep = sub.add_parser("reproduce", help="run a grid of methods x labeled fractions x seeds and write the "
-                         "paper-layout tables (resumable)", parents=common)
-    rep.add_argument("--grid", required=True, metavar="GRID",
-                     help="a grid YAML file, or a shipped grid: " + ", ".join(_shipped_grids()))
+    rep = sub.add_parser(
+        "reproduce",
+        help="run a grid of methods x labeled fractions x seeds and write the paper-layout tables (resumable)",
+        parents=common,
+    )
+    rep.add_argument(
+        "--grid",
+        required=True,
+        metavar="GRID",
+        help="a grid YAML file, or a shipped grid: " + ", ".join(_shipped_grids()),
+    )
     rep.add_argument("--out", help="output folder (default: runs/reproduce-<grid name>)")
     rep.add_argument("--jobs", type=int, default=1, help="cells in parallel, each in its own process")
     rep.add_argument("--threads", type=int, default=0, help="torch threads per cell (0: cores / jobs)")
-    rep.add_argument("--only-finished", action="store_true",
-                     help="train nothing: tabulate the cells whose run folder has metrics.json")
+    rep.add_argument(
+        "--only-finished",
+        action="store_true",
+        help="train nothing: tabulate the cells whose run folder has metrics.json",
+    )
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
 
     from workbench.bench import add_arguments as add_bench_arguments
 
-    bench = sub.add_parser("bench", help="training speed: img/s and ms/step per precision, a full epoch, "
-                           "and the ASC loss against a literal loop", parents=common)
+    bench = sub.add_parser(
+        "bench",
+        help="training speed: img/s and ms/step per precision, a full epoch, and the ASC loss against a literal loop",
+        parents=common,
+    )
     add_bench_arguments(bench)
-    return parser
 
 
 # --------------------------------------------------------------------------- checks before anything loads
@@ -297,17 +429,24 @@ def _check_resume_flags(args: argparse.Namespace, applied: tuple[str, ...]) -> N
     """One-line ConfigError naming the flags given with ``--resume`` that a resumed run
     cannot take (it continues with its own config.json); ``applied`` ones are passed on."""
     allowed = {"command", "debug", "resume", "out", "quiet", *applied}
-    given = [_flag(dest) for dest, value in vars(args).items()
-             if dest not in allowed and value not in (None, False, [])]
+    given = [
+        _flag(dest) for dest, value in vars(args).items() if dest not in allowed and value not in (None, False, [])
+    ]
     if given:
-        can = f"only {', '.join(_flag(d) for d in applied)} can be given with it" if applied else \
-            "no training flag can be given with it"
-        raise ConfigError(f"{', '.join(given)} cannot be changed on --resume (the run continues with its own "
-                          f"config.json; {can}): drop {'it' if len(given) == 1 else 'them'}, or start a new "
-                          "run with another --out")
+        can = (
+            f"only {', '.join(_flag(d) for d in applied)} can be given with it"
+            if applied
+            else "no training flag can be given with it"
+        )
+        raise ConfigError(
+            f"{', '.join(given)} cannot be changed on --resume (the run continues with its own "
+            f"config.json; {can}): drop {'it' if len(given) == 1 else 'them'}, or start a new "
+            "run with another --out"
+        )
     if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
-        raise ConfigError(f"--out {args.out} with --resume {args.resume}: a resumed run stays in its own "
-                          "folder; drop --out")
+        raise ConfigError(
+            f"--out {args.out} with --resume {args.resume}: a resumed run stays in its own folder; drop --out"
+        )
 
 
 def _check_out(out: str | Path) -> None:
@@ -339,8 +478,23 @@ def _train_config(args: argparse.Namespace):
     values: dict[str, Any] = {"method": args.method, "data": args.data or "", "device": args.device or "auto"}
     if args.modalities:
         values["modalities"] = [m.strip() for m in args.modalities.split(",") if m.strip()]
-    for name in ("fmt", "labeled", "epochs", "steps_per_epoch", "batch_size", "lr", "seed", "size", "crop",
-                 "base_channels", "precision", "init", "selection", "val_fraction", "unlabeled_slices"):
+    for name in (
+        "fmt",
+        "labeled",
+        "epochs",
+        "steps_per_epoch",
+        "batch_size",
+        "lr",
+        "seed",
+        "size",
+        "crop",
+        "base_channels",
+        "precision",
+        "init",
+        "selection",
+        "val_fraction",
+        "unlabeled_slices",
+    ):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     config = TrainConfig.from_dict(_with_sets(values, args.set))
@@ -356,7 +510,7 @@ def _with_sets(values: dict[str, Any], sets: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         key, raw = item.split("=", 1)
         if key.startswith("options."):
-            options[key[len("options."):]] = _parse_value(raw)
+            options[key[len("options.") :]] = _parse_value(raw)
         elif key == "options":
             raise ConfigError(f"--set {item!r}: set one option at a time, e.g. --set options.w2=0.5")
         else:
@@ -419,16 +573,25 @@ def _declared_choices(modules: list[Any]) -> dict[str, list[str]]:
         except (OSError, TypeError):
             continue
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "check_choice"
-                    and len(node.args) == 3 and isinstance(node.args[0], ast.Constant)):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "check_choice"
+                and len(node.args) == 3
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 choices = values(node.args[2], module)
                 if choices:
                     found.setdefault(node.args[0].value, choices)
-            elif (isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.NotIn)
-                  and isinstance(node.left, ast.Attribute)):
+            elif (
+                isinstance(node, ast.Compare)
+                and len(node.ops) == 1
+                and isinstance(node.ops[0], ast.NotIn)
+                and isinstance(node.left, ast.Attribute)
+            ):
                 owner = node.left.value
-                if (isinstance(owner, ast.Name) and owner.id in ("o", "opts")) or \
-                        (isinstance(owner, ast.Attribute) and owner.attr == "opts"):
+                if (isinstance(owner, ast.Name) and owner.id in ("o", "opts")) or (
+                    isinstance(owner, ast.Attribute) and owner.attr == "opts"
+                ):
                     choices = values(node.comparators[0], module)
                     if choices:
                         found.setdefault(node.left.attr, choices)
@@ -492,18 +655,25 @@ def format_protocol(protocol: dict[str, Any] | None) -> str:
         return "protocol: not recorded (run made before protocol cards)"
     data = protocol["data"]
     built = data.get("builtin")
-    source = (f"built-in {built['kind']}, {built['patients']} patients, data seed {built['seed']}" if built
-              else f"{data['folder']} ({data['format']})")
-    steer = {"val": "validation patients", "train": "training accuracy (labeled patients)",
-             "test": "TEST patients"}[protocol["selection"]]
-    lines = [f"protocol{' [' + protocol['stamp'] + ']' if protocol.get('stamp') else ''}:",
-             f"  data: {source}, sha256 {data['sha256'][:12]}",
-             "  patients: " + ", ".join(f"{n} {k}" for k, n in protocol["patients"].items())
-             + f" (split seed {protocol['split_seed']})",
-             f"  steered training: {steer}",
-             f"  unlabeled slices: {protocol['unlabeled_slices']}; test slices: {protocol['test_slices']}",
-             f"  empty masks: {protocol['empty_mask_rule']}",
-             "  std over test patients: sample std (ddof 1)"]
+    source = (
+        f"built-in {built['kind']}, {built['patients']} patients, data seed {built['seed']}"
+        if built
+        else f"{data['folder']} ({data['format']})"
+    )
+    steer = {"val": "validation patients", "train": "training accuracy (labeled patients)", "test": "TEST patients"}[
+        protocol["selection"]
+    ]
+    lines = [
+        f"protocol{' [' + protocol['stamp'] + ']' if protocol.get('stamp') else ''}:",
+        f"  data: {source}, sha256 {data['sha256'][:12]}",
+        "  patients: "
+        + ", ".join(f"{n} {k}" for k, n in protocol["patients"].items())
+        + f" (split seed {protocol['split_seed']})",
+        f"  steered training: {steer}",
+        f"  unlabeled slices: {protocol['unlabeled_slices']}; test slices: {protocol['test_slices']}",
+        f"  empty masks: {protocol['empty_mask_rule']}",
+        "  std over test patients: sample std (ddof 1)",
+    ]
     return "\n".join(lines)
 
 
@@ -514,11 +684,12 @@ def format_summary(result: dict[str, Any]) -> str:
     summary = result["summary"]
     lines.append(f"{'modality':<10}{'DSC':>14}{'Sens':>14}{'HD95 mm':>14}{'ASD mm':>14}{'BIoU':>8}")
     for m, s in summary.items():
+
         def cell(k: str) -> str:
             spread = s[k + "_std"]
             return f"{s[k]:.3f}" if spread != spread else f"{s[k]:.3f}±{spread:.3f}"  # NaN: one patient
-        lines.append(f"{m:<10}{cell('dsc'):>14}{cell('sens'):>14}{cell('hd95'):>14}{cell('asd'):>14}"
-                     f"{s['biou']:>8.3f}")
+
+        lines.append(f"{m:<10}{cell('dsc'):>14}{cell('sens'):>14}{cell('hd95'):>14}{cell('asd'):>14}{s['biou']:>8.3f}")
     modalities = list(summary)
     lines.append("")
     lines.append("per-patient DSC: " + "  ".join(f"{m:>8}" for m in modalities))
@@ -557,8 +728,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides = {k: getattr(args, k) for k in ("data", "device") if getattr(args, k) is not None}
         trainer = Trainer.resume(args.resume, quiet=quiet, overrides=overrides)
         if overrides and not quiet and trainer.world.is_main:
-            print(f"resuming {args.resume} with " + ", ".join(f"{_flag(k)} {v}" for k, v in overrides.items())
-                  + "; everything else from its config.json")
+            print(
+                f"resuming {args.resume} with "
+                + ", ".join(f"{_flag(k)} {v}" for k, v in overrides.items())
+                + "; everything else from its config.json"
+            )
     else:
         config = _train_config(args)
         out = args.out or f"runs/{config.method}-{Path(config.data).name}-l{config.labeled:g}-s{config.seed}"
@@ -579,10 +753,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     """``train`` with a pre-training method and its defaults (:data:`PRETRAIN_DEFAULTS`)."""
+    from workbench.distributed import world_from_env
     from workbench.methods.multi_condos import PRETRAIN_DEFAULTS
     from workbench.train import TrainConfig, Trainer
-
-    from workbench.distributed import world_from_env
 
     if world_from_env().distributed:  # its two optimisers step in turn: one process (Trainer)
         raise ConfigError("pretrain runs in one process: launch it without torchrun")
@@ -591,9 +764,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         _check_resume_flags(args, applied=())
         trainer = Trainer.resume(args.resume, quiet=quiet)
     else:
-        values: dict[str, Any] = {**PRETRAIN_DEFAULTS, "method": args.method or PRETRAIN_METHODS[0],
-                                  "data": args.data or "",
-                                  "device": args.device or "auto"}
+        values: dict[str, Any] = {
+            **PRETRAIN_DEFAULTS,
+            "method": args.method or PRETRAIN_METHODS[0],
+            "data": args.data or "",
+            "device": args.device or "auto",
+        }
         if args.modalities:
             values["modalities"] = [m.strip() for m in args.modalities.split(",") if m.strip()]
         for name in ("fmt", "epochs", "steps_per_epoch", "batch_size", "lr", "seed", "size", "crop", "base_channels"):
@@ -613,12 +789,16 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         trainer.close()
     if not trainer.world.is_main:
         return 0
-    print(f"run folder: {trainer.run_dir} ({trainer.epoch} epochs, {trainer._x_l.shape[0]} slices of "
-          f"{len(trainer.splits.split.train)} training patients, translations in {trainer.run_dir / 'samples'})")
+    print(
+        f"run folder: {trainer.run_dir} ({trainer.epoch} epochs, {trainer._x_l.shape[0]} slices of "
+        f"{len(trainer.splits.split.train)} training patients, translations in {trainer.run_dir / 'samples'})"
+    )
     if result and result.get("losses"):
         print("last epoch: " + "  ".join(f"{k} {v:.4f}" for k, v in result["losses"].items()))
-    print(f"fine-tune: workbench train --method supervised --data {trainer.config.data} --init {trainer.run_dir} "
-          f"--base-channels {trainer.config.base_channels}")
+    print(
+        f"fine-tune: workbench train --method supervised --data {trainer.config.data} --init {trainer.run_dir} "
+        f"--base-channels {trainer.config.base_channels}"
+    )
     return 0
 
 
@@ -634,15 +814,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     run = Path(args.run)
     overrides = _overrides(args, "test_slices", "data", "device")
     opened = open_run(run, overrides or None, progress=not args.quiet)
-    scores = evaluate_volumes(opened.method, opened.test_volumes, opened.device,
-                              BOUNDARY_WIDTH.get(opened.fmt, 4), opened.config.eval_batch_size,
-                              autocast_context(opened.precision, opened.device), progress=not args.quiet)
-    result = {"epoch": opened.epoch, **scores, "protocol": opened.protocol,
-              "test_slices": opened.config.test_slices}
+    scores = evaluate_volumes(
+        opened.method,
+        opened.test_volumes,
+        opened.device,
+        BOUNDARY_WIDTH.get(opened.fmt, 4),
+        opened.config.eval_batch_size,
+        autocast_context(opened.precision, opened.device),
+        progress=not args.quiet,
+    )
+    result = {"epoch": opened.epoch, **scores, "protocol": opened.protocol, "test_slices": opened.config.test_slices}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=float))
-    print(f"run folder: {run} (epoch {result['epoch']}, test slices: {opened.config.test_slices}, "
-          f"device {opened.device})")
+    print(
+        f"run folder: {run} (epoch {result['epoch']}, test slices: {opened.config.test_slices}, device {opened.device})"
+    )
     print(format_summary(result))
     return 0
 
@@ -653,8 +839,11 @@ def _cmd_view(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not run.is_dir():
         raise ConfigError(f"run folder {run} does not exist")
-    options: dict[str, Any] = {"pseudo_labels": args.pseudo_labels, "errors": args.errors,
-                               "side_by_side": not args.overlay}
+    options: dict[str, Any] = {
+        "pseudo_labels": args.pseudo_labels,
+        "errors": args.errors,
+        "side_by_side": not args.overlay,
+    }
     overrides = _overrides(args, "data", "device")
     if overrides:  # only then: the viewer's functions take them through to Trainer.resume
         options["overrides"] = overrides
@@ -698,8 +887,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         generate("brats", data_dir, 20, 0)
     results = {}
     for method in ("supervised", "semi-cml-prel"):
-        config = TrainConfig(method=method, data=str(data_dir), labeled=0.1, base_channels=16,
-                             epochs=12, steps_per_epoch=15, device=args.device)
+        config = TrainConfig(
+            method=method,
+            data=str(data_dir),
+            labeled=0.1,
+            base_channels=16,
+            epochs=12,
+            steps_per_epoch=15,
+            device=args.device,
+        )
         start = time.perf_counter()
         trainer = Trainer(config, out / method, quiet=quiet, overwrite=True)
         try:
@@ -708,8 +904,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             results[method] = trainer.fit()
         finally:
             trainer.close()
-        print(f"\n{method}, 10% labeled patients ({time.perf_counter() - start:.0f} s, {trainer.device}, "
-              f"run folder {trainer.run_dir}):")
+        print(
+            f"\n{method}, 10% labeled patients ({time.perf_counter() - start:.0f} s, {trainer.device}, "
+            f"run folder {trainer.run_dir}):"
+        )
         print(format_summary(results[method]))
     print("\nmean per-patient test DSC, 10% labels:")
     for m in results["supervised"]["summary"]:
@@ -735,8 +933,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out or f"runs/reproduce-{grid.name}")
     _check_out(out)
-    report = reproduce(grid, out, jobs=args.jobs, only_finished=args.only_finished, threads=args.threads,
-                       quiet=quiet)
+    report = reproduce(grid, out, jobs=args.jobs, only_finished=args.only_finished, threads=args.threads, quiet=quiet)
     print((out / "tables.md").read_text())
     print(report.summary())
     return 1 if report.failures else 0
@@ -748,8 +945,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"bench": _cmd_bench, "data": _cmd_data_make, "train": _cmd_train, "pretrain": _cmd_pretrain, "eval": _cmd_eval,
-            "view": _cmd_view, "methods": _cmd_methods, "demo": _cmd_demo, "reproduce": _cmd_reproduce}
+COMMANDS = {
+    "bench": _cmd_bench,
+    "data": _cmd_data_make,
+    "train": _cmd_train,
+    "pretrain": _cmd_pretrain,
+    "eval": _cmd_eval,
+    "view": _cmd_view,
+    "methods": _cmd_methods,
+    "demo": _cmd_demo,
+    "reproduce": _cmd_reproduce,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

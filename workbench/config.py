@@ -19,13 +19,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.data.slices import UNLABELED_SLICES, PreprocessConfig, check_split_fractions
-from workbench.errors import ConfigError
 from workbench.device import PRECISIONS, autocast_context, resolve_device, resolve_precision, set_tf32
+from workbench.errors import ConfigError
 from workbench.fields import config_from_dict, field_types, typed_value
 from workbench.methods import get_method
 
-__all__ = ["TrainConfig", "SELECTIONS", "EARLIER_PROTOCOL", "PRECISIONS", "config_from_dict", "resolve_device",
-           "resolve_precision", "autocast_context", "set_tf32"]
+__all__ = [
+    "TrainConfig",
+    "SELECTIONS",
+    "EARLIER_PROTOCOL",
+    "PRECISIONS",
+    "config_from_dict",
+    "resolve_device",
+    "resolve_precision",
+    "autocast_context",
+    "set_tf32",
+]
 
 #: what may steer training (module docstring)
 SELECTIONS = ("val", "train", "test")
@@ -33,7 +42,6 @@ SELECTIONS = ("val", "train", "test")
 #: steering PReL, the paper's label-based unlabeled slices); a checkpoint without ``selection``
 #: resumes (and is evaluated) this way, so its metrics carry the test-feedback stamp
 EARLIER_PROTOCOL = {"selection": "test", "val_fraction": 0.0, "unlabeled_slices": "label"}
-
 
 
 @dataclass
@@ -100,16 +108,25 @@ class TrainConfig:
         if self.selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {self.selection!r}; choose one of: {', '.join(SELECTIONS)}")
         if self.selection == "val" and self.val_fraction <= 0:
-            raise ConfigError(f"selection='val' needs validation patients but val_fraction={self.val_fraction}; "
-                              "set val_fraction > 0 or selection=train|test")
+            raise ConfigError(
+                f"selection='val' needs validation patients but val_fraction={self.val_fraction}; "
+                "set val_fraction > 0 or selection=train|test"
+            )
         if self.val_scores not in ("always", "if_used"):
             raise ConfigError(f"unknown val_scores {self.val_scores!r}; choose one of: always, if_used")
         if self.unlabeled_slices not in UNLABELED_SLICES:
-            raise ConfigError(f"unknown unlabeled_slices {self.unlabeled_slices!r}; choose one of: "
-                              f"{', '.join(UNLABELED_SLICES)}")
+            raise ConfigError(
+                f"unknown unlabeled_slices {self.unlabeled_slices!r}; choose one of: {', '.join(UNLABELED_SLICES)}"
+            )
         resolve_precision(self.precision, resolve_device(self.device))
-        for name in ("epochs", "steps_per_epoch", "batch_size", "unlabeled_batch_size", "base_channels",
-                     "micro_batches"):
+        for name in (
+            "epochs",
+            "steps_per_epoch",
+            "batch_size",
+            "unlabeled_batch_size",
+            "base_channels",
+            "micro_batches",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if not 0.0 < self.labeled <= 1.0:

@@ -56,4 +56,3 @@ def set_tf32(enabled: bool) -> None:
     """Let CUDA matmuls and cuDNN convolutions use TensorFloat-32 (or forbid it)."""
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
-

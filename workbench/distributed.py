@@ -49,8 +49,18 @@ from torch import Tensor, nn
 
 from workbench.errors import ConfigError
 
-__all__ = ["World", "world_from_env", "init", "shard", "broadcast", "all_mean", "parameters_identical", "wrap",
-           "barrier", "shutdown"]
+__all__ = [
+    "World",
+    "world_from_env",
+    "init",
+    "shard",
+    "broadcast",
+    "all_mean",
+    "parameters_identical",
+    "wrap",
+    "barrier",
+    "shutdown",
+]
 
 
 @dataclass(frozen=True)
@@ -87,8 +97,10 @@ def init(world: World, device: torch.device) -> torch.device:
         return device
     if device.type == "cuda":
         if torch.cuda.device_count() <= world.local_rank:
-            raise ConfigError(f"LOCAL_RANK={world.local_rank} but this machine has "
-                              f"{torch.cuda.device_count()} CUDA device(s): use --nproc-per-node <= the GPU count")
+            raise ConfigError(
+                f"LOCAL_RANK={world.local_rank} but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s): use --nproc-per-node <= the GPU count"
+            )
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -99,8 +111,10 @@ def init(world: World, device: torch.device) -> torch.device:
 def shard(indices: Tensor, world: World) -> Tensor:
     """Rows ``rank, rank + W, ...`` of a global batch's indices (all of them on one process)."""
     if indices.shape[0] % world.size:
-        raise ConfigError(f"a global batch of {indices.shape[0]} does not split over {world.size} processes: "
-                          f"use a batch size divisible by the number of processes")
+        raise ConfigError(
+            f"a global batch of {indices.shape[0]} does not split over {world.size} processes: "
+            f"use a batch size divisible by the number of processes"
+        )
     return indices[world.rank :: world.size]
 
 

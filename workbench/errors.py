@@ -32,11 +32,14 @@ class TrainingInterrupted(KeyboardInterrupt):
     interrupted Trainer object itself is left mid-epoch: do not call its ``fit`` again."""
 
 
-def training_interrupted(run_dir: Path, kept: int | None, epochs: int,
-                         command: str = "workbench train") -> TrainingInterrupted:
+def training_interrupted(
+    run_dir: Path, kept: int | None, epochs: int, command: str = "workbench train"
+) -> TrainingInterrupted:
     """The error for Ctrl-C during a run: which checkpoint is kept and how to continue."""
     if kept is None:
         return TrainingInterrupted(f"{run_dir}: stopped before the first checkpoint; start again")
     where = "after training, during the evaluation" if kept >= epochs else f"in epoch {kept + 1}"
-    return TrainingInterrupted(f"{run_dir}: stopped {where}; its checkpoint of epoch {kept} is kept: "
-                               f"continue with `{command} --resume {run_dir}`")
+    return TrainingInterrupted(
+        f"{run_dir}: stopped {where}; its checkpoint of epoch {kept} is kept: "
+        f"continue with `{command} --resume {run_dir}`"
+    )

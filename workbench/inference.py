@@ -31,15 +31,27 @@ from workbench.methods import Method, get_method
 from workbench.metrics import MetricAccumulator, dice
 from workbench.runs import EVAL_OVERRIDES, RESUME_OVERRIDES, RUN_MARKER, absolute_path, load_checkpoint
 
-__all__ = ["BOUNDARY_WIDTH", "predict_volume", "score_volumes", "evaluate_volumes", "checkpoint_config",
-           "open_run", "OpenRun"]
+__all__ = [
+    "BOUNDARY_WIDTH",
+    "predict_volume",
+    "score_volumes",
+    "evaluate_volumes",
+    "checkpoint_config",
+    "open_run",
+    "OpenRun",
+]
 
 BOUNDARY_WIDTH = {"brats": 5, "hecktor": 4}  # Boundary IoU d (Semi-CML section 4.6.1); 4 elsewhere
 
 
 @torch.no_grad()
-def predict_volume(method: Method, volume: Volume, device: torch.device, batch_size: int = 64,
-                   autocast: contextlib.AbstractContextManager | None = None) -> dict[str, torch.Tensor]:
+def predict_volume(
+    method: Method,
+    volume: Volume,
+    device: torch.device,
+    batch_size: int = 64,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> dict[str, torch.Tensor]:
     """Per-modality probabilities ``(Z, 1, H, W)`` on CPU for every slice of a volume."""
     was_training = method.training
     method.eval()
@@ -56,8 +68,13 @@ def predict_volume(method: Method, volume: Volume, device: torch.device, batch_s
     return {m: torch.cat(ps) for m, ps in outputs.items()}
 
 
-def score_volumes(method: Method, volumes: Iterable[Volume], device: torch.device, batch_size: int = 64,
-                  autocast: contextlib.AbstractContextManager | None = None) -> dict[str, list[float]]:
+def score_volumes(
+    method: Method,
+    volumes: Iterable[Volume],
+    device: torch.device,
+    batch_size: int = 64,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> dict[str, list[float]]:
     """Each modality's 3D DSC on each volume (the per-epoch validation score)."""
     per_modality: dict[str, list[float]] = {}
     for volume in volumes:
@@ -66,9 +83,15 @@ def score_volumes(method: Method, volumes: Iterable[Volume], device: torch.devic
     return per_modality
 
 
-def evaluate_volumes(method: Method, volumes: list[Volume], device: torch.device, boundary_width: int,
-                     batch_size: int = 64, autocast: contextlib.AbstractContextManager | None = None,
-                     progress: bool = False) -> dict[str, Any]:
+def evaluate_volumes(
+    method: Method,
+    volumes: list[Volume],
+    device: torch.device,
+    boundary_width: int,
+    batch_size: int = 64,
+    autocast: contextlib.AbstractContextManager | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Full per-patient metrics (DSC, Sens, HD95, ASD, BIoU) of every modality:
     ``{"per_patient": rows, "summary": per-modality aggregates}``."""
     acc = MetricAccumulator()
@@ -94,12 +117,15 @@ def _check_same_data(run_dir: Path, data: str) -> None:
         raise DataError(f"--data {data}: folder does not exist")
     found = dataset_fingerprint(data, recorded.get("format", "auto"))
     if recorded.get("sha256") and found.get("sha256") != recorded["sha256"]:
-        raise DataError(f"--data {data} holds other data than {run_dir} was trained on "
-                        f"(sha256 {found.get('sha256', '?')[:12]}, the run's {recorded['sha256'][:12]})")
+        raise DataError(
+            f"--data {data} holds other data than {run_dir} was trained on "
+            f"(sha256 {found.get('sha256', '?')[:12]}, the run's {recorded['sha256'][:12]})"
+        )
 
 
-def checkpoint_config(run_dir: Path, state: dict[str, Any], overrides: dict[str, Any] | None = None,
-                      evaluating: bool = False) -> TrainConfig:
+def checkpoint_config(
+    run_dir: Path, state: dict[str, Any], overrides: dict[str, Any] | None = None, evaluating: bool = False
+) -> TrainConfig:
     """The TrainConfig the checkpoint ``state`` of ``run_dir`` was trained with.
 
     ``overrides`` changes where and how, never what, was trained: ``data`` (the data folder
@@ -107,9 +133,11 @@ def checkpoint_config(run_dir: Path, state: dict[str, Any], overrides: dict[str,
     always; ``test_slices`` and ``eval_batch_size`` only when ``evaluating``. A checkpoint
     made before the validation split keeps what it did (:data:`~workbench.config.EARLIER_PROTOCOL`)."""
     if state.get("kind") == "multi-condos-pretrain":
-        raise ConfigError(f"{run_dir}: a pre-training made by the earlier pre-training loop, which the training "
-                          "loop replaced; it cannot be resumed or opened (start it again with `workbench pretrain`); "
-                          "a finished one still serves --init")
+        raise ConfigError(
+            f"{run_dir}: a pre-training made by the earlier pre-training loop, which the training "
+            "loop replaced; it cannot be resumed or opened (start it again with `workbench pretrain`); "
+            "a finished one still serves --init"
+        )
     if not isinstance(state.get("config"), dict):
         raise DataError(f"{run_dir / RUN_MARKER}: not a training checkpoint (no config)")
     values = dict(state["config"])
@@ -126,8 +154,9 @@ def checkpoint_config(run_dir: Path, state: dict[str, Any], overrides: dict[str,
         _check_same_data(run_dir, overrides["data"])
     values.update({k: v for k, v in overrides.items() if v is not None})
     if not Path(values["data"]).is_dir():
-        raise DataError(f"{run_dir}: its data folder {values['data']} does not exist here; "
-                        "give the folder that holds it (--data)")
+        raise DataError(
+            f"{run_dir}: its data folder {values['data']} does not exist here; give the folder that holds it (--data)"
+        )
     return TrainConfig.from_dict(values)
 
 
@@ -173,5 +202,14 @@ def open_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, progr
         protocol = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["protocol"]
     if protocol is not None:
         protocol = {**protocol, "test_slices": config.test_slices}
-    return OpenRun(run_dir, config, method, splits, fmt, device, resolve_precision(config.precision, device),
-                   int(state["epoch"]), protocol)
+    return OpenRun(
+        run_dir,
+        config,
+        method,
+        splits,
+        fmt,
+        device,
+        resolve_precision(config.precision, device),
+        int(state["epoch"]),
+        protocol,
+    )

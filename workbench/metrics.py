@@ -79,8 +79,10 @@ __all__ = [
 ]
 
 #: The empty-mask rule of the module docstring in one line (for protocol cards).
-EMPTY_MASK_RULE = ("both empty: DSC/Sens/BIoU 1, HD95/ASD 0; one empty: DSC/BIoU 0, HD95/ASD NaN "
-                   "(excluded from means, counted as <metric>_n_nan)")
+EMPTY_MASK_RULE = (
+    "both empty: DSC/Sens/BIoU 1, HD95/ASD 0; one empty: DSC/BIoU 0, HD95/ASD NaN "
+    "(excluded from means, counted as <metric>_n_nan)"
+)
 
 #: Metric keys returned by :func:`patient_metrics`, in report order.
 METRIC_NAMES: tuple[str, ...] = ("dsc", "sens", "hd95", "asd", "biou")
@@ -114,9 +116,7 @@ def _confusion(p: np.ndarray, t: np.ndarray) -> tuple[float, float, float]:
     return tp, fp, fn
 
 
-def _empty_rule(
-    p: np.ndarray, t: np.ndarray, both: float, pred_only: float, target_only: float
-) -> float | None:
+def _empty_rule(p: np.ndarray, t: np.ndarray, both: float, pred_only: float, target_only: float) -> float | None:
     """Value of a metric under the empty-mask rule, or None if both masks are non-empty.
 
     Args:
@@ -217,8 +217,9 @@ def _surface_distance(pred: MaskLike, target: MaskLike, spacing: Sequence[float]
     import monai.metrics  # heavy import, deferred
 
     with _quiet_monai():
-        out = getattr(monai.metrics, monai_fn)(_onehot_fg(p), _onehot_fg(t), include_background=True,
-                                                spacing=sp, **kwargs)
+        out = getattr(monai.metrics, monai_fn)(
+            _onehot_fg(p), _onehot_fg(t), include_background=True, spacing=sp, **kwargs
+        )
     return float(out.reshape(-1)[0])
 
 

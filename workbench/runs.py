@@ -44,8 +44,21 @@ import torch
 
 from workbench.errors import ConfigError, DataError
 
-__all__ = ["NewRunFolder", "absolute_path", "check_out_folder", "atomic_write", "atomic_write_text",
-           "atomic_torch_save", "versions", "load_checkpoint", "RUN_MARKER", "RUN_FILES", "SAMPLES", "RESUME_OVERRIDES", "EVAL_OVERRIDES"]
+__all__ = [
+    "NewRunFolder",
+    "absolute_path",
+    "check_out_folder",
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_torch_save",
+    "versions",
+    "load_checkpoint",
+    "RUN_MARKER",
+    "RUN_FILES",
+    "SAMPLES",
+    "RESUME_OVERRIDES",
+    "EVAL_OVERRIDES",
+]
 
 #: the files that make a folder a run (a checkpoint is what ``--resume`` needs)
 RUN_MARKER = "checkpoint.pt"
@@ -90,8 +103,7 @@ class NewRunFolder:
         self.target = check_out_folder(target)
         self.replaces = (self.target / RUN_MARKER).exists()
         if self.replaces and not overwrite:
-            raise ConfigError(f"run folder {self.target} already has a run: use --resume, --overwrite "
-                              "or another --out")
+            raise ConfigError(f"run folder {self.target} already has a run: use --resume, --overwrite or another --out")
         self.staging = self.target.with_name(f".{self.target.name}.overwrite")
         self.path: Path | None = None  # where the run is being written, once opened
 
@@ -156,9 +168,12 @@ def versions() -> dict[str, str]:
 
     commit = "unknown"
     with contextlib.suppress(Exception):
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        ).stdout.strip() or "unknown"
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or "unknown"
+        )
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -183,8 +198,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" in str(exc):  # a class or function to import: not weights
-            raise DataError(f"{path}: holds objects other than tensors and plain containers; refused "
-                            "(loading it could run code); a workbench checkpoint never does") from None
+            raise DataError(
+                f"{path}: holds objects other than tensors and plain containers; refused "
+                "(loading it could run code); a workbench checkpoint never does"
+            ) from None
         raise DataError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
     except Exception as exc:  # noqa: BLE001  (a truncated or foreign file: any failure means broken)
         raise DataError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None

@@ -33,9 +33,21 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import numpy as np
 
 __all__ = [
-    "TEST_FEEDBACK_STAMP", "NOT_RECORDED", "STD_DEFINITION", "CI_DEFINITION", "TEST_DEFINITION",
-    "PairedResult", "Verdict", "ProtocolCard", "sample_std", "bootstrap_ci", "paired_test", "decide",
-    "format_p", "minimal_detectable_difference", "protocol_card",
+    "TEST_FEEDBACK_STAMP",
+    "NOT_RECORDED",
+    "STD_DEFINITION",
+    "CI_DEFINITION",
+    "TEST_DEFINITION",
+    "PairedResult",
+    "Verdict",
+    "ProtocolCard",
+    "sample_std",
+    "bootstrap_ci",
+    "paired_test",
+    "decide",
+    "format_p",
+    "minimal_detectable_difference",
+    "protocol_card",
 ]
 
 #: the stamp of every card, table and plot that a run steered by its test patients reaches
@@ -44,8 +56,10 @@ TEST_FEEDBACK_STAMP = "test feedback (paper protocol)"
 NOT_RECORDED = "not recorded (run made before protocol cards)"
 STD_DEFINITION = "sample std over seeds, ddof 1"
 CI_DEFINITION = "95% bootstrap CI (BCa) of the mean over patients x seeds"
-TEST_DEFINITION = ("two-sided Wilcoxon signed-rank over matched patient x seed pairs, alpha 0.05, "
-                   "no correction for multiple comparisons")
+TEST_DEFINITION = (
+    "two-sided Wilcoxon signed-rank over matched patient x seed pairs, alpha 0.05, "
+    "no correction for multiple comparisons"
+)
 
 
 def _finite(values: Iterable[float]) -> np.ndarray:
@@ -72,8 +86,9 @@ def _bootstrap_keyword() -> str:
     return "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
 
 
-def bootstrap_ci(values: Iterable[float], *, confidence: float = 0.95, n_resamples: int = 9999,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Iterable[float], *, confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0
+) -> tuple[float, float]:
     """The bootstrap confidence interval of the mean of ``values``.
 
     ``values`` are the per-(patient, seed) scores of one table cell, flattened (NaN dropped).
@@ -104,8 +119,14 @@ def bootstrap_ci(values: Iterable[float], *, confidence: float = 0.95, n_resampl
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():  # a degenerate BCa warns and gives NaN: we fall back
             warnings.simplefilter("ignore")
-            result = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                                     method=method, **{keyword: np.random.default_rng(seed)})
+            result = stats.bootstrap(
+                (x,),
+                np.mean,
+                confidence_level=confidence,
+                n_resamples=n_resamples,
+                method=method,
+                **{keyword: np.random.default_rng(seed)},
+            )
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
         if not (math.isnan(low) or math.isnan(high)):
             return low, high
@@ -263,10 +284,17 @@ class ProtocolCard:
         return "\n".join(lines + [f"- **{k}**: {v}" for k, v in self.entries])
 
     def to_html(self) -> str:
-        rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in self.entries)
-        stamp = (f"<p><strong>{html.escape(self.stamp)}</strong>: the test patients steered training; these are "
-                 "not held-out numbers.</p>" if self.stamp else "")
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in self.entries
+        )
+        stamp = (
+            f"<p><strong>{html.escape(self.stamp)}</strong>: the test patients steered training; these are "
+            "not held-out numbers.</p>"
+            if self.stamp
+            else ""
+        )
         return f"<h2>{html.escape(self.title)}</h2>{stamp}<table class='protocol'>{rows}</table>"
 
 
@@ -275,8 +303,7 @@ def _data_text(data: Any) -> str:
         return NOT_RECORDED
     builtin = data.get("builtin")
     if isinstance(builtin, Mapping):
-        where = (f"built-in {builtin.get('kind')}, {builtin.get('patients')} patients, "
-                 f"data seed {builtin.get('seed')}")
+        where = f"built-in {builtin.get('kind')}, {builtin.get('patients')} patients, data seed {builtin.get('seed')}"
     else:
         where = f"folder {data.get('folder')} (format {data.get('format')})"
     digest = data.get("sha256")
@@ -303,8 +330,15 @@ def protocol_card(protocols: Sequence[Mapping[str, Any] | None], n_seeds: int) -
     of seeds follow. The card is stamped :data:`TEST_FEEDBACK_STAMP` when any run has
     ``selection == "test"``.
     """
-    fields = ("data", "split seed", "patients per set", "what steered training", "unlabeled slices", "test slices",
-              "empty-mask rule")
+    fields = (
+        "data",
+        "split seed",
+        "patients per set",
+        "what steered training",
+        "unlabeled slices",
+        "test slices",
+        "empty-mask rule",
+    )
     per_run: dict[str, list[str]] = {key: [] for key in fields}
     stamped = False
     for protocol in protocols:
@@ -322,8 +356,13 @@ def protocol_card(protocols: Sequence[Mapping[str, Any] | None], n_seeds: int) -
         per_run["test slices"].append(_gloss(TEST_SLICES_TEXT, protocol.get("test_slices")))
         rule = protocol.get("empty_mask_rule")
         per_run["empty-mask rule"].append(NOT_RECORDED if rule is None else str(rule))
-    entries = [(key, "; ".join(dict.fromkeys(values)) if values else "no finished runs")
-               for key, values in per_run.items()]
-    entries += [("seeds", str(n_seeds)), ("std", STD_DEFINITION), ("CI", CI_DEFINITION),
-                ("paired test", TEST_DEFINITION)]
+    entries = [
+        (key, "; ".join(dict.fromkeys(values)) if values else "no finished runs") for key, values in per_run.items()
+    ]
+    entries += [
+        ("seeds", str(n_seeds)),
+        ("std", STD_DEFINITION),
+        ("CI", CI_DEFINITION),
+        ("paired test", TEST_DEFINITION),
+    ]
     return ProtocolCard(entries, TEST_FEEDBACK_STAMP if stamped else None)

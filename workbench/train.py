@@ -31,6 +31,9 @@ metrics are those of the last epoch, never of a best epoch. ``test_curve=true`` 
 scores the test patients after each epoch for teaching plots (event ``test_curve``,
 "test (not used in training)"); it runs after the method's hook and reads no random
 numbers, so training is bit-identical with or without it.
+
+Why one long module: it is the one loop; the parts it needs from elsewhere (config, run
+folder, inference, data) live in their own modules, what is left is the loop itself.
 """
 
 from __future__ import annotations
@@ -50,8 +53,15 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench import distributed
-from workbench.config import (EARLIER_PROTOCOL, PRECISIONS, TrainConfig, autocast_context, resolve_device,
-                              resolve_precision, set_tf32)
+from workbench.config import (
+    EARLIER_PROTOCOL,
+    PRECISIONS,
+    TrainConfig,
+    autocast_context,
+    resolve_device,
+    resolve_precision,
+    set_tf32,
+)
 from workbench.data.fingerprint import dataset_fingerprint
 from workbench.data.slices import Volume, load_splits
 from workbench.errors import ConfigError, DataError, TrainingInterrupted, training_interrupted
@@ -60,15 +70,37 @@ from workbench.inference import BOUNDARY_WIDTH, checkpoint_config, evaluate_volu
 from workbench.methods import Batch, Method, get_method
 from workbench.methods.multi_condos import read_pretraining
 from workbench.metrics import EMPTY_MASK_RULE
-from workbench.runs import (RUN_FILES, SAMPLES, NewRunFolder, absolute_path, atomic_torch_save, atomic_write,
-                            atomic_write_text, load_checkpoint, versions)
+from workbench.runs import (
+    RUN_FILES,
+    SAMPLES,
+    NewRunFolder,
+    absolute_path,
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_text,
+    load_checkpoint,
+    versions,
+)
 from workbench.stats import TEST_FEEDBACK_STAMP
 
 # TrainConfig, load_splits, predict_volume and the device / precision helpers live in workbench.config,
 # workbench.data.slices and workbench.inference; they are re-exported here for existing imports.
-__all__ = ["Trainer", "TrainingInterrupted", "lr_factor", "make_optimizer", "TrainConfig", "EARLIER_PROTOCOL",
-           "PRECISIONS", "load_splits", "predict_volume", "resolve_device", "resolve_precision",
-           "autocast_context", "set_tf32"]
+__all__ = [
+    "Trainer",
+    "TrainingInterrupted",
+    "lr_factor",
+    "make_optimizer",
+    "TrainConfig",
+    "EARLIER_PROTOCOL",
+    "PRECISIONS",
+    "load_splits",
+    "predict_volume",
+    "resolve_device",
+    "resolve_precision",
+    "autocast_context",
+    "set_tf32",
+]
+
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, milestones: list[float], gamma: float) -> float:
     """Warm-up multi-step schedule: linear warm-up from 1/warmup to 1 over ``warmup_steps``,
@@ -79,8 +111,13 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, milestones: list[f
     return gamma**passed
 
 
-def make_optimizer(params: torch.nn.Module | list[torch.nn.Parameter], lr: float, weight_decay: float,
-                   device: torch.device, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
+def make_optimizer(
+    params: torch.nn.Module | list[torch.nn.Parameter],
+    lr: float,
+    weight_decay: float,
+    device: torch.device,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Adam:
     """Adam over ``params`` (a module: its trainable parameters); the fused CUDA kernel (one
     launch for all parameters) on CUDA, the default implementation elsewhere."""
     if isinstance(params, torch.nn.Module):
@@ -120,8 +157,15 @@ class Trainer:
     or, to continue a stopped run, ``Trainer.resume("runs/sup").fit()``.
     """
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, *, quiet: bool = False,
-                 overwrite: bool = False, _resuming: bool = False) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        quiet: bool = False,
+        overwrite: bool = False,
+        _resuming: bool = False,
+    ) -> None:
         config.validate()
         if not _resuming:  # config.json stores absolute paths: the run folder can be used from anywhere
             config = dataclasses.replace(config, data=absolute_path(config.data), init=absolute_path(config.init))
@@ -135,8 +179,10 @@ class Trainer:
         parts = self.world.size * config.micro_batches
         for name in ("batch_size", "unlabeled_batch_size"):
             if getattr(config, name) % parts:
-                raise ConfigError(f"{name}={getattr(config, name)} does not split into {parts} equal parts "
-                                  f"({self.world.size} process(es) x micro_batches={config.micro_batches})")
+                raise ConfigError(
+                    f"{name}={getattr(config, name)} does not split into {parts} equal parts "
+                    f"({self.world.size} process(es) x micro_batches={config.micro_batches})"
+                )
         # --init: checked before the data is loaded; a resumed run gets its weights from its checkpoint
         pretraining = None
         if config.init and not _resuming:
@@ -144,13 +190,51 @@ class Trainer:
         self.device = distributed.init(self.world, resolve_device(config.device))
         self.splits, self.fmt = load_splits(config, progress=not self.quiet)
         self.boundary_width = BOUNDARY_WIDTH.get(self.fmt, 4)
-        self.test_volumes = (self.splits.test if config.test_slices == "all"
-                             else [v.tumour_only() for v in self.splits.test])
+        self.test_volumes = (
+            self.splits.test if config.test_slices == "all" else [v.tumour_only() for v in self.splits.test]
+        )
         #: the only patients whose scores reach the method while it trains (module docstring)
-        self.selection_volumes = {"val": self.splits.val, "train": self.splits.labeled,
-                                  "test": self.test_volumes}[config.selection]
+        self.selection_volumes = {"val": self.splits.val, "train": self.splits.labeled, "test": self.test_volumes}[
+            config.selection
+        ]
         self.protocol = self._protocol()
 
+        method_cls = self._build_method(pretraining)
+        self.total_steps = config.epochs * config.steps_per_epoch
+        self.warmup_steps = config.warmup_epochs * config.steps_per_epoch
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimiser steps completed
+        self._last_losses: dict[str, float] = {}  # mean losses of the last epoch trained
+        self.checkpoint_epoch: int | None = None  # epoch of the checkpoint on disk, None before the first
+        self._data_on_device(method_cls)
+        if self._folder is not None and self.world.is_main:
+            self.run_dir = self._folder.open(leftovers=RUN_FILES)
+            shutil.rmtree(self.run_dir / SAMPLES, ignore_errors=True)  # an earlier failed start's
+        self.events = EventLog(self.run_dir / "events.jsonl") if self.world.is_main else _NoEvents()
+        self.method.bind_events(self._emit)
+        if not _resuming and self.world.is_main:
+            self._write_config()
+            self.events.write(
+                "run_start",
+                epoch=0,
+                step=0,
+                data=self.splits.info,
+                fmt=self.fmt,
+                modalities=self.splits.modalities,
+                split=self.splits.split.as_dict(),
+                selection=self.config.selection,
+                protocol=self.protocol,
+                device=str(self.device),
+                precision=self.precision,
+                processes=self.world.size,
+            )
+            if self.init_info is not None:
+                self.events.write("init", epoch=0, step=0, **self.init_info)
+
+    def _build_method(self, pretraining: Any) -> type[Method]:
+        """The method (seeded, started from ``pretraining`` when given), its precision, the
+        module training calls (DDP-wrapped under torchrun) and one optimiser per group."""
+        config = self.config
         torch.manual_seed(config.seed)
         method_cls = get_method(config.method)
         self.method: Method = method_cls(self.splits.modalities, config).to(self.device)
@@ -162,44 +246,34 @@ class Trainer:
             self.method = self.method.to(memory_format=torch.channels_last)
         self.model = distributed.wrap(self.method, self.world, self.device)  # what training calls
         #: loss name -> its optimiser, stepped in this order (Method.optimizer_groups)
-        self.optimizers = {name: make_optimizer(params, config.lr, config.weight_decay, self.device,
-                                                self.method.adam_betas())
-                           for name, params in self.method.optimizer_groups().items()}
+        self.optimizers = {
+            name: make_optimizer(params, config.lr, config.weight_decay, self.device, self.method.adam_betas())
+            for name, params in self.method.optimizer_groups().items()
+        }
         if len(self.optimizers) > 1 and self.world.size * config.micro_batches > 1:
-            raise ConfigError(f"method {config.method!r} steps {len(self.optimizers)} optimisers in turn: it runs in "
-                              "one process without micro_batches")
-        self.total_steps = config.epochs * config.steps_per_epoch
-        self.warmup_steps = config.warmup_epochs * config.steps_per_epoch
-        self.epoch = 0  # epochs completed
-        self.step = 0  # optimiser steps completed
-        self._last_losses: dict[str, float] = {}  # mean losses of the last epoch trained
-        self.checkpoint_epoch: int | None = None  # epoch of the checkpoint on disk, None before the first
-        # Data lives on the device once (it is small: 2D slices of a few dozen patients).
+            raise ConfigError(
+                f"method {config.method!r} steps {len(self.optimizers)} optimisers in turn: it runs in "
+                "one process without micro_batches"
+            )
+        return method_cls
+
+    def _data_on_device(self, method_cls: type[Method]) -> None:
+        """The training slices on the device, once (they are small: 2D slices of a few dozen
+        patients): labeled slices and labels, unlabeled slices; or, for a method trained on
+        ``images``, every non-blank training slice."""
+        config = self.config
         if method_cls.training_data == "images":  # a pre-training: every non-blank training slice, no label
             self._x_l, self._y_l, self._x_u = self.splits.training_images().to(self.device), None, None
             if self._x_l.shape[0] < 2:
-                raise DataError(f"{config.data}: {self._x_l.shape[0]} non-blank training slices; "
-                                f"{config.method} needs at least 2")
+                raise DataError(
+                    f"{config.data}: {self._x_l.shape[0]} non-blank training slices; {config.method} needs at least 2"
+                )
         else:
             self._x_l = self.splits.train_labeled.images.to(self.device)
             self._y_l = self.splits.train_labeled.labels.to(self.device)
-            self._x_u = (self.splits.train_unlabeled.images.to(self.device) if len(self.splits.train_unlabeled)
-                         else None)
+            self._x_u = self.splits.train_unlabeled.images.to(self.device) if len(self.splits.train_unlabeled) else None
         if method_cls.uses_unlabeled and self._x_u is None:
             raise DataError(f"method {config.method!r} needs unlabeled data but every training patient is labeled")
-        if self._folder is not None and self.world.is_main:
-            self.run_dir = self._folder.open(leftovers=RUN_FILES)
-            shutil.rmtree(self.run_dir / SAMPLES, ignore_errors=True)  # an earlier failed start's
-        self.events = EventLog(self.run_dir / "events.jsonl") if self.world.is_main else _NoEvents()
-        self.method.bind_events(self._emit)
-        if not _resuming and self.world.is_main:
-            self._write_config()
-            self.events.write("run_start", epoch=0, step=0, data=self.splits.info, fmt=self.fmt,
-                              modalities=self.splits.modalities, split=self.splits.split.as_dict(),
-                              selection=self.config.selection, protocol=self.protocol, device=str(self.device),
-                              precision=self.precision, processes=self.world.size)
-            if self.init_info is not None:
-                self.events.write("init", epoch=0, step=0, **self.init_info)
 
     # ----------------------------------------------------------------- bookkeeping
     def _emit(self, event: str, **fields: Any) -> None:
@@ -222,10 +296,16 @@ class Trainer:
         }
 
     def _write_config(self) -> None:
-        record = {"config": asdict(self.config), "versions": versions(), "data": self.splits.info,
-                  "modalities": self.splits.modalities,
-                  "fmt": self.fmt, "split": self.splits.split.as_dict(), "protocol": self.protocol,
-                  "command": sys.argv}
+        record = {
+            "config": asdict(self.config),
+            "versions": versions(),
+            "data": self.splits.info,
+            "modalities": self.splits.modalities,
+            "fmt": self.fmt,
+            "split": self.splits.split.as_dict(),
+            "protocol": self.protocol,
+            "command": sys.argv,
+        }
         if self.init_info is not None:
             record["init"] = self.init_info
         atomic_write_text(json.dumps(record, indent=2), self.run_dir / "config.json")
@@ -272,8 +352,14 @@ class Trainer:
             opt.load_state_dict(state["optimizers"][name])
 
     @classmethod
-    def resume(cls, run_dir: str | Path, *, quiet: bool = False, read_only: bool = False,
-               overrides: dict[str, Any] | None = None) -> "Trainer":
+    def resume(
+        cls,
+        run_dir: str | Path,
+        *,
+        quiet: bool = False,
+        read_only: bool = False,
+        overrides: dict[str, Any] | None = None,
+    ) -> "Trainer":
         """Rebuild a run from its folder and restore the last checkpoint exactly.
 
         With ``read_only`` (used by ``workbench eval``) the event log is left untouched;
@@ -329,8 +415,14 @@ class Trainer:
         for i in range(n):
             il = distributed.shard(idx_l[i], self.world)
             iu = distributed.shard(idx_u[i], self.world) if idx_u is not None else None
-            yield [Batch(self._x_l[il[j::parts]], self._y_l[il[j::parts]],
-                         self._x_u[iu[j::parts]] if iu is not None else None) for j in range(parts)]
+            yield [
+                Batch(
+                    self._x_l[il[j::parts]],
+                    self._y_l[il[j::parts]],
+                    self._x_u[iu[j::parts]] if iu is not None else None,
+                )
+                for j in range(parts)
+            ]
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.config
@@ -351,8 +443,10 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             for j, batch in enumerate(micro_batches):
                 last = j == len(micro_batches) - 1  # DDP averages gradients over processes here only
-                with contextlib.nullcontext() if last or self.model is self.method else self.model.no_sync(), \
-                        streams.of(j):
+                with (
+                    contextlib.nullcontext() if last or self.model is self.method else self.model.no_sync(),
+                    streams.of(j),
+                ):
                     with self._autocast():
                         losses = self.model(batch, self.step)
                     (losses["loss"] / len(micro_batches)).backward()
@@ -407,8 +501,14 @@ class Trainer:
         try:
             if self.checkpoint_epoch is None:
                 self.save_checkpoint()
-            bar = tqdm(range(self.epoch + 1, last + 1), desc=f"{cfg.method}", unit="epoch",
-                       disable=self.quiet, initial=0, total=last - self.epoch)
+            bar = tqdm(
+                range(self.epoch + 1, last + 1),
+                desc=f"{cfg.method}",
+                unit="epoch",
+                disable=self.quiet,
+                initial=0,
+                total=last - self.epoch,
+            )
             for epoch in bar:
                 losses = self.train_epoch(epoch)
                 self.epoch = epoch
@@ -434,8 +534,13 @@ class Trainer:
             self.events.write("val", epoch=epoch, step=self.step, dsc=scores, on=cfg.selection)
             self.method.on_validation_end(epoch, scores)
         if segments and cfg.test_curve and self.world.is_main:  # after the hook: out of the method's reach
-            self.events.write("test_curve", epoch=epoch, step=self.step, dsc=self.score(self.test_volumes),
-                              note="test (not used in training)")
+            self.events.write(
+                "test_curve",
+                epoch=epoch,
+                step=self.step,
+                dsc=self.score(self.test_volumes),
+                note="test (not used in training)",
+            )
         if self.world.is_main:
             self._save_samples(epoch)
         if self.world.distributed:
@@ -458,11 +563,12 @@ class Trainer:
 
     def _check_ranks_in_sync(self, epoch: int) -> None:
         identical = distributed.parameters_identical(self.method, self.world)
-        self.events.write("ranks_in_sync", epoch=epoch, step=self.step, processes=self.world.size,
-                          identical=identical)
+        self.events.write("ranks_in_sync", epoch=epoch, step=self.step, processes=self.world.size, identical=identical)
         if not identical:
-            raise DataError(f"epoch {epoch}: the {self.world.size} processes' parameters differ "
-                            "(a method with per-process state outside the gradient?); stopped")
+            raise DataError(
+                f"epoch {epoch}: the {self.world.size} processes' parameters differ "
+                "(a method with per-process state outside the gradient?); stopped"
+            )
 
     # ----------------------------------------------------------------- evaluation
     def evaluate(self, write: bool = True) -> dict[str, Any]:
@@ -470,13 +576,26 @@ class Trainer:
         that does not segment (a pre-training) has none: its metrics.json holds the last
         epoch's losses."""
         if not self.method.segments:
-            result = {"epoch": self.epoch, "per_patient": [], "summary": {}, "protocol": self.protocol,
-                      "losses": self._last_losses, "note": f"{self.config.method} does not segment"}
+            result = {
+                "epoch": self.epoch,
+                "per_patient": [],
+                "summary": {},
+                "protocol": self.protocol,
+                "losses": self._last_losses,
+                "note": f"{self.config.method} does not segment",
+            }
             if write:
                 atomic_write_text(json.dumps(result, indent=2, default=float), self.run_dir / "metrics.json")
             return result
-        scores = evaluate_volumes(self.method, self.test_volumes, self.device, self.boundary_width,
-                                  self.config.eval_batch_size, self._autocast(), progress=not self.quiet)
+        scores = evaluate_volumes(
+            self.method,
+            self.test_volumes,
+            self.device,
+            self.boundary_width,
+            self.config.eval_batch_size,
+            self._autocast(),
+            progress=not self.quiet,
+        )
         result = {"epoch": self.epoch, **scores, "protocol": self.protocol}
         if write:
             atomic_write_text(json.dumps(result, indent=2, default=float), self.run_dir / "metrics.json")
@@ -501,8 +620,9 @@ class _PartStreams:
     masks, resume stays exact (the streams restart each epoch), and one process with
     ``micro_batches = W`` draws exactly what W processes draw."""
 
-    def __init__(self, seed: int, epoch: int, world: distributed.World, micro_batches: int,
-                 device: torch.device) -> None:
+    def __init__(
+        self, seed: int, epoch: int, world: distributed.World, micro_batches: int, device: torch.device
+    ) -> None:
         self.world, self.device = world, device
         self.split = world.size * micro_batches > 1
         self.states: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}

@@ -11,8 +11,16 @@ from workbench.viz.export import find_browser
 
 # Headless, as root, on a closed network: without the background-networking flags Chromium
 # keeps retrying refused connections.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
@@ -24,8 +32,9 @@ def chromium_path() -> str | None:
         return None
 
 
-needs_chromium = pytest.mark.skipif(chromium_path() is None,
-                                    reason="no Chromium for Playwright (apt-get install chromium, or set BROWSER_PATH)")
+needs_chromium = pytest.mark.skipif(
+    chromium_path() is None, reason="no Chromium for Playwright (apt-get install chromium, or set BROWSER_PATH)"
+)
 
 
 def open_and_run_all(chromium, lab, name: str, timeout_ms: int, viewport=(1400, 1000)):
@@ -51,7 +60,9 @@ def open_and_run_all(chromium, lab, name: str, timeout_ms: int, viewport=(1400, 
 @pytest.fixture
 def chromium():
     """A headless Chromium driven by Playwright (its own browser downloads are not needed)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
+    )
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
         yield browser

@@ -15,8 +15,14 @@ def _executed_html(run_dir: Path, tmp_path: Path) -> Path:
     from nbconvert import HTMLExporter
 
     executed = tmp_path / "04_asc_explorer.ipynb"
-    pm.execute_notebook(str(NOTEBOOKS / executed.name), str(executed), kernel_name="python3", cwd=str(tmp_path),
-                        parameters={"run_dir": str(run_dir), "out_dir": str(tmp_path / "out")}, progress_bar=False)
+    pm.execute_notebook(
+        str(NOTEBOOKS / executed.name),
+        str(executed),
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        parameters={"run_dir": str(run_dir), "out_dir": str(tmp_path / "out")},
+        progress_bar=False,
+    )
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(executed, as_version=4))
     html = tmp_path / "04_asc_explorer.html"
     html.write_text(body, encoding="utf-8")

@@ -35,8 +35,9 @@ def _prepare(run_dir: Path, folder: Path) -> None:
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOKS / NAME)),
-                               {"run_dir": str(run_dir), "out_dir": str(folder / "out")})
+    nb = parameterize_notebook(
+        load_notebook_node(str(NOTEBOOKS / NAME)), {"run_dir": str(run_dir), "out_dir": str(folder / "out")}
+    )
     nbformat.write(nb, folder / NAME)
 
 
@@ -46,24 +47,50 @@ class JupyterLab:
     def __init__(self, root: Path, state: Path) -> None:
         self.port, self.token = _free_port(), secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, **{k: str(state / k.lower()) for k in (
-            "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR",
-            "JUPYTERLAB_WORKSPACES_DIR")}}
+        env = {
+            **os.environ,
+            **{
+                k: str(state / k.lower())
+                for k in (
+                    "JUPYTER_CONFIG_DIR",
+                    "JUPYTER_DATA_DIR",
+                    "JUPYTER_RUNTIME_DIR",
+                    "JUPYTERLAB_SETTINGS_DIR",
+                    "JUPYTERLAB_WORKSPACES_DIR",
+                )
+            },
+        }
         # no "get notified about Jupyter news?" toast over the notebook
         settings = state / "jupyterlab_settings_dir" / "@jupyterlab" / "apputils-extension"
         settings.mkdir(parents=True)
         (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
         self.log = open(state / "server.log", "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={self.port}",
-             "--ip=127.0.0.1", f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={root}",
-             "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-            cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                "--no-browser",
+                "--allow-root",
+                f"--port={self.port}",
+                "--ip=127.0.0.1",
+                f"--ServerApp.token={self.token}",
+                f"--ServerApp.root_dir={root}",
+                "--LabApp.expose_app_in_browser=True",
+                "--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ],
+            cwd=root,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def api(self, path: str, method: str = "GET"):
-        request = urllib.request.Request(f"{self.url}/api/{path}", method=method,
-                                         headers={"Authorization": f"token {self.token}"})
+        request = urllib.request.Request(
+            f"{self.url}/api/{path}", method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             body = response.read()
         return json.loads(body) if body else None
@@ -138,8 +165,10 @@ def test_epoch_slider_redraws_the_heatmap_in_jupyterlab(lab, asc_run, chromium, 
 
     handle.focus()
     page.keyboard.press("ArrowLeft")  # one epoch back, as a student would
-    page.wait_for_function("t => document.querySelector('.widget-vbox .js-plotly-plot .gtitle')?.textContent"
-                           ".startsWith(t)", arg=epoch_title(2))
+    page.wait_for_function(
+        "t => document.querySelector('.widget-vbox .js-plotly-plot .gtitle')?.textContent.startsWith(t)",
+        arg=epoch_title(2),
+    )
     assert readout.text_content().strip() == "2"
     np.testing.assert_allclose(_shown_z(page), _expected_z(matrices[2]))
     assert not np.allclose(_expected_z(matrices[2]), _expected_z(matrices[3]), equal_nan=True)

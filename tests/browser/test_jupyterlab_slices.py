@@ -20,8 +20,9 @@ def lab(tmp_path):
 
     root, state = tmp_path / "notebooks", tmp_path / "state"
     root.mkdir(), state.mkdir()
-    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOKS / NAME)),
-                               {"patients": 3, "size": 32, "out_dir": str(root / "out")})
+    nb = parameterize_notebook(
+        load_notebook_node(str(NOTEBOOKS / NAME)), {"patients": 3, "size": 32, "out_dir": str(root / "out")}
+    )
     nbformat.write(nb, root / NAME)
     server = JupyterLab(root, state)
     try:
@@ -37,10 +38,13 @@ def _options(select) -> list[str]:
 
 def _changed(page, old_src: str) -> None:
     """Wait until the explorer's image shows another PNG (a new blob URL) and has loaded it."""
-    page.wait_for_function("""old => {
+    page.wait_for_function(
+        """old => {
         const img = document.querySelector('img.widget-image');
         return img && img.src !== old && img.complete && img.naturalWidth > 0;
-    }""", arg=old_src)
+    }""",
+        arg=old_src,
+    )
 
 
 def test_slice_explorer_follows_its_slider_and_dropdowns_in_jupyterlab(lab, chromium, tmp_path):

@@ -43,7 +43,7 @@ def save(path: Path, data: np.ndarray, affine: np.ndarray = RAS) -> Path:
 
 def ramp(offset: float = 0.0, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
     """A volume whose every voxel differs (1-based so it is never all zero)."""
-    return (np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + 1 + offset)
+    return np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + 1 + offset
 
 
 def brats_label(values: tuple[int, ...] = (1, 2, 4)) -> np.ndarray:
@@ -53,11 +53,11 @@ def brats_label(values: tuple[int, ...] = (1, 2, 4)) -> np.ndarray:
     return label
 
 
-def make_brats(root: Path, case: str = BRATS_ID, year: int = 2021,
-               affine: np.ndarray = RAS, label: np.ndarray | None = None) -> dict[str, Path]:
+def make_brats(
+    root: Path, case: str = BRATS_ID, year: int = 2021, affine: np.ndarray = RAS, label: np.ndarray | None = None
+) -> dict[str, Path]:
     """Write one BraTS case; returns role -> path."""
-    tags = {2021: ("_t1", "_t1ce", "_t2", "_flair", "_seg"),
-            2023: ("-t1n", "-t1c", "-t2w", "-t2f", "-seg")}[year]
+    tags = {2021: ("_t1", "_t1ce", "_t2", "_flair", "_seg"), 2023: ("-t1n", "-t1c", "-t2w", "-t2f", "-seg")}[year]
     roles = ("t1", "t1ce", "t2", "flair", "label")
     if label is None:
         label = brats_label((1, 2, 4) if year == 2021 else (1, 2, 3))
@@ -92,8 +92,7 @@ def pet_volume() -> tuple[np.ndarray, np.ndarray]:
 def make_hecktor_2022(root: Path, case: str = HECKTOR_ID) -> dict[str, Path]:
     pet, pet_affine = pet_volume()
     return {
-        "ct": save(root / "imagesTr" / f"{case}__CT.nii.gz", ramp(-1000).astype(np.int16),
-                   CT_AFFINE),
+        "ct": save(root / "imagesTr" / f"{case}__CT.nii.gz", ramp(-1000).astype(np.int16), CT_AFFINE),
         "pet": save(root / "imagesTr" / f"{case}__PT.nii.gz", pet, pet_affine),
         "label": save(root / "labelsTr" / f"{case}.nii.gz", hecktor_label(), CT_AFFINE),
     }
@@ -128,8 +127,13 @@ def test_brats_2021_loads_values_shape_spacing(tmp_path: Path) -> None:
     np.testing.assert_array_equal(case.label, brats_label())
     assert case.spacing == (1.0, 1.0, 2.0)
     np.testing.assert_allclose(case.affine, RAS)
-    assert case.paths == {"t1": paths["t1"], "t1ce": paths["t1ce"], "t2": paths["t2"],
-                          "flair": paths["flair"], "label": paths["label"]}
+    assert case.paths == {
+        "t1": paths["t1"],
+        "t1ce": paths["t1ce"],
+        "t2": paths["t2"],
+        "flair": paths["flair"],
+        "label": paths["label"],
+    }
 
 
 def test_brats_lps_volume_is_reoriented_to_ras(tmp_path: Path) -> None:
@@ -574,17 +578,32 @@ BAD_INPUTS = [
     (_label_value_4_in_2023, None, ["unexpected values [4]", "[0, 1, 2, 3]"]),
     (_negative_generic_label, ("t1", "t2"), ["values [-1]", "outside the range"]),
     (_label_far_away, None, ["label grid", "no physical overlap"]),
-    (_label_fewer_slices, None, ["label covers 66.7% of the image grid of BraTS2021_00001_t1.nii.gz",
-                                 "33.3% of voxels unlabeled", "must cover the whole image"]),
+    (
+        _label_fewer_slices,
+        None,
+        [
+            "label covers 66.7% of the image grid of BraTS2021_00001_t1.nii.gz",
+            "33.3% of voxels unlabeled",
+            "must cover the whole image",
+        ],
+    ),
     (_label_over_part_of_image, None, ["covers 62.5%", "37.5% of voxels unlabeled"]),
     (_hecktor_label_over_part_of_ct, None, ["covers 75.0% of the image grid of CHUM-001__CT.nii.gz"]),
-    (_other_cases_image_in_folder, None,
-     ["t1 file of case 'BraTS2021_99999'", "folder of case 'BraTS2021_00001'",
-      "expected BraTS2021_00001_t1.nii.gz"]),
-    (_other_cases_label_in_folder, None,
-     ["label file of case 'BraTS2021_99999'", "expected BraTS2021_00001_seg.nii.gz"]),
-    (_other_cases_pet_in_hecktor_folder, None,
-     ["pet file of case 'CHUM-002'", "folder of case 'CHUM-001'", "expected CHUM-001_pt.nii.gz"]),
+    (
+        _other_cases_image_in_folder,
+        None,
+        ["t1 file of case 'BraTS2021_99999'", "folder of case 'BraTS2021_00001'", "expected BraTS2021_00001_t1.nii.gz"],
+    ),
+    (
+        _other_cases_label_in_folder,
+        None,
+        ["label file of case 'BraTS2021_99999'", "expected BraTS2021_00001_seg.nii.gz"],
+    ),
+    (
+        _other_cases_pet_in_hecktor_folder,
+        None,
+        ["pet file of case 'CHUM-002'", "folder of case 'CHUM-001'", "expected CHUM-001_pt.nii.gz"],
+    ),
     (_pet_far_away, None, ["pet image grid", "no physical overlap"]),
     (_all_zero_image, None, ["flair", "all zeros"]),
     (_complex_image, None, ["unsupported voxel data type complex64"]),
@@ -599,9 +618,7 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("build", "modalities", "words"), BAD_INPUTS, ids=[b[0].__name__[1:] for b in BAD_INPUTS]
-)
+@pytest.mark.parametrize(("build", "modalities", "words"), BAD_INPUTS, ids=[b[0].__name__[1:] for b in BAD_INPUTS])
 def test_bad_input_is_one_line_data_error(
     tmp_path: Path,
     build: Callable[[Path], Path],
@@ -633,18 +650,14 @@ def test_no_read_permission_reported(tmp_path: Path, monkeypatch: pytest.MonkeyP
     """Same check as above, simulated so that it also runs as root."""
     path = make_brats(tmp_path)["t1"]
     real_access = os.access
-    monkeypatch.setattr(
-        nifti.os, "access", lambda p, mode: Path(p) != path and real_access(p, mode)
-    )
+    monkeypatch.setattr(nifti.os, "access", lambda p, mode: Path(p) != path and real_access(p, mode))
     with pytest.raises(DataError) as err:
         load_dataset(tmp_path, progress=False)
     msg = str(err.value)
     assert path.name in msg and "permission denied" in msg and "\n" not in msg
 
 
-def test_os_error_while_opening_becomes_data_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_os_error_while_opening_becomes_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = make_brats(tmp_path)["t1"]
 
     def deny(filename: object, **_: object) -> None:
@@ -660,9 +673,7 @@ def test_os_error_while_opening_becomes_data_error(
 # --------------------------------------------------------------------------- label coverage
 
 
-def test_label_on_other_grid_covering_the_image_is_resampled(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_label_on_other_grid_covering_the_image_is_resampled(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A coarser label whose grid spans the whole image is resampled, not refused."""
     make_brats(tmp_path)
     coarse = np.zeros((4, 4, 3), dtype=np.uint8)
@@ -708,8 +719,10 @@ def test_case_folder_with_another_cases_file_names_folder_and_both_ids(tmp_path:
     with pytest.raises(DataError) as err:
         load_brats_case(tmp_path / BRATS_ID)
     msg = str(err.value)
-    assert msg == (f"{tmp_path / BRATS_ID / stray.name}: t1 file of case 'BraTS2021_99999' in the "
-                   f"folder of case '{BRATS_ID}' (expected {BRATS_ID}_t1.nii.gz)")
+    assert msg == (
+        f"{tmp_path / BRATS_ID / stray.name}: t1 file of case 'BraTS2021_99999' in the "
+        f"folder of case '{BRATS_ID}' (expected {BRATS_ID}_t1.nii.gz)"
+    )
 
 
 def test_case_id_check_keeps_accepted_names(tmp_path: Path) -> None:
@@ -735,8 +748,9 @@ def test_too_few_cases_error_names_skipped_folders(tmp_path: Path) -> None:
     (tmp_path / "BraTS2021_00003").mkdir()
     with pytest.raises(DataError) as err:
         load_dataset(tmp_path, progress=False, min_cases=3)
-    assert str(err.value) == (f"{tmp_path}: 2 cases found: need at least 3 patients; "
-                              "skipped 1 folder without images: BraTS2021_00003")
+    assert str(err.value) == (
+        f"{tmp_path}: 2 cases found: need at least 3 patients; skipped 1 folder without images: BraTS2021_00003"
+    )
 
 
 def test_no_cases_error_names_skipped_folders(tmp_path: Path) -> None:
@@ -745,8 +759,10 @@ def test_no_cases_error_names_skipped_folders(tmp_path: Path) -> None:
     (tmp_path / "BraTS2021_00002" / "notes.txt").write_text("x")
     with pytest.raises(DataError) as err:
         load_dataset(tmp_path, fmt="brats", progress=False)
-    assert str(err.value) == (f"{tmp_path}: no brats cases found in the dataset folder; skipped 2 "
-                              "folders without images: BraTS2021_00001, BraTS2021_00002")
+    assert str(err.value) == (
+        f"{tmp_path}: no brats cases found in the dataset folder; skipped 2 "
+        "folders without images: BraTS2021_00001, BraTS2021_00002"
+    )
 
 
 @pytest.mark.parametrize("layout", ["brats-nested", "hecktor-folders", "generic"])
@@ -777,9 +793,7 @@ def test_skipped_folders_are_warned_when_enough_cases_remain(
     assert f"{tmp_path}: skipped 2 folders without images: {skipped}" in caplog.messages
 
 
-def test_no_skipped_folder_warning_for_a_clean_dataset(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_no_skipped_folder_warning_for_a_clean_dataset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     make_brats(tmp_path / "BraTS2021_Training_Data")
     make_brats(tmp_path / "__MACOSX" / "BraTS2021_Training_Data")  # hidden: not a skipped folder
     with caplog.at_level(logging.WARNING, logger="workbench.data.nifti"):

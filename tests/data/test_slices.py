@@ -85,7 +85,9 @@ def test_split_by_patient_is_deterministic_and_disjoint():
     full = split_patients(ids, 1.0)
     assert len(full.labeled) == 14 and full.unlabeled == []
     # the test patients of a seed do not depend on the validation or labeled fractions
-    assert split_patients(ids, 0.5, 3, val_fraction=0.0).test == split.test == split_patients(ids, 0.1, 3, 0.2, 0.3).test
+    assert (
+        split_patients(ids, 0.5, 3, val_fraction=0.0).test == split.test == split_patients(ids, 0.1, 3, 0.2, 0.3).test
+    )
     assert split_patients(ids, 0.1, 3, val_fraction=0.0).val == []
 
 
@@ -102,20 +104,26 @@ def test_bad_fraction(fraction):
         split_patients(["a", "b", "c"], fraction)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"val_fraction": -0.1}, "val_fraction=-0.1"),
-    ({"val_fraction": 1.0}, "val_fraction=1.0"),
-    ({"test_fraction": 0.0}, "test_fraction=0.0"),
-    ({"test_fraction": 0.6, "val_fraction": 0.4}, "leave no training patients"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"val_fraction": -0.1}, "val_fraction=-0.1"),
+        ({"val_fraction": 1.0}, "val_fraction=1.0"),
+        ({"test_fraction": 0.0}, "test_fraction=0.0"),
+        ({"test_fraction": 0.6, "val_fraction": 0.4}, "leave no training patients"),
+    ],
+)
 def test_bad_split_fractions(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         split_patients([f"p{i}" for i in range(10)], 0.5, **kwargs)
 
 
 def test_too_few_patients_for_the_split_names_the_count():
-    with pytest.raises(DataError, match=r"^2 patients: test_fraction=0.2 \(1 test\) and val_fraction=0.1 \(1 val\) "
-                                        r"leave no training patient"):
+    with pytest.raises(
+        DataError,
+        match=r"^2 patients: test_fraction=0.2 \(1 test\) and val_fraction=0.1 \(1 val\) "
+        r"leave no training patient",
+    ):
         split_patients(["a", "b"], 0.5)
 
 

@@ -177,7 +177,9 @@ def test_total_is_sup_plus_alpha_csc_plus_beta_cac_recomputed():
     losses = method.training_step(batch, step=step)
     assert set(losses) == {"sup_t1", "sup_flair", "csc", "alpha", "cac", "beta", "loss"}
     out_l, out_u = method.net.forward_with_features(batch.x_l), method.net.forward_with_features(batch.x_u)
-    sup = sum(method.sup_loss(z, batch.y_l, method.opts.sup_weights) for z in out_l.logits)  # eq. 2, CE + Dice per modality
+    sup = sum(
+        method.sup_loss(z, batch.y_l, method.opts.sup_weights) for z in out_l.logits
+    )  # eq. 2, CE + Dice per modality
     csc = _literal_csc(torch.cat([out_l.ds[0], out_u.ds[0]]).double(), torch.cat([out_l.ds[1], out_u.ds[1]]).double())
     cac = _literal_cac(*(torch.sigmoid(z).double() for z in out_u.logits))
     t = step / config.steps_per_epoch
@@ -193,13 +195,21 @@ def test_supervised_weights_paper_and_run():
     torch.manual_seed(2)
     logits, y = torch.randn(2, 1, 4, 4), (torch.rand(2, 1, 4, 4) > 0.5).float()
     from workbench.losses import bce_loss, soft_dice_loss
+
     dice = soft_dice_loss(torch.sigmoid(logits), y)
     assert torch.allclose(method.sup_loss(logits, y, method.opts.sup_weights), bce_loss(logits, y) + dice)
     assert torch.allclose(run.sup_loss(logits, y, run.opts.sup_weights), 10 * bce_loss(logits, y) + 7 * dice)
 
 
-@pytest.mark.parametrize("flags", [dict(specific_encoders=False, mia=False, csc=False, cac=False),
-                                   dict(mia=False, csc=False, cac=False), dict(cac=False), {}])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        dict(specific_encoders=False, mia=False, csc=False, cac=False),
+        dict(mia=False, csc=False, cac=False),
+        dict(cac=False),
+        {},
+    ],
+)
 def test_table2_rows_train_one_step(flags):
     method, _ = _method(**flags)
     losses = method.training_step(_batch(), step=0)
@@ -235,8 +245,9 @@ def test_encoder_weights_are_loaded_from_a_file(tmp_path):
     for enc in method.net.encoders:
         assert torch.equal(enc.levels[2].block[0].weight, source.encoders[0].levels[2].block[0].weight)
     scratch, _ = _method()
-    assert not torch.equal(scratch.net.encoders[0].levels[2].block[0].weight,
-                           method.net.encoders[0].levels[2].block[0].weight)
+    assert not torch.equal(
+        scratch.net.encoders[0].levels[2].block[0].weight, method.net.encoders[0].levels[2].block[0].weight
+    )
 
 
 def test_bad_encoder_weights_are_one_clear_line(tmp_path):
@@ -246,8 +257,11 @@ def test_bad_encoder_weights_are_one_clear_line(tmp_path):
     assert str(missing) in str(err.value) and "\n" not in str(err.value)
     wide = tmp_path / "wide.pt"
     torch.save(CMCNet(1, 8).encoders.state_dict(), wide)
-    with pytest.raises(ConfigError, match=r"0.levels.0.block.0.weight has shape \(8, 1, 3, 3\) but the encoder "
-                                          r"needs \(4, 1, 3, 3\)") as err:
+    with pytest.raises(
+        ConfigError,
+        match=r"0.levels.0.block.0.weight has shape \(8, 1, 3, 3\) but the encoder "
+        r"needs \(4, 1, 3, 3\)",
+    ) as err:
         _method(encoder_weights=str(wide))
     assert str(wide) in str(err.value) and "\n" not in str(err.value)
     junk = tmp_path / "junk.pt"
@@ -311,7 +325,9 @@ def test_a_run_starts_from_the_encoders_of_an_earlier_run(brats_dir, tmp_path):
     config = _config(brats_dir, epochs=1, options={"encoder_weights": str(tmp_path / "method.pt")})
     second = Trainer(config, tmp_path / "second", quiet=True)
     for i in range(2):
-        assert torch.equal(second.method.net.encoders[i].levels[4].block[0].weight,
-                           first.method.net.encoders[i].levels[4].block[0].weight)
+        assert torch.equal(
+            second.method.net.encoders[i].levels[4].block[0].weight,
+            first.method.net.encoders[i].levels[4].block[0].weight,
+        )
     assert second.fit() is not None
     second.close()

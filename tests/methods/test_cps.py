@@ -77,8 +77,11 @@ def test_step_total_is_both_sup_losses_plus_lambda_cps(consistency_on):
     method = _method(cps_weight=1.5, consistency_on=consistency_on)
     method.eval()  # deterministic forward passes, to recompute every term
     g = torch.Generator().manual_seed(1)
-    batch = Batch(torch.randn(2, 2, 16, 16, generator=g), (torch.rand(2, 1, 16, 16, generator=g) > 0.7).float(),
-                  torch.randn(2, 2, 16, 16, generator=g))
+    batch = Batch(
+        torch.randn(2, 2, 16, 16, generator=g),
+        (torch.rand(2, 1, 16, 16, generator=g) > 0.7).float(),
+        torch.randn(2, 2, 16, 16, generator=g),
+    )
     losses = method.training_step(batch, step=0)
     assert set(losses) == {f"{k}_{m}" for k in ("sup", "sup_peer", "cps") for m in MODS} | {"lambda", "loss"}
     expected = 0.0
@@ -106,7 +109,9 @@ def test_optional_rampup_of_lambda():
     assert method.cps_weight(0) == pytest.approx(2.0 * math.exp(-5)) and method.cps_weight(4) == 2.0
 
 
-@pytest.mark.parametrize(("input_", "rows"), [("single", {"t1", "flair"}), ("both", {"fused", "t1 only", "flair only"})])
+@pytest.mark.parametrize(
+    ("input_", "rows"), [("single", {"t1", "flair"}), ("both", {"fused", "t1 only", "flair only"})]
+)
 def test_tiny_run_end_to_end(brats_dir, tmp_path, input_, rows):
     config = tiny_config(brats_dir, method="cps", unlabeled_batch_size=2, options={"input": input_})
     trainer = Trainer(config, tmp_path / input_, quiet=True)
@@ -140,13 +145,15 @@ def test_predict_with_mean_averages_the_pair(input_):
     assert all(torch.all((0 <= v) & (v <= 1)) for v in out.values())
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"input": "fused"}, "unknown input 'fused'; choose one of: single, both"),
-    ({"predict_with": "teacher"}, "unknown predict_with 'teacher'; choose one of: first, mean"),
-    ({"lambda": 2.0}, "has no option 'lambda'"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"input": "fused"}, "unknown input 'fused'; choose one of: single, both"),
+        ({"predict_with": "teacher"}, "unknown predict_with 'teacher'; choose one of: first, mean"),
+        ({"lambda": 2.0}, "has no option 'lambda'"),
+    ],
+)
 def test_bad_options_are_one_line_config_errors(options, message):
     with pytest.raises(ConfigError, match=message) as info:
         _method(**options)
     assert "\n" not in str(info.value)
-

@@ -101,8 +101,10 @@ def test_paper_supervised_loss_is_half_bce_plus_dice_per_pixel():
 
 
 # ---------------------------------------------------------------- CutMix (eqs. 5-9)
-@pytest.mark.parametrize("h, w, beta, zh, zw", [(96, 96, 2 / 3, 64, 64), (64, 64, 2 / 3, 42, 42),
-                                                  (32, 48, 0.5, 16, 24), (160, 160, 2 / 3, 106, 106)])
+@pytest.mark.parametrize(
+    "h, w, beta, zh, zw",
+    [(96, 96, 2 / 3, 64, 64), (64, 64, 2 / 3, 42, 42), (32, 48, 0.5, 16, 24), (160, 160, 2 / 3, 106, 106)],
+)
 def test_mask_is_zero_centred_with_the_paper_ratio(h, w, beta, zh, zw):
     mask = zero_centred_mask(h, w, beta)[0, 0]
     assert mask.shape == (h, w) and set(mask.unique().tolist()) == {0.0, 1.0}
@@ -287,11 +289,13 @@ def test_predict_keys_for_both_input_options():
 
 
 def test_bad_options_are_one_line_errors():
-    cases = [({"input": "stacked"}, "unknown input 'stacked'; choose one of: single, both"),
-             ({"lambda3": 1}, "has no option 'lambda3'"),
-             ({"beta": 1.5}, "beta=1.5"),
-             ({"lambda1": -1.0}, "weights must be >= 0"),
-             ({"pretrain_epochs": 9}, "pretrain_epochs=9: must be <= epochs=3")]
+    cases = [
+        ({"input": "stacked"}, "unknown input 'stacked'; choose one of: single, both"),
+        ({"lambda3": 1}, "has no option 'lambda3'"),
+        ({"beta": 1.5}, "beta=1.5"),
+        ({"lambda1": -1.0}, "weights must be >= 0"),
+        ({"pretrain_epochs": 9}, "pretrain_epochs=9: must be <= epochs=3"),
+    ]
     for options, message in cases:
         with pytest.raises(ConfigError, match=message) as err:
             _method(**options)
@@ -301,8 +305,14 @@ def test_bad_options_are_one_line_errors():
 # ---------------------------------------------------------------- through the training loop
 def _config(data, **options):
     """3 epochs (1 pre-training, 2 self-training); validation on tumour slices only, to keep it quick."""
-    return tiny_config(data, method="cross-view", epochs=3, unlabeled_batch_size=2, test_slices="tumour",
-                       options={"pretrain_epochs": 1, **options})
+    return tiny_config(
+        data,
+        method="cross-view",
+        epochs=3,
+        unlabeled_batch_size=2,
+        test_slices="tumour",
+        options={"pretrain_epochs": 1, **options},
+    )
 
 
 def test_run_switches_stage_at_the_right_epoch(brats_dir, tmp_path):

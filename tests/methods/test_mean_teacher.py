@@ -23,8 +23,11 @@ def _method(**options):
 
 def _batch(n=2, k=2, size=16):
     g = torch.Generator().manual_seed(1)
-    return Batch(torch.randn(n, 2, size, size, generator=g), (torch.rand(n, 1, size, size, generator=g) > 0.7).float(),
-                 torch.randn(k, 2, size, size, generator=g))
+    return Batch(
+        torch.randn(n, 2, size, size, generator=g),
+        (torch.rand(n, 1, size, size, generator=g) > 0.7).float(),
+        torch.randn(k, 2, size, size, generator=g),
+    )
 
 
 def _deterministic(method):
@@ -105,9 +108,10 @@ def test_consistency_weight_ramps_up():
     assert method.consistency_weight(4) == 3.0
 
 
-@pytest.mark.parametrize(("input_", "warmup", "step", "decay"),
-                         [("single", True, 5, 1 - 1 / 6), ("single", True, 500, 0.99), ("single", False, 1, 0.99),
-                          ("both", False, 3, 0.99)])
+@pytest.mark.parametrize(
+    ("input_", "warmup", "step", "decay"),
+    [("single", True, 5, 1 - 1 / 6), ("single", True, 500, 0.99), ("single", False, 1, 0.99), ("both", False, 3, 0.99)],
+)
 def test_ema_teacher_moves_by_the_decay_formula(input_, warmup, step, decay):
     method = _method(input=input_, ema_warmup=warmup)
     assert ema_decay_at(step, 0.99, warmup) == pytest.approx(decay)
@@ -127,8 +131,9 @@ def test_teacher_starts_as_a_copy_and_is_not_optimised(brats_dir, tmp_path):
     method = _method()
     for s in method.streams():
         assert all(torch.equal(a, b) for a, b in zip(s.teacher.state_dict().values(), s.student.state_dict().values()))
-    trainer = Trainer(tiny_config(brats_dir, method="mean-teacher", epochs=1, steps_per_epoch=1), tmp_path / "r",
-                      quiet=True)
+    trainer = Trainer(
+        tiny_config(brats_dir, method="mean-teacher", epochs=1, steps_per_epoch=1), tmp_path / "r", quiet=True
+    )
     optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     teacher_ids = {id(p) for t in trainer.method.teachers.values() for p in t.parameters()}
     assert teacher_ids and not optimised & teacher_ids
@@ -146,7 +151,9 @@ def test_input_noise_is_relative_to_each_channel():
     assert add_input_noise(x, 0.0) is x
 
 
-@pytest.mark.parametrize(("input_", "rows"), [("single", {"t1", "flair"}), ("both", {"fused", "t1 only", "flair only"})])
+@pytest.mark.parametrize(
+    ("input_", "rows"), [("single", {"t1", "flair"}), ("both", {"fused", "t1 only", "flair only"})]
+)
 def test_tiny_run_end_to_end(brats_dir, tmp_path, input_, rows):
     config = tiny_config(brats_dir, method="mean-teacher", unlabeled_batch_size=2, options={"input": input_})
     trainer = Trainer(config, tmp_path / input_, quiet=True)
@@ -181,15 +188,17 @@ def test_resume_mid_run_gives_the_same_final_metrics(brats_dir, tmp_path):
         assert torch.equal(value, resumed_state[name]), name
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"input": "triple"}, "unknown input 'triple'; choose one of: single, both"),
-    ({"consistency_on": "labeled"}, "unknown consistency_on 'labeled'; choose one of: all, unlabeled"),
-    ({"predict_with": "ema"}, "unknown predict_with 'ema'"),
-    ({"ema_decay": 1.5}, "ema_decay=1.5: must be in"),
-    ({"decay": 0.9}, "has no option 'decay'"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"input": "triple"}, "unknown input 'triple'; choose one of: single, both"),
+        ({"consistency_on": "labeled"}, "unknown consistency_on 'labeled'; choose one of: all, unlabeled"),
+        ({"predict_with": "ema"}, "unknown predict_with 'ema'"),
+        ({"ema_decay": 1.5}, "ema_decay=1.5: must be in"),
+        ({"decay": 0.9}, "has no option 'decay'"),
+    ],
+)
 def test_bad_options_are_one_line_config_errors(options, message):
     with pytest.raises(ConfigError, match=message) as info:
         _method(**options)
     assert "\n" not in str(info.value)
-

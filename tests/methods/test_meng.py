@@ -121,8 +121,10 @@ def test_alpha_ramp_up_is_optional():
     assert ramped.alpha(2 * config.steps_per_epoch) == 2.0
 
 
-@pytest.mark.parametrize("flags", [dict(mmf=False, mae=False, mcml=False), dict(mae=False, mcml=False),
-                                   dict(mcml=False), dict(mae=False), {}])
+@pytest.mark.parametrize(
+    "flags",
+    [dict(mmf=False, mae=False, mcml=False), dict(mae=False, mcml=False), dict(mcml=False), dict(mae=False), {}],
+)
 def test_table2_rows_train_one_step(flags):
     method, _ = _method(**flags)
     losses = method.training_step(_batch(), step=0)

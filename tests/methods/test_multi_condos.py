@@ -67,6 +67,7 @@ def _grads(loss_fn, *tensors):
 # ---------------------------------------------------------------- literal oracles (scalar loops)
 def _literal_l(anchor: list, candidates: list, i: int, t: float):
     """Eq. 2 for anchor ``anchor`` whose positive is ``candidates[i]``, the others negatives."""
+
     def sim(u, v):
         dot = sum(a * b for a, b in zip(u, v))
         return dot / (torch.sqrt(sum(a * a for a in u)) * torch.sqrt(sum(b * b for b in v)))
@@ -105,11 +106,13 @@ def test_contrastive_loss_matches_the_literal_equations():
         torch.testing.assert_close(g, lg, rtol=1e-9, atol=1e-12)
     # eq. 3 = real pairs + translated pairs
     full, _ = _grads(lambda *f: multimodal_contrastive_loss(*f, temperature=0.1), fa, fb, fap, fbp)
-    lit_full, _ = _grads(lambda a, b, c, d: _literal_pair_loss(a, b, 0.1) + _literal_pair_loss(c, d, 0.1),
-                         fa, fb, fap, fbp)
+    lit_full, _ = _grads(
+        lambda a, b, c, d: _literal_pair_loss(a, b, 0.1) + _literal_pair_loss(c, d, 0.1), fa, fb, fap, fbp
+    )
     assert full.item() == pytest.approx(lit_full.item(), rel=1e-10)
-    assert torch.autograd.gradcheck(lambda a, b: contrastive_pair_loss(a, b, 0.5),
-                                    [f.double().requires_grad_(True) for f in (fa, fb)])
+    assert torch.autograd.gradcheck(
+        lambda a, b: contrastive_pair_loss(a, b, 0.5), [f.double().requires_grad_(True) for f in (fa, fb)]
+    )
 
 
 def test_contrastive_loss_limits():
@@ -127,12 +130,16 @@ def test_gan_losses_match_eq_4_written_out():
     fy, fx, ry, rx = (torch.randn(2, 1, 2, 2) for _ in range(4))
 
     def lit_g(fy, fx):  # non-saturating: -E log Dis_Y(G_a(x)) - E log Dis_X(G_b(y))
-        return (_literal_mean(_literal_bce_logit(z, 1) for z in fy.flatten())
-                + _literal_mean(_literal_bce_logit(z, 1) for z in fx.flatten()))
+        return _literal_mean(_literal_bce_logit(z, 1) for z in fy.flatten()) + _literal_mean(
+            _literal_bce_logit(z, 1) for z in fx.flatten()
+        )
 
     def lit_d(ry, fy, rx, fx):  # -eq. 4 halved per discriminator
-        term = lambda r, f: 0.5 * (_literal_mean(_literal_bce_logit(z, 1) for z in r.flatten())
-                                   + _literal_mean(_literal_bce_logit(z, 0) for z in f.flatten()))
+        def term(r, f):
+            real = _literal_mean(_literal_bce_logit(z, 1) for z in r.flatten())
+            fake = _literal_mean(_literal_bce_logit(z, 0) for z in f.flatten())
+            return 0.5 * (real + fake)
+
         return term(ry, fy) + term(rx, fx)
 
     for fn, lit, args in ((gan_generator_loss, lit_g, (fy, fx)), (gan_discriminator_loss, lit_d, (ry, fy, rx, fx))):
@@ -143,8 +150,7 @@ def test_gan_losses_match_eq_4_written_out():
             torch.testing.assert_close(g, lg, rtol=1e-9, atol=1e-12)
     # eq. 4 itself: D's loss is -1/2 (E log D(real) + E log(1 - D(fake))) per discriminator
     d = torch.sigmoid
-    eq4 = (torch.log(d(ry)).mean() + torch.log(1 - d(fy)).mean() + torch.log(d(rx)).mean()
-           + torch.log(1 - d(fx)).mean())
+    eq4 = torch.log(d(ry)).mean() + torch.log(1 - d(fy)).mean() + torch.log(d(rx)).mean() + torch.log(1 - d(fx)).mean()
     assert gan_discriminator_loss(ry, fy, rx, fx).item() == pytest.approx(-0.5 * eq4.item(), rel=1e-5)
 
 
@@ -153,8 +159,9 @@ def test_translation_and_reconstruction_losses_match_eqs_5_and_6():
     a, b, c, e = (torch.randn(2, 1, 3, 3) for _ in range(4))
 
     def lit(p, q, r, s):  # E ||p - q||_1 + E ||r - s||_1, means over pixels
-        return (_literal_mean(abs(u - v) for u, v in zip(p.flatten(), q.flatten()))
-                + _literal_mean(abs(u - v) for u, v in zip(r.flatten(), s.flatten())))
+        return _literal_mean(abs(u - v) for u, v in zip(p.flatten(), q.flatten())) + _literal_mean(
+            abs(u - v) for u, v in zip(r.flatten(), s.flatten())
+        )
 
     for fn in (translation_loss, reconstruction_loss):
         value, grads = _grads(fn, a, b, c, e)
@@ -174,8 +181,14 @@ def test_paper_hyper_parameters_are_the_defaults():
     assert opts.shared_layers == 1 and opts.share and opts.decoder_layers == 3  # Fig. 6, section IV-D
     assert opts.betas == [0.5, 0.999] and opts.samples == 4  # Pix2Pix's betas (the paper gives none)
     # what `workbench pretrain` starts from: Adam at 2e-4 (section V), constant (no schedule is mentioned)
-    assert PRETRAIN_DEFAULTS == {"method": "multi-condos", "lr": 2e-4, "weight_decay": 0.0, "warmup_epochs": 0,
-                                 "milestones": [], "epochs": 10}
+    assert PRETRAIN_DEFAULTS == {
+        "method": "multi-condos",
+        "lr": 2e-4,
+        "weight_decay": 0.0,
+        "warmup_epochs": 0,
+        "milestones": [],
+        "epochs": 10,
+    }
     assert get_method("multi-condos") is MultiConDoS
     assert MultiConDoS.training_data == "images" and not MultiConDoS.segments
     assert _method(options={}).adam_betas() == (0.5, 0.999)
@@ -245,11 +258,14 @@ def test_bad_options_are_one_line():
 
 
 # ---------------------------------------------------------------- transfer
-@pytest.mark.parametrize("k, decoder_layers, random_rows", [
-    (1, 3, ("output",)),  # the paper: E_a, SL, D_a's first three layers; the last layer random
-    (1, 0, ("up2", "up3", "up4", "output")),  # Table VIII's Encoder_SL
-    (2, 1, ("up4", "output")),  # SL_2 shares up1-2; D_a's first layer is up3
-])
+@pytest.mark.parametrize(
+    "k, decoder_layers, random_rows",
+    [
+        (1, 3, ("output",)),  # the paper: E_a, SL, D_a's first three layers; the last layer random
+        (1, 0, ("up2", "up3", "up4", "output")),  # Table VIII's Encoder_SL
+        (2, 1, ("up4", "output")),  # SL_2 shares up1-2; D_a's first layer is up3
+    ],
+)
 def test_transfer_copies_exactly_the_intended_tensors(k, decoder_layers, random_rows):
     torch.manual_seed(0)
     model = _method({"shared_layers": k, "decoder_layers": decoder_layers})
@@ -289,9 +305,28 @@ def pretrain_cli(brats_dir, tmp_path_factory):
     """One tiny pre-training made through the CLI, read (never changed) by the tests below;
     returns its folder and what the command printed."""
     run = tmp_path_factory.mktemp("mcd") / "pre"
-    argv = ["pretrain", "--method", "multi-condos", "--data", str(brats_dir), "--epochs", "2", "--steps-per-epoch",
-            "1", "--batch-size", "4", "--base-channels", "4", "--size", "32", "--set", "options.samples=2",
-            "--out", str(run), "--quiet"]
+    argv = [
+        "pretrain",
+        "--method",
+        "multi-condos",
+        "--data",
+        str(brats_dir),
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "1",
+        "--batch-size",
+        "4",
+        "--base-channels",
+        "4",
+        "--size",
+        "32",
+        "--set",
+        "options.samples=2",
+        "--out",
+        str(run),
+        "--quiet",
+    ]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(argv) == 0
@@ -305,7 +340,7 @@ def pretrain_run(pretrain_cli):
 
 def _branch(state: dict, modality: str) -> dict:
     prefix = f"dsgan.generator.branches.{modality}."
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def test_pretraining_run_folder(pretrain_cli, brats_dir):
@@ -315,7 +350,8 @@ def test_pretraining_run_folder(pretrain_cli, brats_dir):
     assert "kind" not in record and record["modalities"] == MODS
     assert config["method"] == "multi-condos" and config["epochs"] == 2 and config["options"] == {"samples": 2}
     assert {k: config[k] for k in PRETRAIN_DEFAULTS if k != "epochs"} == {
-        k: v for k, v in PRETRAIN_DEFAULTS.items() if k != "epochs"}  # lr 2e-4, constant, no weight decay
+        k: v for k, v in PRETRAIN_DEFAULTS.items() if k != "epochs"
+    }  # lr 2e-4, constant, no weight decay
     # training patients only, labeled and unlabeled alike; validation and test patients never
     ids = sorted(p.name for p in brats_dir.iterdir() if p.is_dir())
     split = split_patients(ids, config["labeled"], 0, 0.2, 0.1)
@@ -335,11 +371,12 @@ def test_pretraining_run_folder(pretrain_cli, brats_dir):
         assert r["lr"] == 2e-4
     assert not read_events(pretrain_run, "val") and not read_events(pretrain_run, "test")
     assert [(r["epoch"], r["path"]) for r in read_events(pretrain_run, "samples")] == [
-        (1, "samples/epoch_0001.npz"), (2, "samples/epoch_0002.npz")]
+        (1, "samples/epoch_0001.npz"),
+        (2, "samples/epoch_0002.npz"),
+    ]
     samples = read_samples(pretrain_run)
     assert sorted(samples) == [1, 2]
-    assert set(samples[2]) == {"t1", "flair", "t1_to_flair", "t1_to_flair_to_t1", "flair_to_t1",
-                               "flair_to_t1_to_flair"}
+    assert set(samples[2]) == {"t1", "flair", "t1_to_flair", "t1_to_flair_to_t1", "flair_to_t1", "flair_to_t1_to_flair"}
     assert all(a.shape == (2, 32, 32) and np.isfinite(a).all() for a in samples[2].values())
     assert np.array_equal(samples[1]["t1"], samples[2]["t1"])  # the same fixed slices each epoch
     # metrics.json: no scores, the last epoch's mean losses
@@ -393,7 +430,9 @@ def test_pretraining_slices_drop_only_blank_ones(brats_dir, tmp_path):
 
 
 def test_batches_hold_distinct_slices_and_repeat_per_seed(brats_dir, tmp_path):
-    draw = lambda seed: _distinct_batches(10, 4, 5, torch.Generator().manual_seed(seed))
+    def draw(seed):
+        return _distinct_batches(10, 4, 5, torch.Generator().manual_seed(seed))
+
     batches = draw(0)
     assert batches.shape == (5, 4) and all(len(set(b.tolist())) == 4 for b in batches)
     assert ((batches >= 0) & (batches < 10)).all()
@@ -467,7 +506,8 @@ def test_resumed_pretraining_matches_uninterrupted(brats_dir, tmp_path, capsys):
     assert "run folder: " in capsys.readouterr().out
     _assert_same_training(tmp_path / "full", tmp_path / "stopped-cli")
     assert json.loads((tmp_path / "stopped-cli" / "metrics.json").read_text())["losses"] == pytest.approx(
-        expected["losses"], rel=1e-12)
+        expected["losses"], rel=1e-12
+    )
 
 
 def test_ctrl_c_in_the_first_epoch_resumes_from_the_epoch_0_checkpoint(brats_dir, tmp_path, monkeypatch):
@@ -500,12 +540,16 @@ def test_the_two_optimisers_step_in_turn(brats_dir, tmp_path):
     def one_epoch(run, options):
         trainer = Trainer(_pretrain_config(brats_dir, options, epochs=1, steps_per_epoch=2), run, quiet=True)
         assert list(trainer.optimizers) == ["generator", "discriminator"]
-        assert all(g["betas"] == (0.5, 0.999) and g["lr"] == 2e-4 and g["weight_decay"] == 0.0
-                   for opt in trainer.optimizers.values() for g in opt.param_groups)
+        assert all(
+            g["betas"] == (0.5, 0.999) and g["lr"] == 2e-4 and g["weight_decay"] == 0.0
+            for opt in trainer.optimizers.values()
+            for g in opt.param_groups
+        )
         nets = {"generator": trainer.method.dsgan.generator, "discriminator": trainer.method.dsgan.dis}
         before = {name: {k: v.clone() for k, v in net.state_dict().items()} for name, net in nets.items()}
         order = []
         for name, opt in trainer.optimizers.items():
+
             def step(*args, _name=name, _step=opt.step, **kwargs):
                 order.append(_name)
                 return _step(*args, **kwargs)
@@ -513,8 +557,10 @@ def test_the_two_optimisers_step_in_turn(brats_dir, tmp_path):
             opt.step = step
         trainer.fit()
         trainer.close()
-        moved = {name: [k for k, p in net.named_parameters() if not torch.equal(p, before[name][k])]
-                 for name, net in nets.items()}
+        moved = {
+            name: [k for k, p in net.named_parameters() if not torch.equal(p, before[name][k])]
+            for name, net in nets.items()
+        }
         return trainer, order, moved, before
 
     # no GAN term: the discriminators' loss has no graph, so their optimiser never steps
@@ -561,12 +607,28 @@ def _earlier_loop_folder(path, brats_dir, epoch: int = 2, epochs: int = 2) -> di
                 t.add_(torch.rand_like(t))
     split = load_splits(tiny_config(brats_dir), progress=False)[0].split
     options = {k: v for k, v in dataclasses.asdict(MultiConDoSOptions()).items() if k not in ("betas", "samples")}
-    record = {"kind": KIND,
-              "config": {"data": str(brats_dir), "fmt": "auto", "modalities": None, "epochs": epochs,
-                         "steps_per_epoch": 1, "batch_size": 4, "lr": 2e-4, "betas": [0.5, 0.999], "seed": 0,
-                         "size": 32, "base_channels": 4, "samples": 2, "options": {}},
-              "modalities": MODS, "train_cases": split.train, "held_out_cases": sorted(split.val + split.test),
-              "options": options}
+    record = {
+        "kind": KIND,
+        "config": {
+            "data": str(brats_dir),
+            "fmt": "auto",
+            "modalities": None,
+            "epochs": epochs,
+            "steps_per_epoch": 1,
+            "batch_size": 4,
+            "lr": 2e-4,
+            "betas": [0.5, 0.999],
+            "seed": 0,
+            "size": 32,
+            "base_channels": 4,
+            "samples": 2,
+            "options": {},
+        },
+        "modalities": MODS,
+        "train_cases": split.train,
+        "held_out_cases": sorted(split.val + split.test),
+        "options": options,
+    }
     path.mkdir()
     (path / "config.json").write_text(json.dumps(record, indent=2))
     state = method.state_dict()
@@ -612,9 +674,30 @@ def test_a_pretraining_of_the_earlier_loop_still_serves_init(brats_dir, tmp_path
 
 def test_cli_pretrain_then_train_with_init(pretrain_run, brats_dir, tmp_path, capsys):
     run = tmp_path / "ft"
-    argv = ["train", "--method", "supervised", "--data", str(brats_dir), "--labeled", "0.4", "--epochs", "1",
-            "--steps-per-epoch", "1", "--batch-size", "2", "--base-channels", "4", "--size", "32",
-            "--init", str(pretrain_run), "--out", str(run), "--quiet"]
+    argv = [
+        "train",
+        "--method",
+        "supervised",
+        "--data",
+        str(brats_dir),
+        "--labeled",
+        "0.4",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--batch-size",
+        "2",
+        "--base-channels",
+        "4",
+        "--size",
+        "32",
+        "--init",
+        str(pretrain_run),
+        "--out",
+        str(run),
+        "--quiet",
+    ]
     assert main(argv) == 0
     assert "per-patient DSC" in capsys.readouterr().out
     record = json.loads((run / "config.json").read_text())
@@ -640,8 +723,25 @@ def _usage_error_line(capsys, argv) -> str:
 
 
 def _train_argv(data, init, *extra, method="supervised"):
-    return ["train", "--method", method, "--data", str(data), "--base-channels", "4", "--size", "32",
-            "--epochs", "1", "--steps-per-epoch", "1", "--init", str(init), "--quiet", *extra]
+    return [
+        "train",
+        "--method",
+        method,
+        "--data",
+        str(data),
+        "--base-channels",
+        "4",
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--init",
+        str(init),
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_init_errors_are_one_line(pretrain_run, brats_dir, tmp_path, capsys):
@@ -651,9 +751,31 @@ def test_init_errors_are_one_line(pretrain_run, brats_dir, tmp_path, capsys):
     assert "no config.json" in _one_error_line(capsys, _train_argv(brats_dir, tmp_path / "empty", *out))
     # a supervised training run is not a pre-training
     sup = tmp_path / "sup"
-    assert main(["train", "--method", "supervised", "--data", str(brats_dir), "--base-channels", "4", "--size",
-                 "32", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--out", str(sup),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "supervised",
+                "--data",
+                str(brats_dir),
+                "--base-channels",
+                "4",
+                "--size",
+                "32",
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "1",
+                "--batch-size",
+                "2",
+                "--out",
+                str(sup),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     err = _one_error_line(capsys, _train_argv(brats_dir, sup, *out))
     assert "'supervised' training run, not a multi-condos pre-training" in err
@@ -671,8 +793,9 @@ def test_init_errors_are_one_line(pretrain_run, brats_dir, tmp_path, capsys):
     (leaky / "config.json").write_text(json.dumps(record))
     assert "validation or test patient" in _one_error_line(capsys, _train_argv(brats_dir, leaky, *out))
     # --resume takes no --init
-    assert "--init cannot be changed on --resume" in _one_error_line(capsys, ["train", "--resume", str(sup), "--init",
-                                                                          str(pretrain_run)])
+    assert "--init cannot be changed on --resume" in _one_error_line(
+        capsys, ["train", "--resume", str(sup), "--init", str(pretrain_run)]
+    )
 
 
 def test_pretrain_errors_are_one_line(brats_dir, tmp_path, capsys):
@@ -687,11 +810,13 @@ def test_pretrain_errors_are_one_line(brats_dir, tmp_path, capsys):
     # the earlier `--set samples=2` is now an option; an epoch is at least one step
     assert "unknown config key 'samples'" in _one_error_line(capsys, with_method + ["--set", "samples=2"])
     assert "steps_per_epoch=0: must be >= 1" in _one_error_line(capsys, with_method + ["--steps-per-epoch", "0"])
-    assert "nowhere" in _one_error_line(capsys, ["pretrain", "--method", "multi-condos", "--data",
-                                                 str(tmp_path / "nowhere"), "--quiet"])
+    assert "nowhere" in _one_error_line(
+        capsys, ["pretrain", "--method", "multi-condos", "--data", str(tmp_path / "nowhere"), "--quiet"]
+    )
     assert "no checkpoint" in _one_error_line(capsys, ["pretrain", "--resume", str(tmp_path / "nothing")])
     assert "--epochs cannot be changed on --resume" in _one_error_line(
-        capsys, ["pretrain", "--resume", str(tmp_path / "nothing"), "--epochs", "3"])
+        capsys, ["pretrain", "--resume", str(tmp_path / "nothing"), "--epochs", "3"]
+    )
     assert not (tmp_path / "p").exists()
 
 
@@ -701,7 +826,17 @@ def test_pretraining_refuses_an_existing_run(pretrain_run, brats_dir, capsys):
         Trainer(_pretrain_config(brats_dir), pretrain_run, quiet=True)
     with pytest.raises(DataError, match="no checkpoint"):
         Trainer.resume(pretrain_run.parent / "missing", quiet=True)
-    argv = ["pretrain", "--data", str(brats_dir), "--base-channels", "4", "--size", "32", "--out", str(pretrain_run),
-            "--quiet"]
+    argv = [
+        "pretrain",
+        "--data",
+        str(brats_dir),
+        "--base-channels",
+        "4",
+        "--size",
+        "32",
+        "--out",
+        str(pretrain_run),
+        "--quiet",
+    ]
     assert "already has a run" in _one_error_line(capsys, argv)
     assert sorted(p.name for p in pretrain_run.iterdir()) == files

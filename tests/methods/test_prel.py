@@ -11,8 +11,7 @@ PREL = {"m": 1, "p": 1, "L1": 4, "r": 0.5, "high_modality": "flair"}
 
 
 def _config(brats_dir, **options):
-    return tiny_config(brats_dir, method="semi-cml-prel", epochs=6, unlabeled_batch_size=3,
-                       options={**PREL, **options})
+    return tiny_config(brats_dir, method="semi-cml-prel", epochs=6, unlabeled_batch_size=3, options={**PREL, **options})
 
 
 def test_bma_run_logs_pool_teacher_and_stages(brats_dir, tmp_path):

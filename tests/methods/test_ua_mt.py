@@ -88,15 +88,17 @@ def test_teacher_gets_no_gradient_from_the_masked_consistency():
 
 
 def test_step_is_sup_plus_weighted_masked_consistency_over_t_passes():
-    method = _method(noise_std=0.0, consistency=2.0, rampup_epochs=0.0, mc_passes=3,
-                     threshold_rampup_epochs=1000.0)
+    method = _method(noise_std=0.0, consistency=2.0, rampup_epochs=0.0, mc_passes=3, threshold_rampup_epochs=1000.0)
     for module in method.modules():
         if isinstance(module, nn.Dropout2d):
             module.p = 0.0  # every teacher pass identical: mu = the teacher's probability
     method.eval()
     g = torch.Generator().manual_seed(1)
-    batch = Batch(torch.randn(2, 2, 16, 16, generator=g), (torch.rand(2, 1, 16, 16, generator=g) > 0.7).float(),
-                  torch.randn(2, 2, 16, 16, generator=g))
+    batch = Batch(
+        torch.randn(2, 2, 16, 16, generator=g),
+        (torch.rand(2, 1, 16, 16, generator=g) > 0.7).float(),
+        torch.randn(2, 2, 16, 16, generator=g),
+    )
     torch.manual_seed(2)
     with torch.no_grad():
         for i, s in enumerate(method.streams()):
@@ -115,8 +117,9 @@ def test_step_is_sup_plus_weighted_masked_consistency_over_t_passes():
     for i, m in enumerate(MODS):
         x = torch.cat([batch.x_l, batch.x_u])[:, i : i + 1]
         with torch.no_grad():
-            cons, count = _literal_masked_mse(torch.sigmoid(method.nets[m](x)), torch.sigmoid(method.teachers[m](x)),
-                                               threshold)
+            cons, count = _literal_masked_mse(
+                torch.sigmoid(method.nets[m](x)), torch.sigmoid(method.teachers[m](x)), threshold
+            )
             sup = float(supervised_loss(method.nets[m](batch.x_l[:, i : i + 1]), batch.y_l))
         assert 0 < count < x.numel()
         assert float(losses[f"certain_{m}"]) == pytest.approx(count / x.numel())
@@ -125,7 +128,9 @@ def test_step_is_sup_plus_weighted_masked_consistency_over_t_passes():
     assert float(losses["loss"]) == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize(("input_", "rows"), [("single", {"t1", "flair"}), ("both", {"fused", "t1 only", "flair only"})])
+@pytest.mark.parametrize(
+    ("input_", "rows"), [("single", {"t1", "flair"}), ("both", {"fused", "t1 only", "flair only"})]
+)
 def test_tiny_run_end_to_end(brats_dir, tmp_path, input_, rows):
     config = tiny_config(brats_dir, method="ua-mt", unlabeled_batch_size=2, options={"input": input_, "mc_passes": 2})
     trainer = Trainer(config, tmp_path / input_, quiet=True)
@@ -143,14 +148,16 @@ def test_tiny_run_end_to_end(brats_dir, tmp_path, input_, rows):
         assert math.isfinite(row["dsc"]) and math.isfinite(row["sens"])
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"input": "mm"}, "unknown input 'mm'; choose one of: single, both"),
-    ({"mc_passes": 0}, "mc_passes=0: must be >= 1"),
-    ({"threshold_start": 1.5}, "threshold_start=1.5"),
-    ({"T": 8}, "has no option 'T'"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"input": "mm"}, "unknown input 'mm'; choose one of: single, both"),
+        ({"mc_passes": 0}, "mc_passes=0: must be >= 1"),
+        ({"threshold_start": 1.5}, "threshold_start=1.5"),
+        ({"T": 8}, "has no option 'T'"),
+    ],
+)
 def test_bad_options_are_one_line_config_errors(options, message):
     with pytest.raises(ConfigError, match=message) as info:
         _method(**options)
     assert "\n" not in str(info.value)
-

@@ -118,8 +118,11 @@ def test_both_encoders_keys_with_or_without_a_prefix():
 def test_bad_encoder_state_dicts_are_one_line_errors():
     net = _net()
     wider = _net(base_channels=8).encoders[0].state_dict()
-    with pytest.raises(ConfigError, match=r"'w.pt': levels.0.block.0.weight has shape \(8, 1, 3, 3\) but the "
-                                          r"encoder needs \(4, 1, 3, 3\)") as err:
+    with pytest.raises(
+        ConfigError,
+        match=r"'w.pt': levels.0.block.0.weight has shape \(8, 1, 3, 3\) but the "
+        r"encoder needs \(4, 1, 3, 3\)",
+    ) as err:
         net.load_encoder_state(wider, "'w.pt'")
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="not a state dict of the CMC encoders") as err:

@@ -97,17 +97,33 @@ def test_table_i_output_shapes():
     f, h = 4, 32
     net = DomainSharingGenerator(DOMAINS, base_channels=f).branches["t1"]
     seen = {}
-    modules = {"input": net.encoder.levels[0], "down1": net.encoder.levels[1], "down2": net.encoder.levels[2],
-               "down3": net.encoder.levels[3], "down4": net.encoder.levels[4], "up1": net.decoder.blocks[0],
-               "up2": net.decoder.blocks[1], "up3": net.decoder.blocks[2], "up4": net.decoder.blocks[3],
-               "output": net.decoder.head}
+    modules = {
+        "input": net.encoder.levels[0],
+        "down1": net.encoder.levels[1],
+        "down2": net.encoder.levels[2],
+        "down3": net.encoder.levels[3],
+        "down4": net.encoder.levels[4],
+        "up1": net.decoder.blocks[0],
+        "up2": net.decoder.blocks[1],
+        "up3": net.decoder.blocks[2],
+        "up4": net.decoder.blocks[3],
+        "output": net.decoder.head,
+    }
     for name, module in modules.items():
         module.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, tuple(o.shape[1:])))
     net(torch.randn(1, 1, h, h))
-    assert seen == {"input": (f, h, h), "down1": (2 * f, h // 2, h // 2), "down2": (4 * f, h // 4, h // 4),
-                    "down3": (8 * f, h // 8, h // 8), "down4": (16 * f, h // 16, h // 16),
-                    "up1": (8 * f, h // 8, h // 8), "up2": (4 * f, h // 4, h // 4), "up3": (2 * f, h // 2, h // 2),
-                    "up4": (f, h, h), "output": (1, h, h)}
+    assert seen == {
+        "input": (f, h, h),
+        "down1": (2 * f, h // 2, h // 2),
+        "down2": (4 * f, h // 4, h // 4),
+        "down3": (8 * f, h // 8, h // 8),
+        "down4": (16 * f, h // 16, h // 16),
+        "up1": (8 * f, h // 8, h // 8),
+        "up2": (4 * f, h // 4, h // 4),
+        "up3": (2 * f, h // 2, h // 2),
+        "up4": (f, h, h),
+        "output": (1, h, h),
+    }
 
 
 def test_paper_sizes_are_one_parameter_away():

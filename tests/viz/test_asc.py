@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from workbench.events import EventLog
-from workbench.viz.asc import (asc_explorer, asc_heatmap, colour_range, epoch_title, positive_mask,
-                               predicted_tumour, tumour_note)
+from workbench.viz.asc import (
+    asc_explorer,
+    asc_heatmap,
+    colour_range,
+    epoch_title,
+    positive_mask,
+    predicted_tumour,
+    tumour_note,
+)
 
 
 def _matrix(n=6, low=0.41, high=0.44):
@@ -48,8 +55,10 @@ def test_tumour_note_says_when_the_logged_predictions_hold_no_tumour():
     assert tumour_note([0, 4, 0, 1]).startswith("2 of the 4 logged predictions hold no tumour")
     assert epoch_title(2) == "ASC Dice-similarity matrix, epoch 2"
     assert epoch_title(2, [1, 1]) == "ASC Dice-similarity matrix, epoch 2"
-    assert epoch_title(2, [0, 0]) == ("ASC Dice-similarity matrix, epoch 2<br><sup>the logged slices' predictions "
-                                      "hold no tumour (no pixel with p > 0.5)</sup>")
+    assert epoch_title(2, [0, 0]) == (
+        "ASC Dice-similarity matrix, epoch 2<br><sup>the logged slices' predictions "
+        "hold no tumour (no pixel with p > 0.5)</sup>"
+    )
     fig = asc_heatmap(_matrix(4), foreground=[0, 0, 0, 0])
     assert "hold no tumour" in fig.layout.title.text
     assert fig.data[0].customdata[0][2] == "0 / 0" and "predicted tumour px" in fig.data[0].hovertemplate
@@ -62,10 +71,22 @@ def logged_run(tmp_path):
     epoch 3 logged before the field existed."""
     log = EventLog(tmp_path / "events.jsonl")
     log.write("run_start", epoch=0, modalities=["t1", "flair"])
-    log.write("asc_matrix", epoch=1, matrix=_matrix(4, 0.01, 0.02).tolist(), k=2,
-              predicted_tumour_pixels=[0, 0, 0, 0], slice_pixels=1024)
-    log.write("asc_matrix", epoch=2, matrix=_matrix(4, 0.3, 0.8).tolist(), k=2,
-              predicted_tumour_pixels=[12, 30, 9, 25], slice_pixels=1024)
+    log.write(
+        "asc_matrix",
+        epoch=1,
+        matrix=_matrix(4, 0.01, 0.02).tolist(),
+        k=2,
+        predicted_tumour_pixels=[0, 0, 0, 0],
+        slice_pixels=1024,
+    )
+    log.write(
+        "asc_matrix",
+        epoch=2,
+        matrix=_matrix(4, 0.3, 0.8).tolist(),
+        k=2,
+        predicted_tumour_pixels=[12, 30, 9, 25],
+        slice_pixels=1024,
+    )
     log.write("asc_matrix", epoch=3, matrix=_matrix(4, 0.4, 0.9).tolist(), k=2)
     log.close()
     return tmp_path
@@ -83,4 +104,3 @@ def test_explorer_rescales_and_retitles_per_epoch(logged_run):
     assert figure.data[0].customdata[1][0] == "30 / 12"
     slider.value = 3  # no counts logged: no note, no tumour hover
     assert figure.layout.title.text == epoch_title(3) and figure.data[0].customdata is None
-

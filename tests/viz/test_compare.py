@@ -29,11 +29,20 @@ def _fake_run(path, seed, dsc_by_modality, val=None):
 @pytest.fixture
 def runs(tmp_path):
     return {
-        "sup": [_fake_run(tmp_path / "sup-s0", 0, {"t1": [0.2, 0.4], "flair": [0.8, 0.8]},
-                          val=[{"t1": 0.1, "flair": 0.5}, {"t1": 0.3, "flair": 0.8}])],
-        "semi": [_fake_run(tmp_path / "semi-s0", 0, {"t1": [0.5, 0.7], "flair": [0.9, 0.7]},
-                           val=[{"t1": 0.2, "flair": 0.6}]),
-                 _fake_run(tmp_path / "semi-s1", 1, {"t1": [0.3, 0.3], "flair": [0.8, 0.8]})],
+        "sup": [
+            _fake_run(
+                tmp_path / "sup-s0",
+                0,
+                {"t1": [0.2, 0.4], "flair": [0.8, 0.8]},
+                val=[{"t1": 0.1, "flair": 0.5}, {"t1": 0.3, "flair": 0.8}],
+            )
+        ],
+        "semi": [
+            _fake_run(
+                tmp_path / "semi-s0", 0, {"t1": [0.5, 0.7], "flair": [0.9, 0.7]}, val=[{"t1": 0.2, "flair": 0.6}]
+            ),
+            _fake_run(tmp_path / "semi-s1", 1, {"t1": [0.3, 0.3], "flair": [0.8, 0.8]}),
+        ],
     }
 
 
@@ -89,8 +98,10 @@ def test_a_method_has_one_colour_in_the_bar_plot_and_the_curves(runs):
 
     rows = collect_runs(runs)
     bars = plot_methods_dsc(rows).axes[0]
-    bar_colour = {tick.get_text(): to_hex(patch.get_facecolor(), keep_alpha=False)
-                  for tick, patch in zip(bars.get_xticklabels(), bars.patches)}
+    bar_colour = {
+        tick.get_text(): to_hex(patch.get_facecolor(), keep_alpha=False)
+        for tick, patch in zip(bars.get_xticklabels(), bars.patches)
+    }
     curves = plot_val_curves({label: dirs[0] for label, dirs in runs.items()}).axes[0]
     line_colour = {line.get_label(): to_hex(line.get_color()) for line in curves.lines}
     assert bar_colour == line_colour == method_colours(["sup", "semi"])

@@ -14,8 +14,13 @@ def _run(tmp_path, on="val", test_curve=False):
         val = {"epoch": epoch, "step": epoch * 2, "dsc": {"t1": 0.1 * epoch, "flair": 0.2 * epoch}}
         log.write("val", **val, **({"on": on} if on else {}))
         if test_curve:
-            log.write("test_curve", epoch=epoch, step=epoch * 2, dsc={"t1": 0.05 * epoch, "flair": 0.15 * epoch},
-                      note="test (not used in training)")
+            log.write(
+                "test_curve",
+                epoch=epoch,
+                step=epoch * 2,
+                dsc={"t1": 0.05 * epoch, "flair": 0.15 * epoch},
+                note="test (not used in training)",
+            )
     log.close()
     return tmp_path
 
@@ -27,8 +32,15 @@ def test_curves_plot_every_loss_where_it_exists(tmp_path):
     plt.close(fig)
 
 
-@pytest.mark.parametrize("on, words", [("val", "validation DSC"), ("train", "training-accuracy"),
-                                       ("test", "test feedback (paper protocol)"), (None, "earlier protocol")])
+@pytest.mark.parametrize(
+    "on, words",
+    [
+        ("val", "validation DSC"),
+        ("train", "training-accuracy"),
+        ("test", "test feedback (paper protocol)"),
+        (None, "earlier protocol"),
+    ],
+)
 def test_the_dsc_panel_says_what_steered_training(tmp_path, on, words):
     run = _run(tmp_path, on=on)
     assert words in steering_label(run)
@@ -40,6 +52,8 @@ def test_the_dsc_panel_says_what_steered_training(tmp_path, on, words):
 def test_test_curve_is_dashed_and_labelled_not_used_in_training(tmp_path):
     fig = plot_training_curves(_run(tmp_path, test_curve=True))
     dashed = [line for line in fig.axes[1].lines if line.get_linestyle() == "--"]
-    assert sorted(line.get_label() for line in dashed) == ["flair: test (not used in training)",
-                                                            "t1: test (not used in training)"]
+    assert sorted(line.get_label() for line in dashed) == [
+        "flair: test (not used in training)",
+        "t1: test (not used in training)",
+    ]
     plt.close(fig)

@@ -18,7 +18,9 @@ def _browser() -> str | None:
         return None
 
 
-needs_browser = pytest.mark.skipif(_browser() is None, reason="no Chrome/Chromium for kaleido (apt-get install chromium)")
+needs_browser = pytest.mark.skipif(
+    _browser() is None, reason="no Chrome/Chromium for kaleido (apt-get install chromium)"
+)
 
 
 def _matrix(n=6, seed=0):
@@ -114,7 +116,8 @@ def test_no_chromium_gives_html_and_one_warning(tmp_path, monkeypatch, fresh_bac
     assert len(caught) == 1
     assert str(caught[0].message) == (
         "no PNG for asc.png (RuntimeError: no Chrome/Chromium found (Debian: apt-get install chromium)); "
-        "wrote asc.html only")
+        "wrote asc.html only"
+    )
     assert path == tmp_path / "asc.html" and path.is_file() and not (tmp_path / "asc.png").exists()
     with pytest.warns(FigureExportWarning, match="no Chrome/Chromium found"):  # not retried, same reason
         save_figure(asc_heatmap(_matrix()), tmp_path / "again")

@@ -53,8 +53,9 @@ def test_slice_vector_is_the_pooled_layer_of_a_direct_forward_pass(runs):
     assert trainer.method.training  # extraction ran in eval mode, then put the mode back
     row = fs.points.iloc[-1]  # a flair row
     labeled = trainer.splits.train_labeled
-    i = next(k for k, (p, s) in enumerate(zip(labeled.case_ids, labeled.slice_index))
-             if p == row.patient and s == row.slice)
+    i = next(
+        k for k, (p, s) in enumerate(zip(labeled.case_ids, labeled.slice_index)) if p == row.patient and s == row.slice
+    )
     trainer.method.eval()
     with torch.no_grad():
         _, maps = trainer.method.nets[row.modality].forward_with_features(labeled.images[i : i + 1, 1:2])
@@ -120,8 +121,12 @@ def test_scatter_traces_and_hover(runs):
 
 
 def test_compare_runs_has_one_panel_per_run_and_a_shared_legend(runs):
-    fig = compare_runs_tsne({"supervised": runs["supervised"], "semi-cml": runs["semi-cml"]}, colour_by="source",
-                            sample=SAMPLE, progress=False)
+    fig = compare_runs_tsne(
+        {"supervised": runs["supervised"], "semi-cml": runs["semi-cml"]},
+        colour_by="source",
+        sample=SAMPLE,
+        progress=False,
+    )
     assert [a.text for a in fig.layout.annotations] == ["supervised", "semi-cml"]
     assert {t.xaxis for t in fig.data} == {"x", "x2"}
     assert [t.name for t in fig.data if t.showlegend] == ["labeled", "unlabeled", "test"]

@@ -32,8 +32,9 @@ def supervised_run(brats_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def prel_run(brats_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("napari") / "prel"
-    config = tiny_config(brats_dir, method="semi-cml-prel", epochs=2, steps_per_epoch=1, unlabeled_batch_size=3,
-                         options=PREL)
+    config = tiny_config(
+        brats_dir, method="semi-cml-prel", epochs=2, steps_per_epoch=1, unlabeled_batch_size=3, options=PREL
+    )
     trainer = Trainer(config, run, quiet=True)
     trainer.fit()
     trainer.close()
@@ -49,8 +50,17 @@ def test_layers_match_the_volume_and_the_predictions(supervised_run):
     volume = trainer.splits.test[-1]
     layers = overlay_layers(run, volume.case_id, errors=True)
     names = [kwargs["name"] for _, kwargs, _ in layers]
-    assert names == ["t1 image", "flair image", "t1 prediction", "flair prediction", "t1 FP / FN", "flair FP / FN",
-                     "ground truth", "ground truth (flair)", "captions"]
+    assert names == [
+        "t1 image",
+        "flair image",
+        "t1 prediction",
+        "flair prediction",
+        "t1 FP / FN",
+        "flair FP / FN",
+        "ground truth",
+        "ground truth (flair)",
+        "captions",
+    ]
     truth = volume.label[:, 0].numpy() > 0.5
     probs = predict_volume(trainer.method, volume, trainer.device)
     shift = (truth.shape[1] + 4) * volume.spacing[1]  # flair's panel is right of t1's, 4 voxels apart
@@ -87,8 +97,14 @@ def test_layers_match_the_volume_and_the_predictions(supervised_run):
 def test_overlay_layout_stacks_the_modalities(supervised_run):
     run, _ = supervised_run
     layers = overlay_layers(run, side_by_side=False)
-    assert [k["name"] for _, k, _ in layers] == ["t1 image", "flair image", "t1 prediction", "flair prediction",
-                                                 "ground truth", "captions"]
+    assert [k["name"] for _, k, _ in layers] == [
+        "t1 image",
+        "flair image",
+        "t1 prediction",
+        "flair prediction",
+        "ground truth",
+        "captions",
+    ]
     assert all(k["translate"] == (0, 0, 0) for _, k, _ in layers[:-1])
     assert [k["visible"] for _, k, _ in layers[:2]] == [True, False]  # tick flair to switch
 

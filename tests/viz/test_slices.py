@@ -24,7 +24,7 @@ def volume(case_id: str, depth: int, areas: list[int], seed: int) -> Volume:
     images[:, :, 0, :] = 0  # background
     label = torch.zeros(depth, 1, 8, 8)
     for z, area in enumerate(areas):
-        side = int(area ** 0.5)
+        side = int(area**0.5)
         label[z, 0, 2 : 2 + side, 2 : 2 + side] = 1
     return Volume(case_id, images, label, (2.0, 1.0, 1.0))
 
@@ -129,7 +129,8 @@ def test_plot_overlay_slice_draws_the_layers_of_one_slice(run_with_two_test_pati
         prediction = axes[0, j].images[1]
         np.testing.assert_array_equal(np.ma.filled(prediction.get_array(), 0), named[f"{m} prediction"][z].T)
         assert prediction.get_cmap()(1.0)[:3] == pytest.approx(
-            tuple(int(COLOURS["prediction"][j][k : k + 2], 16) / 255 for k in (1, 3, 5)))
+            tuple(int(COLOURS["prediction"][j][k : k + 2], 16) / 255 for k in (1, 3, 5))
+        )
         errors = axes[1, j].images[1]
         np.testing.assert_array_equal(np.ma.filled(errors.get_array(), 0), named[f"{m} FP / FN"][z].T)
         assert "3D DSC of this patient" in axes[0, j].get_title()
@@ -167,8 +168,9 @@ def test_overlay_explorer_scrubs_and_switches_test_patients(run_with_two_test_pa
     assert computed == [second]
     named = {kwargs["name"]: data for data, kwargs, _ in original(run, second, errors=True)}
     assert box.slider.value == largest(named["ground truth"])
-    np.testing.assert_array_equal(np.ma.filled(box.figure.axes[0].images[1].get_array(), 0),
-                                  named["t1 prediction"][box.slider.value].T)
+    np.testing.assert_array_equal(
+        np.ma.filled(box.figure.axes[0].images[1].get_array(), 0), named["t1 prediction"][box.slider.value].T
+    )
     assert box.figure.get_suptitle().startswith(second)
     box.patient.value = first  # cached: not predicted again
     assert computed == [second]

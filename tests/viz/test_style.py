@@ -21,21 +21,38 @@ def test_method_colours_follow_first_appearance_and_keep_given_ones():
     assert colours["a"] != colours["c"]
 
 
-@pytest.mark.parametrize("counts, label", [
-    ([1, 1], "DSC (1 seed, no error bar)"),
-    ([], "DSC (1 seed, no error bar)"),
-    ([3, 3], "DSC (mean over 3 seeds ± sample std)"),
-    ([1, 3], "DSC (mean over 1-3 seeds; ± sample std where > 1)"),
-])
+@pytest.mark.parametrize(
+    "counts, label",
+    [
+        ([1, 1], "DSC (1 seed, no error bar)"),
+        ([], "DSC (1 seed, no error bar)"),
+        ([3, 3], "DSC (mean over 3 seeds ± sample std)"),
+        ([1, 3], "DSC (mean over 1-3 seeds; ± sample std where > 1)"),
+    ],
+)
 def test_spread_label_says_how_many_seeds(counts, label):
     assert spread_label("DSC", counts) == label
 
 
 def _rows(seeds, fractions=(0.05, 0.1)):
-    return pd.DataFrame([{"dataset": "brats", "method": method, "labeled": f, "seed": s, "modality": m,
-                          "case_id": "a", "dsc": base + f + 0.1 * s, "sens": 0.5}
-                         for method, base in [("Sup", 0.2), ("Semi-CML", 0.4)] for f in fractions
-                         for s in seeds for m in ("t1", "flair")])
+    return pd.DataFrame(
+        [
+            {
+                "dataset": "brats",
+                "method": method,
+                "labeled": f,
+                "seed": s,
+                "modality": m,
+                "case_id": "a",
+                "dsc": base + f + 0.1 * s,
+                "sens": 0.5,
+            }
+            for method, base in [("Sup", 0.2), ("Semi-CML", 0.4)]
+            for f in fractions
+            for s in seeds
+            for m in ("t1", "flair")
+        ]
+    )
 
 
 def _error_bars(ax):
@@ -75,7 +92,8 @@ def test_curves_and_bars_of_notebook_09_share_the_method_colours():
     lines = plot_dsc_vs_labeled(rows, "brats").axes[0]
     line_colour = {line.get_label(): to_hex(line.get_color()) for line in lines.lines if line.get_marker() == "o"}
     bars = plot_methods_dsc(rows[rows["labeled"] == 0.1]).axes[0]
-    bar_colour = {t.get_text(): to_hex(p.get_facecolor(), keep_alpha=False)
-                  for t, p in zip(bars.get_xticklabels(), bars.patches)}
+    bar_colour = {
+        t.get_text(): to_hex(p.get_facecolor(), keep_alpha=False) for t, p in zip(bars.get_xticklabels(), bars.patches)
+    }
     assert line_colour == bar_colour == method_colours(["Sup", "Semi-CML"])
     plt.close("all")

@@ -14,8 +14,10 @@ def _samples(run, epochs=(1, 2, 3)):
     (run / "samples").mkdir(parents=True)
     rng = np.random.default_rng(0)
     for epoch in epochs:
-        arrays = {name: rng.normal(size=(2, 8, 8)).astype(np.float32) + epoch
-                  for name in ("t1", "flair", "t1_to_flair", "t1_to_flair_to_t1", "flair_to_t1", "flair_to_t1_to_flair")}
+        arrays = {
+            name: rng.normal(size=(2, 8, 8)).astype(np.float32) + epoch
+            for name in ("t1", "flair", "t1_to_flair", "t1_to_flair_to_t1", "flair_to_t1", "flair_to_t1_to_flair")
+        }
         np.savez(run / "samples" / f"epoch_{epoch:04d}.npz", **arrays)
     return run
 

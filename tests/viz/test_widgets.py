@@ -54,8 +54,13 @@ def test_asc_explorer_slider_redraws_heatmap_and_title(semi_cml_run):
         assert (figure.data[0].zmin, figure.data[0].zmax) == colour_range(matrices[epoch])
     # the positive-pair outlines do not move with the epoch
     assert list(zip(figure.data[1].x, figure.data[1].y)) == [
-        (f"{b} #1", f"{a} #1"), (f"{b} #2", f"{a} #2"), (f"{b} #3", f"{a} #3"),
-        (f"{a} #1", f"{b} #1"), (f"{a} #2", f"{b} #2"), (f"{a} #3", f"{b} #3")]
+        (f"{b} #1", f"{a} #1"),
+        (f"{b} #2", f"{a} #2"),
+        (f"{b} #3", f"{a} #3"),
+        (f"{a} #1", f"{b} #1"),
+        (f"{a} #2", f"{b} #2"),
+        (f"{a} #3", f"{b} #3"),
+    ]
 
 
 def test_asc_explorer_without_asc_events_says_what_to_train(tmp_path):
@@ -143,6 +148,7 @@ def test_bma_explorer_slider_redraws_pool_and_title(bma_run):
 
 # ------------------------------------------------------------------ generic pieces
 
+
 def test_switcher_builds_each_view_once_and_swaps_it_in():
     from workbench.viz.widgets import switcher
 
@@ -170,8 +176,17 @@ def per_patient_rows():
     for method, base in (("sup", 0.3), ("mt", 0.5), ("prel", 0.7)):
         for modality, shift in (("t1", 0.0), ("flair", 0.2)):
             for patient in range(2):
-                rows.append({"method": method, "seed": 0, "modality": modality, "case_id": f"P{patient}",
-                             "dsc": base + shift + 0.01 * patient, "sens": 0.5, "hd95": 3.0})
+                rows.append(
+                    {
+                        "method": method,
+                        "seed": 0,
+                        "modality": modality,
+                        "case_id": f"P{patient}",
+                        "dsc": base + shift + 0.01 * patient,
+                        "sens": 0.5,
+                        "hd95": 3.0,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -212,6 +227,7 @@ def test_methods_explorer_redraws_table_and_plot_for_the_chosen_methods():
 
 
 # ------------------------------------------------------------------ BMA vs EMA vs Base
+
 
 @pytest.fixture
 def teacher_runs(bma_run, tmp_path_factory):

@@ -48,6 +48,10 @@ it is more often a wrong file.
 
 Arrays come back with positive strides, in C or Fortran memory order (NIfTI data is
 stored Fortran-ordered and is not transposed in memory).
+
+Why one long module: every layout's reader shares the same checks (file names, shapes,
+grids, label coverage, orientation) and their one-line errors; split, each reader would
+import the others' checks.
 """
 
 from __future__ import annotations
@@ -352,8 +356,7 @@ def _check_dtype(img: nib.Nifti1Image, path: Path, what: str) -> None:
     if dtype.kind not in "iuf":
         raise _error(
             path,
-            f"{what} has unsupported voxel data type {dtype} "
-            "(expected integer or real floating point)",
+            f"{what} has unsupported voxel data type {dtype} (expected integer or real floating point)",
         )
 
 
@@ -378,8 +381,9 @@ def _check_affine(img: nib.Nifti1Image, path: Path, what: str) -> np.ndarray:
         raise _error(path, f"{what} has a singular affine (zero voxel size or degenerate axes)")
     if np.isnan(nib.orientations.io_orientation(affine)).any():
         sizes = ", ".join(f"{v:.3g}" for v in _spacing(affine))
-        raise _error(path, f"{what} has a degenerate affine (voxel sizes {sizes} mm): its axes cannot be "
-                           "matched to the RAS axes")
+        raise _error(
+            path, f"{what} has a degenerate affine (voxel sizes {sizes} mm): its axes cannot be matched to the RAS axes"
+        )
     return affine
 
 
@@ -466,8 +470,7 @@ def _load_label(path: Path, allowed: frozenset[int] | None) -> _Volume:
             bad = [int(v) for v in np.unique(label[outside])]
             raise _error(
                 path,
-                f"label has unexpected values {_short_list(bad)} "
-                f"(allowed: {_short_list(sorted(allowed))})",
+                f"label has unexpected values {_short_list(bad)} (allowed: {_short_list(sorted(allowed))})",
             )
     if not np.any(label):
         _LOG.warning("%s: label has no foreground voxels (an empty segmentation); the case is kept", path)
@@ -485,8 +488,7 @@ def _same_grid(vol: _Volume, ref: _Volume) -> bool:
 def _world_bounds(shape: Sequence[int], affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Axis-aligned world bounding box of a grid (voxel edges, not centres)."""
     corners = np.array(
-        [[i, j, k] for i in (-0.5, shape[0] - 0.5) for j in (-0.5, shape[1] - 0.5)
-         for k in (-0.5, shape[2] - 0.5)]
+        [[i, j, k] for i in (-0.5, shape[0] - 0.5) for j in (-0.5, shape[1] - 0.5) for k in (-0.5, shape[2] - 0.5)]
     )
     world = corners @ affine[:3, :3].T + affine[:3, 3]
     return world.min(axis=0), world.max(axis=0)
@@ -500,8 +502,10 @@ def _overlaps(vol: _Volume, ref: _Volume) -> bool:
 
 def _maps_inside(vox: np.ndarray, ref_shape: Sequence[int], src_shape: Sequence[int]) -> bool:
     """Whether every reference voxel centre maps inside the source's voxel-centre box."""
-    corners = np.array([[i, j, k] for i in (0, ref_shape[0] - 1) for j in (0, ref_shape[1] - 1)
-                        for k in (0, ref_shape[2] - 1)], dtype=np.float64)
+    corners = np.array(
+        [[i, j, k] for i in (0, ref_shape[0] - 1) for j in (0, ref_shape[1] - 1) for k in (0, ref_shape[2] - 1)],
+        dtype=np.float64,
+    )
     src = corners @ vox[:3, :3].T + vox[:3, 3]
     return bool(np.all(src >= -1e-6) and np.all(src <= np.asarray(src_shape) - 1 + 1e-6))
 
@@ -517,13 +521,15 @@ def _coverage(vol: _Volume, ref: _Volume) -> float:
     if np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-9):
         matrix = np.diag(matrix)
     ones = np.ones(vol.shape, dtype=np.uint8)
-    inside = ndimage.affine_transform(ones, matrix, offset=offset, output_shape=ref.shape,
-                                      order=0, mode="grid-constant", prefilter=False)
+    inside = ndimage.affine_transform(
+        ones, matrix, offset=offset, output_shape=ref.shape, order=0, mode="grid-constant", prefilter=False
+    )
     return int(np.count_nonzero(inside)) / inside.size
 
 
-def _resample(data: np.ndarray, src_affine: np.ndarray, ref_affine: np.ndarray,
-              ref_shape: tuple[int, ...], order: int) -> np.ndarray:
+def _resample(
+    data: np.ndarray, src_affine: np.ndarray, ref_affine: np.ndarray, ref_shape: tuple[int, ...], order: int
+) -> np.ndarray:
     """Resample ``data`` onto a reference grid through the affines.
 
     Reference voxels whose centre falls inside the physical extent of the source grid
@@ -545,8 +551,9 @@ def _resample(data: np.ndarray, src_affine: np.ndarray, ref_affine: np.ndarray,
     return out
 
 
-def _onto_reference(vol: _Volume, ref: _Volume, what: str, order: int, warn: bool,
-                    min_coverage: float | None = None) -> np.ndarray:
+def _onto_reference(
+    vol: _Volume, ref: _Volume, what: str, order: int, warn: bool, min_coverage: float | None = None
+) -> np.ndarray:
     """Bring a volume onto the reference grid, resampling only when needed.
 
     With ``min_coverage`` (labels: :data:`LABEL_MIN_COVERAGE`), a volume on another grid
@@ -558,8 +565,7 @@ def _onto_reference(vol: _Volume, ref: _Volume, what: str, order: int, warn: boo
     if not _overlaps(vol, ref):
         raise _error(
             vol.path,
-            f"{what} grid has no physical overlap with the reference grid of {ref.path.name}; "
-            "cannot resample it",
+            f"{what} grid has no physical overlap with the reference grid of {ref.path.name}; cannot resample it",
         )
     if min_coverage is not None:
         covered = _coverage(vol, ref)
@@ -572,8 +578,7 @@ def _onto_reference(vol: _Volume, ref: _Volume, what: str, order: int, warn: boo
                 f"(at least {100 * min_coverage:g}% of its voxels)",
             )
     if warn:
-        _LOG.warning("%s: %s grid differs from %s; resampling it onto that grid",
-                     vol.path, what, ref.path.name)
+        _LOG.warning("%s: %s grid differs from %s; resampling it onto that grid", vol.path, what, ref.path.name)
     out = _resample(vol.data, vol.affine, ref.affine, ref.shape, order)
     if not np.any(out) and np.any(vol.data):
         raise _error(
@@ -610,16 +615,16 @@ def load_case_files(files: CaseFiles, require_label: bool = True) -> Case:
     vols = {m: _load_image(p, m) for m, p in files.images.items()}
     ref = vols[files.reference]
     images = {
-        m: _onto_reference(v, ref, f"{m} image", order=1,
-                           warn=files.shared_grid).astype(np.float32, copy=False)
+        m: _onto_reference(v, ref, f"{m} image", order=1, warn=files.shared_grid).astype(np.float32, copy=False)
         for m, v in vols.items()
     }
     paths: dict[str, Path] = dict(files.images)
     label = None
     if require_label or os.path.lexists(files.label):
         lab = _load_label(files.label, files.label_values)
-        label = _onto_reference(lab, ref, "label", order=0, warn=True,
-                                min_coverage=LABEL_MIN_COVERAGE).astype(np.uint8, copy=False)
+        label = _onto_reference(lab, ref, "label", order=0, warn=True, min_coverage=LABEL_MIN_COVERAGE).astype(
+            np.uint8, copy=False
+        )
         paths[_LABEL] = files.label
     return Case(
         case_id=files.case_id,
@@ -653,9 +658,7 @@ def _resolve_modalities(fmt: str, modalities: Sequence[str] | str | None) -> tup
         if not isinstance(m, str) or not m:
             raise ConfigError(f"modalities: {m!r} is not a modality name")
         if fmt in defaults and m not in defaults[fmt]:
-            raise ConfigError(
-                f"modalities: unknown {fmt} modality {m!r}; choices: {', '.join(defaults[fmt])}"
-            )
+            raise ConfigError(f"modalities: unknown {fmt} modality {m!r}; choices: {', '.join(defaults[fmt])}")
         if fmt == "generic" and (m.lower() in _GENERIC_LABEL_STEMS or re.search(r"[\\/]", m)):
             raise ConfigError(f"modalities: {m!r} cannot be a generic modality file name")
     return mods
@@ -683,22 +686,20 @@ def _pick(candidates: list[tuple[str, Path]], case_id: str, what: str, expected:
     if len(candidates) > 1:
         if len(own) != 1:
             a, b = candidates[0][1], candidates[1][1]
-            raise _error(
-                a, f"duplicate case id {case_id!r}: two {what} files (also {b.name})"
-            )
+            raise _error(a, f"duplicate case id {case_id!r}: two {what} files (also {b.name})")
         candidates = own
     prefix, path = candidates[0]
     if not own:
         raise _error(
             path,
-            f"{what} file of case {prefix!r} in the folder of case {case_id!r} "
-            f"(expected {expected.name})",
+            f"{what} file of case {prefix!r} in the folder of case {case_id!r} (expected {expected.name})",
         )
     return path
 
 
-def _match_folder(folder: Path, names: list[str], pattern: re.Pattern[str],
-                  tags: dict[str, str]) -> dict[str, list[tuple[str, Path]]]:
+def _match_folder(
+    folder: Path, names: list[str], pattern: re.Pattern[str], tags: dict[str, str]
+) -> dict[str, list[tuple[str, Path]]]:
     """Group a folder's NIfTI files by role: role -> [(prefix, path)]."""
     groups: dict[str, list[tuple[str, Path]]] = {}
     for name in names:
@@ -737,8 +738,7 @@ def _brats_case_files(folder: Path, names: list[str], modalities: tuple[str, ...
     expected = _BRATS_EXPECTED[year]
 
     def locate(role: str) -> Path:
-        return _pick(groups.get(role, []), case_id, role,
-                     folder / f"{case_id}{expected[role]}.nii.gz")
+        return _pick(groups.get(role, []), case_id, role, folder / f"{case_id}{expected[role]}.nii.gz")
 
     return CaseFiles(
         case_id=case_id,
@@ -749,8 +749,14 @@ def _brats_case_files(folder: Path, names: list[str], modalities: tuple[str, ...
     )
 
 
-def _walk_brats(root: Path, depth: int, seen: set[str], out: list[tuple[Path, list[str]]],
-                first_only: bool = False, skipped: list[Path] | None = None) -> None:
+def _walk_brats(
+    root: Path,
+    depth: int,
+    seen: set[str],
+    out: list[tuple[Path, list[str]]],
+    first_only: bool = False,
+    skipped: list[Path] | None = None,
+) -> None:
     """Collect BraTS case folders (folder, file names) below ``root``.
 
     A non-case folder below which (within reach) neither a case nor another skipped
@@ -775,8 +781,7 @@ def _walk_brats(root: Path, depth: int, seen: set[str], out: list[tuple[Path, li
                 skipped.append(sub)
 
 
-def _discover_brats(root: Path, modalities: tuple[str, ...],
-                    skipped: list[Path]) -> list[CaseFiles]:
+def _discover_brats(root: Path, modalities: tuple[str, ...], skipped: list[Path]) -> list[CaseFiles]:
     found: list[tuple[Path, list[str]]] = []
     _walk_brats(root, 1, set(), found, skipped=skipped)
     return [_brats_case_files(folder, names, modalities) for folder, names in found]
@@ -802,9 +807,7 @@ def _group_flat(folder: Path) -> dict[str, dict[str, list[tuple[str, Path]]]]:
         m = _HECKTOR_FLAT_RE.match(name)
         if m:
             role = _HECKTOR_TAGS[m["tag"].lower()]
-            cases.setdefault(m["prefix"], {}).setdefault(role, []).append(
-                (m["prefix"], folder / name)
-            )
+            cases.setdefault(m["prefix"], {}).setdefault(role, []).append((m["prefix"], folder / name))
     return cases
 
 
@@ -820,8 +823,9 @@ def _labels_2022(labels_dir: Path) -> dict[str, list[tuple[str, Path]]]:
     return out
 
 
-def _hecktor_files(case_id: str, groups: dict[str, list[tuple[str, Path]]],
-                   expected: dict[str, Path], modalities: tuple[str, ...]) -> CaseFiles:
+def _hecktor_files(
+    case_id: str, groups: dict[str, list[tuple[str, Path]]], expected: dict[str, Path], modalities: tuple[str, ...]
+) -> CaseFiles:
     """Build a HECKTOR CaseFiles from grouped candidates and expected locations."""
 
     def locate(role: str) -> Path:
@@ -837,8 +841,7 @@ def _hecktor_files(case_id: str, groups: dict[str, list[tuple[str, Path]]],
     )
 
 
-def _discover_hecktor(root: Path, modalities: tuple[str, ...],
-                      skipped: list[Path]) -> list[CaseFiles]:
+def _discover_hecktor(root: Path, modalities: tuple[str, ...], skipped: list[Path]) -> list[CaseFiles]:
     layout = _hecktor_layout(root)
     if layout == "folders":
         return _discover_hecktor_folders(root, modalities, skipped)
@@ -855,15 +858,17 @@ def _discover_hecktor(root: Path, modalities: tuple[str, ...],
             label_path = root / "labelsTr" / f"{case_id}.nii.gz"
         else:
             label_path = root / f"{case_id}__gtv.nii.gz"
-        expected = {"ct": images_dir / f"{case_id}__CT.nii.gz",
-                    "pet": images_dir / f"{case_id}__PT.nii.gz", _LABEL: label_path}
+        expected = {
+            "ct": images_dir / f"{case_id}__CT.nii.gz",
+            "pet": images_dir / f"{case_id}__PT.nii.gz",
+            _LABEL: label_path,
+        }
         if "ct" in groups or "pet" in groups:
             out.append(_hecktor_files(case_id, groups, expected, modalities))
     return out
 
 
-def _discover_hecktor_folders(root: Path, modalities: tuple[str, ...],
-                              skipped: list[Path]) -> list[CaseFiles]:
+def _discover_hecktor_folders(root: Path, modalities: tuple[str, ...], skipped: list[Path]) -> list[CaseFiles]:
     out = []
     for sub in _subdirs(root):
         groups = _match_folder(sub, _names(sub), _HECKTOR_DIR_RE, _HECKTOR_TAGS)
@@ -871,8 +876,11 @@ def _discover_hecktor_folders(root: Path, modalities: tuple[str, ...],
             skipped.append(sub)
             continue
         cid = sub.name
-        expected = {"ct": sub / f"{cid}_ct.nii.gz", "pet": sub / f"{cid}_pt.nii.gz",
-                    _LABEL: sub / f"{cid}_ct_gtvt.nii.gz"}
+        expected = {
+            "ct": sub / f"{cid}_ct.nii.gz",
+            "pet": sub / f"{cid}_pt.nii.gz",
+            _LABEL: sub / f"{cid}_ct_gtvt.nii.gz",
+        }
         out.append(_hecktor_files(cid, groups, expected, modalities))
     return out
 
@@ -887,17 +895,16 @@ def _stem_candidates(folder: Path, names: list[str], stems: Iterable[str]) -> li
     return out
 
 
-def _generic_case_files(folder: Path, names: list[str], modalities: tuple[str, ...],
-                        label_values: frozenset[int] | None) -> CaseFiles:
+def _generic_case_files(
+    folder: Path, names: list[str], modalities: tuple[str, ...], label_values: frozenset[int] | None
+) -> CaseFiles:
     """Locate a generic case's ``<modality>.nii.gz`` and ``label``/``seg`` files."""
     case_id = folder.name
 
     def locate(stems: tuple[str, ...], what: str) -> Path:
         found = _stem_candidates(folder, names, stems)
         if len(found) > 1:
-            raise _error(
-                found[0], f"two {what} files for case {case_id!r} (also {found[1].name})"
-            )
+            raise _error(found[0], f"two {what} files for case {case_id!r} (also {found[1].name})")
         return found[0] if found else folder / f"{stems[0]}.nii.gz"
 
     return CaseFiles(
@@ -909,8 +916,9 @@ def _generic_case_files(folder: Path, names: list[str], modalities: tuple[str, .
     )
 
 
-def _discover_generic(root: Path, modalities: tuple[str, ...],
-                      label_values: frozenset[int] | None, skipped: list[Path]) -> list[CaseFiles]:
+def _discover_generic(
+    root: Path, modalities: tuple[str, ...], label_values: frozenset[int] | None, skipped: list[Path]
+) -> list[CaseFiles]:
     out = []
     stems = (*modalities, *_GENERIC_LABEL_STEMS)
     for sub in _subdirs(root):
@@ -987,8 +995,9 @@ def _skipped_note(root: Path, skipped: list[Path]) -> str:
     return f"skipped {_plural(len(names), 'folder')} without images: {shown}"
 
 
-def _locate(path: Path, fmt: str, modalities: Sequence[str] | str | None,
-            label_values: Iterable[int] | None) -> tuple[list[CaseFiles], list[Path]]:
+def _locate(
+    path: Path, fmt: str, modalities: Sequence[str] | str | None, label_values: Iterable[int] | None
+) -> tuple[list[CaseFiles], list[Path]]:
     """The cases of a checked dataset folder, sorted by case id, and the skipped folders.
 
     Raises the DataError of :func:`find_cases` for no cases or duplicated case ids (and
@@ -1049,8 +1058,7 @@ def find_cases(
     cases, skipped = _locate(path, fmt, modalities, label_values)
     if len(cases) < min_cases:
         note = f"; {_skipped_note(path, skipped)}" if skipped else ""
-        raise _error(path, f"{_plural(len(cases), 'case')} found: need at least "
-                           f"{min_cases} patients{note}")
+        raise _error(path, f"{_plural(len(cases), 'case')} found: need at least {min_cases} patients{note}")
     if skipped:
         _LOG.warning("%s: %s", path, _skipped_note(path, skipped))
     return cases
@@ -1105,8 +1113,7 @@ def load_hecktor_case(
         ConfigError: bad ``modalities``.
         DataError: unknown case or any missing, malformed or non-overlapping file.
     """
-    return load_case(root, case_id, fmt="hecktor", modalities=modalities,
-                     require_label=require_label)
+    return load_case(root, case_id, fmt="hecktor", modalities=modalities, require_label=require_label)
 
 
 def load_generic_case(

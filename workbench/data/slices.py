@@ -92,6 +92,7 @@ def format_and_modalities(root: Path, fmt: str, modalities: list[str] | None) ->
         return fmt, list(DEFAULT_MODALITIES[fmt])
     raise ConfigError(f"{root}: a {fmt} folder needs --modalities (e.g. --modalities t1,t2)")
 
+
 CT_WINDOW = (-150.0, 150.0)
 
 #: How the unlabeled training slices are chosen (module docstring).
@@ -197,8 +198,12 @@ class PatientSplit:
 
     def as_dict(self) -> dict[str, list[str]]:
         """``{"labeled": [...], "unlabeled": [...], "val": [...], "test": [...]}`` (config.json)."""
-        return {"labeled": list(self.labeled), "unlabeled": list(self.unlabeled), "val": list(self.val),
-                "test": list(self.test)}
+        return {
+            "labeled": list(self.labeled),
+            "unlabeled": list(self.unlabeled),
+            "val": list(self.val),
+            "test": list(self.test),
+        }
 
     def sizes(self) -> dict[str, int]:
         return {name: len(ids) for name, ids in self.as_dict().items()}
@@ -354,8 +359,13 @@ def preprocess_case(case: Case, modalities: list[str], pre: PreprocessConfig) ->
     body_mask = _to_slices(_window(_foreground(case, modalities).astype(np.float32), x0, y0, side), pre.size, True)
     scale = side / pre.size if pre.size is not None else 1.0
     sx, sy, sz = case.spacing
-    return Volume(case.case_id, images, label, (float(sz), float(sx) * scale, float(sy) * scale),
-                  body=body_mask.flatten(1).mean(dim=1))
+    return Volume(
+        case.case_id,
+        images,
+        label,
+        (float(sz), float(sx) * scale, float(sy) * scale),
+        body=body_mask.flatten(1).mean(dim=1),
+    )
 
 
 def check_split_fractions(test_fraction: float, val_fraction: float) -> None:
@@ -375,7 +385,10 @@ def min_patients(val_fraction: float) -> int:
 
 
 def split_patients(
-    case_ids: list[str], labeled_fraction: float, split_seed: int = 0, test_fraction: float = 0.2,
+    case_ids: list[str],
+    labeled_fraction: float,
+    split_seed: int = 0,
+    test_fraction: float = 0.2,
     val_fraction: float = 0.1,
 ) -> PatientSplit:
     """The labeled / unlabeled / val / test patients; disjoint, deterministic per seed.
@@ -395,13 +408,15 @@ def split_patients(
     n_test = max(1, round(test_fraction * n))
     n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
     if n - n_test - n_val < 1:
-        raise DataError(f"{n} patients: test_fraction={test_fraction} ({n_test} test) and val_fraction="
-                        f"{val_fraction} ({n_val} val) leave no training patient; need at least "
-                        f"{n_test + n_val + 1} patients or smaller fractions")
+        raise DataError(
+            f"{n} patients: test_fraction={test_fraction} ({n_test} test) and val_fraction="
+            f"{val_fraction} ({n_val} val) leave no training patient; need at least "
+            f"{n_test + n_val + 1} patients or smaller fractions"
+        )
     ids = sorted(case_ids)
     rng = np.random.default_rng(split_seed)
     order = [ids[i] for i in rng.permutation(len(ids))]
-    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
     n_labeled = min(max(1, round(labeled_fraction * len(train))), len(train))
     return PatientSplit(sorted(train[:n_labeled]), sorted(train[n_labeled:]), sorted(val), sorted(test))
 
@@ -419,8 +434,9 @@ def build_splits(
     """Preprocess every case and assemble labeled / unlabeled slice sets and the whole
     volumes of the labeled, validation and test patients (module docstring)."""
     if unlabeled_slices not in UNLABELED_SLICES:
-        raise ConfigError(f"unknown unlabeled_slices {unlabeled_slices!r}; choose one of: "
-                          f"{', '.join(UNLABELED_SLICES)}")
+        raise ConfigError(
+            f"unknown unlabeled_slices {unlabeled_slices!r}; choose one of: {', '.join(UNLABELED_SLICES)}"
+        )
     by_id = {c.case_id: c for c in cases}
     split = split_patients(list(by_id), labeled_fraction, split_seed, test_fraction, val_fraction)
     volumes = {cid: preprocess_case(by_id[cid], modalities, pre) for cid in sorted(by_id)}
@@ -428,8 +444,10 @@ def build_splits(
     train_unlabeled = SliceSet.from_volumes([volumes[c] for c in split.unlabeled], keep=unlabeled_slices)
     if len(train_labeled) == 0:
         where = by_id[split.labeled[0]].paths.get("label", split.labeled[0])
-        raise DataError(f"labeled patients {split.labeled} have no tumour voxels in their labels after preprocessing "
-                        f"(e.g. {where}): nothing to train on")
+        raise DataError(
+            f"labeled patients {split.labeled} have no tumour voxels in their labels after preprocessing "
+            f"(e.g. {where}): nothing to train on"
+        )
     sizes = {tuple(v.images.shape[-2:]) for v in volumes.values()}
     if len(sizes) > 1:
         raise DataError(f"slices come out in several sizes {sorted(sizes)}: set a fixed --size")
@@ -462,10 +480,23 @@ def load_splits(config: Any, progress: bool = True) -> tuple[DataSplits, str]:
     fmt, modalities = format_and_modalities(root, config.fmt, config.modalities)
     if len(modalities) < 1:
         raise ConfigError("--modalities: give at least one modality")
-    cases = load_dataset(root, fmt=fmt, modalities=modalities, require_label=True, progress=progress,
-                         min_cases=min_patients(config.val_fraction))
+    cases = load_dataset(
+        root,
+        fmt=fmt,
+        modalities=modalities,
+        require_label=True,
+        progress=progress,
+        min_cases=min_patients(config.val_fraction),
+    )
     pre = PreprocessConfig(crop=config.crop, size=config.size)
-    splits = build_splits(cases, modalities, config.labeled, pre, config.split_seed, config.test_fraction,
-                          config.val_fraction, config.unlabeled_slices)
+    splits = build_splits(
+        cases,
+        modalities,
+        config.labeled,
+        pre,
+        config.split_seed,
+        config.test_fraction,
+        config.val_fraction,
+        config.unlabeled_slices,
+    )
     return splits, fmt
-

@@ -17,6 +17,9 @@ a laptop CPU in minutes and are read by the same loaders as the real data:
   written on a coarser, shifted PET grid so the loader must resample through the affines.
 
 Patient ``i`` of a given ``seed`` depends only on ``(seed, i)``, never on ``n_patients``.
+
+Why one long module: the two generators share the phantom, contrast, noise and writing
+steps; most of its length is the tissue and tumour models with their parameters.
 """
 
 from __future__ import annotations
@@ -215,9 +218,7 @@ def _save(volume: np.ndarray, affine: np.ndarray, path: Path) -> None:
     nib.save(image, str(path))
 
 
-def _smooth_noise(
-    rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: float | tuple[float, ...]
-) -> np.ndarray:
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: float | tuple[float, ...]) -> np.ndarray:
     """Gaussian-smoothed white noise rescaled to zero mean and unit std (float32)."""
     field = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_vox, mode="reflect")
     field -= field.mean()
@@ -555,9 +556,7 @@ def _render_mr(rng: np.random.Generator, name: str, tissue: dict[str, np.ndarray
         + tissue["gm"] * (table["gm"] + edema_shift)
         + tissue["wm"] * (table["wm"] + edema_shift)
     )
-    lesion = (
-        tumour.enhancing * table["enh"] + tumour.nonenh * table["nonenh"] + tumour.necrosis * table["nec"]
-    )
+    lesion = tumour.enhancing * table["enh"] + tumour.nonenh * table["nonenh"] + tumour.necrosis * table["nec"]
     lesion = lesion * (1.0 + 0.08 * tumour.texture)
     return (normal * (1.0 - tumour.core) + lesion).astype(np.float32)
 

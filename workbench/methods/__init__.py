@@ -1,9 +1,21 @@
 """Methods, one module each, behind one interface (:class:`Method`) and a registry."""
 
 from workbench.errors import ConfigError
+from workbench.methods import (
+    cmc,
+    cps,
+    cross_view,
+    mean_teacher,
+    meng,
+    mm_supervised,
+    multi_condos,
+    prel,
+    semi_cml,
+    supervised,
+    ua_mt,
+)  # importing the modules registers them
 from workbench.methods.base import Batch, Method
 from workbench.methods.registry import METHODS, register
-from workbench.methods import cmc, cps, cross_view, mean_teacher, meng, mm_supervised, multi_condos, prel, semi_cml, supervised, ua_mt  # noqa: F401  (registers them)
 
 __all__ = ["Batch", "Method", "METHODS", "get_method", "register"]
 

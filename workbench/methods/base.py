@@ -12,7 +12,7 @@ run's ``events.jsonl``. Python-side state (pools, counters) goes in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -128,7 +128,8 @@ class Method(nn.Module):
         """
         nets = getattr(self, "nets", None)
         per_modality = isinstance(nets, nn.ModuleDict) and all(
-            m in nets and hasattr(nets[m], "forward_with_features") for m in self.modalities)
+            m in nets and hasattr(nets[m], "forward_with_features") for m in self.modalities
+        )
         if not per_modality:
             raise ConfigError(f"method {self.name!r} has no per-modality networks to take features from")
         return {m: nets[m].forward_with_features(images[:, i : i + 1])[1] for i, m in enumerate(self.modalities)}
@@ -154,11 +155,13 @@ class Method(nn.Module):
         """Hook after each epoch's validation; ``scores`` maps modality -> mean DSC."""
 
 
-def fused_and_single_modality(net: Callable[[Tensor], Tensor], images: Tensor, modalities: list[str],
-                              logits: bool = True) -> dict[str, Tensor]:
+def fused_and_single_modality(
+    net: Callable[[Tensor], Tensor], images: Tensor, modalities: list[str], logits: bool = True
+) -> dict[str, Tensor]:
     """The predictions of a network that reads every modality as channels (the MM- rows):
     ``fused`` (every modality in) and ``<m> only`` (the other channels zeroed). ``net``
     gives logits (``logits=True``, a sigmoid is applied) or probabilities."""
+
     def probabilities(x: Tensor) -> Tensor:
         return torch.sigmoid(net(x)) if logits else net(x)
 

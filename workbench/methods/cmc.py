@@ -74,12 +74,11 @@ modalities: each decoder sees the fused feature.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -94,8 +93,17 @@ from workbench.nets.cmc import CMCNet
 if TYPE_CHECKING:
     from workbench.config import TrainConfig
 
-__all__ = ["CMC", "CMCOptions", "channel_cosine_matrix", "csc_loss", "dice_cross_similarity", "cac_loss",
-           "ramp_up", "ramp_down", "DENOMINATORS"]
+__all__ = [
+    "CMC",
+    "CMCOptions",
+    "channel_cosine_matrix",
+    "csc_loss",
+    "dice_cross_similarity",
+    "cac_loss",
+    "ramp_up",
+    "ramp_down",
+    "DENOMINATORS",
+]
 
 #: ``cross``: InfoNCE over the other modality's items | ``literal``: eqs. 1 and 3 as printed
 DENOMINATORS = ("cross", "literal")
@@ -224,8 +232,10 @@ class CMC(Method):
         if o.ramp_epochs == 0:
             raise ConfigError("option ramp_epochs=0: must be > 0 (or < 0 for the run's epochs)")
         if o.cac and config.unlabeled_batch_size < 2:
-            raise ConfigError(f"cmc's CAC loss (eq. 3) needs unlabeled_batch_size >= 2, got "
-                              f"{config.unlabeled_batch_size} (or --set options.cac=false)")
+            raise ConfigError(
+                f"cmc's CAC loss (eq. 3) needs unlabeled_batch_size >= 2, got "
+                f"{config.unlabeled_batch_size} (or --set options.cac=false)"
+            )
         self.net = CMCNet(1, config.base_channels, specific_encoders=o.specific_encoders, mia=o.mia)
         if o.encoder_weights:
             self.load_encoder_weights(o.encoder_weights)
@@ -238,11 +248,14 @@ class CMC(Method):
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001  (any unpickling failure means an unusable file)
-            raise ConfigError(f"option encoder_weights: cannot read {str(file)!r} as a torch state dict "
-                              f"({type(exc).__name__})") from exc
+            raise ConfigError(
+                f"option encoder_weights: cannot read {str(file)!r} as a torch state dict ({type(exc).__name__})"
+            ) from exc
         if not isinstance(state, Mapping):
-            raise ConfigError(f"option encoder_weights: {str(file)!r} holds a {type(state).__name__}, "
-                              "not a state dict (name -> tensor)")
+            raise ConfigError(
+                f"option encoder_weights: {str(file)!r} holds a {type(state).__name__}, "
+                "not a state dict (name -> tensor)"
+            )
         self.net.load_encoder_state(state, repr(str(file)))
 
     def t_max(self) -> float:

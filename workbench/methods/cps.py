@@ -32,7 +32,7 @@ Choices where the paper is silent or does not apply:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -41,8 +41,8 @@ from workbench.losses import bce_loss
 from workbench.methods.base import Batch, Method, fused_and_single_modality
 from workbench.methods.options import INPUTS, check_choice
 from workbench.methods.registry import register
-from workbench.schedules import sigmoid_rampup
 from workbench.nets import DualEncoderUNet, UNet
+from workbench.schedules import sigmoid_rampup
 
 if TYPE_CHECKING:
     from workbench.config import TrainConfig

@@ -78,9 +78,8 @@ Choices where the paper is silent, or where our binary setting needs a reading:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -97,8 +96,18 @@ from workbench.nets.cross_view import CrossViewPair
 if TYPE_CHECKING:
     from workbench.config import TrainConfig
 
-__all__ = ["CrossView", "CrossViewOptions", "zero_centred_mask", "cutmix", "partner",
-           "largest_component", "pseudo_labels", "heterogeneous_targets", "paper_sup_loss", "INPUTS"]
+__all__ = [
+    "CrossView",
+    "CrossViewOptions",
+    "zero_centred_mask",
+    "cutmix",
+    "partner",
+    "largest_component",
+    "pseudo_labels",
+    "heterogeneous_targets",
+    "paper_sup_loss",
+    "INPUTS",
+]
 
 PRETRAIN_FRACTION = 10 / (10 + 30)  # BraTS2019 and ACDC: 10k pre-training, 30k self-training iterations
 
@@ -113,8 +122,9 @@ class CrossViewOptions:
 
 
 # ---------------------------------------------------------------------- building blocks
-def zero_centred_mask(height: int, width: int, beta: float, device: torch.device | None = None,
-                      dtype: torch.dtype = torch.float32) -> Tensor:
+def zero_centred_mask(
+    height: int, width: int, beta: float, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """M of eqs. 5-9: ones, with a centred block of zeros about ``beta H x beta W``.
 
     Each side of the block is the integer nearest ``beta * side`` that has the parity of
@@ -219,8 +229,15 @@ class CrossView(Method):
         first = (self.epoch - 1) * self.config.steps_per_epoch  # the epoch's first step
         if step != first or self.epoch not in (1, self.pretrain_epochs + 1):
             return
-        self.emit("stage", stage=self.stage(self.epoch), pretrain_epochs=self.pretrain_epochs,
-                  lambda1=self.opts.lambda1, lambda2=self.opts.lambda2, beta=self.opts.beta, input=self.opts.input)
+        self.emit(
+            "stage",
+            stage=self.stage(self.epoch),
+            pretrain_epochs=self.pretrain_epochs,
+            lambda1=self.opts.lambda1,
+            lambda2=self.opts.lambda2,
+            beta=self.opts.beta,
+            input=self.opts.input,
+        )
 
     # ------------------------------------------------------------------ the step
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:

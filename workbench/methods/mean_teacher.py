@@ -47,7 +47,7 @@ Choices where the paper is silent (or written for classification):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -57,8 +57,8 @@ from workbench.losses import mse_consistency
 from workbench.methods.base import Batch, Method, fused_and_single_modality
 from workbench.methods.options import INPUTS, check_choice
 from workbench.methods.registry import register
-from workbench.schedules import sigmoid_rampup
 from workbench.nets import DualEncoderUNet, UNet
+from workbench.schedules import sigmoid_rampup
 from workbench.teachers import ema_update, frozen_copy, mc_dropout_pseudo_labels
 
 if TYPE_CHECKING:
@@ -169,8 +169,9 @@ class MeanTeacher(Method):
     def streams(self) -> list[Stream]:
         """The independent student/teacher pairs: one per modality, or the dual-encoder one."""
         if self.opts.input == "single":
-            return [Stream(f"_{m}", self.nets[m], self.teachers[m], slice(i, i + 1))
-                    for i, m in enumerate(self.modalities)]
+            return [
+                Stream(f"_{m}", self.nets[m], self.teachers[m], slice(i, i + 1)) for i, m in enumerate(self.modalities)
+            ]
         return [Stream("", self.net, self.teacher, slice(None))]
 
     def consistency_weight(self, step: int) -> float:
@@ -178,8 +179,9 @@ class MeanTeacher(Method):
         length = self.opts.rampup_epochs if self.opts.rampup_epochs >= 0 else 0.4 * self.config.epochs
         return self.opts.consistency * sigmoid_rampup(self.epoch_time(step), length)
 
-    def consistency_loss(self, teacher: nn.Module, images: Tensor, student_probs: Tensor,
-                         step: int) -> tuple[Tensor, dict[str, Tensor]]:
+    def consistency_loss(
+        self, teacher: nn.Module, images: Tensor, student_probs: Tensor, step: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """J: MSE between the student's probabilities and one noisy teacher pass on ``images``.
         Returns the loss and extra values to log (none here)."""
         target = teacher_probabilities(teacher, images, 1, self.opts.noise_std)
@@ -220,5 +222,7 @@ class MeanTeacher(Method):
         use_teacher = self.opts.predict_with == "teacher"
         if self.opts.input == "both":
             return fused_and_single_modality(self.teacher if use_teacher else self.net, images, self.modalities)
-        return {m: torch.sigmoid((self.teachers[m] if use_teacher else self.nets[m])(images[:, i : i + 1]))
-                for i, m in enumerate(self.modalities)}
+        return {
+            m: torch.sigmoid((self.teachers[m] if use_teacher else self.nets[m])(images[:, i : i + 1]))
+            for i, m in enumerate(self.modalities)
+        }

@@ -47,9 +47,8 @@ through the fusion layers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -58,8 +57,8 @@ from workbench.errors import ConfigError
 from workbench.methods.base import Batch, Method
 from workbench.methods.options import check_choice
 from workbench.methods.registry import register
-from workbench.schedules import sigmoid_rampup
 from workbench.nets.meng import MengNet
+from workbench.schedules import sigmoid_rampup
 
 if TYPE_CHECKING:
     from workbench.config import TrainConfig
@@ -112,8 +111,9 @@ class MengFusion(Method):
         check_choice("sup_weights", self.opts.sup_weights, ("paper", "run"))
         if not 0.0 <= self.opts.dropout < 1.0:
             raise ConfigError(f"option dropout={self.opts.dropout}: must be in [0, 1)")
-        self.net = MengNet(1, config.base_channels, dropout=self.opts.dropout,
-                           fusion=self.opts.mmf, enhancement=self.opts.mae)
+        self.net = MengNet(
+            1, config.base_channels, dropout=self.opts.dropout, fusion=self.opts.mmf, enhancement=self.opts.mae
+        )
 
     def alpha(self, step: int) -> float:
         """alpha of L_total, times the optional ramp-up (t in fractional epochs)."""

@@ -78,6 +78,9 @@ Choices (where the paper is vague or silent):
       Table III's Multi-Con, ``lam=0`` its Multi-DoS, ``shared_layers`` Fig. 6's SL_1-3,
       ``gan`` / ``gamma`` / ``beta`` / ``lam`` = 0 the rows of Table V, ``decoder_layers``
       Table VIII's transfer strategies (0 = Encoder_SL ... 3 = Encoder_SL_D3).
+
+Why one long module: the paper's losses, the DSGAN method and the transfer into a U-Net
+(``--init``) belong to one method; the loop that trains it is the workbench loop.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -157,21 +160,25 @@ def contrastive_pair_loss(f_a: Tensor, f_b: Tensor, temperature: float = 0.1) ->
     return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
 
 
-def multimodal_contrastive_loss(f_x: Tensor, f_y: Tensor, f_xp: Tensor, f_yp: Tensor,
-                                temperature: float = 0.1) -> Tensor:
+def multimodal_contrastive_loss(
+    f_x: Tensor, f_y: Tensor, f_xp: Tensor, f_yp: Tensor, temperature: float = 0.1
+) -> Tensor:
     """Eq. 3: L_C over the real pairs (x_i, y_i) plus the translated pairs (x'_i, y'_i)."""
     return contrastive_pair_loss(f_x, f_y, temperature) + contrastive_pair_loss(f_xp, f_yp, temperature)
 
 
 def gan_generator_loss(logits_fake_y: Tensor, logits_fake_x: Tensor) -> Tensor:
     """Generator side of eq. 4 (non-saturating): ``BCE(Dis_Y(G_a(x)), 1) + BCE(Dis_X(G_b(y)), 1)``."""
-    return (F.binary_cross_entropy_with_logits(logits_fake_y, torch.ones_like(logits_fake_y))
-            + F.binary_cross_entropy_with_logits(logits_fake_x, torch.ones_like(logits_fake_x)))
+    return F.binary_cross_entropy_with_logits(
+        logits_fake_y, torch.ones_like(logits_fake_y)
+    ) + F.binary_cross_entropy_with_logits(logits_fake_x, torch.ones_like(logits_fake_x))
 
 
 def _dis_loss(real: Tensor, fake: Tensor) -> Tensor:
-    return 0.5 * (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-                  + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+    return 0.5 * (
+        F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+        + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+    )
 
 
 def gan_discriminator_loss(real_y: Tensor, fake_y: Tensor, real_x: Tensor, fake_x: Tensor) -> Tensor:
@@ -213,8 +220,14 @@ class MultiConDoSOptions:
 
 #: the TrainConfig values ``workbench pretrain`` starts from (section V: Adam, lr 2e-4, no schedule
 #: is mentioned: constant; no weight decay); epochs at CPU scale (paper: 200)
-PRETRAIN_DEFAULTS: dict[str, Any] = {"method": "multi-condos", "lr": 2e-4, "weight_decay": 0.0, "warmup_epochs": 0,
-                                     "milestones": [], "epochs": 10}
+PRETRAIN_DEFAULTS: dict[str, Any] = {
+    "method": "multi-condos",
+    "lr": 2e-4,
+    "weight_decay": 0.0,
+    "warmup_epochs": 0,
+    "milestones": [],
+    "epochs": 10,
+}
 
 
 def check_options(opts: MultiConDoSOptions) -> None:
@@ -268,16 +281,19 @@ class MultiConDoS(Method):
             raise ConfigError(f"multi-condos pre-trains on exactly 2 modalities, got {list(modalities)}")
         check_options(self.opts)
         if config.size is not None and config.size < 32:
-            raise ConfigError(f"size={config.size}: the DSGAN's PatchGAN discriminators need slices of 32 pixels "
-                              "or more")
+            raise ConfigError(
+                f"size={config.size}: the DSGAN's PatchGAN discriminators need slices of 32 pixels or more"
+            )
         o = self.opts
         self.dsgan = DSGAN(self.modalities, config.base_channels, o.shared_layers, o.share, o.disc_channels or None)
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
         """Eq. 8, one optimiser each, stepped in this order: the generator DSG on eq. 7, then
         Dis_X and Dis_Y on their loss."""
-        return {"generator": list(self.dsgan.generator.parameters()),
-                "discriminator": list(self.dsgan.dis.parameters())}
+        return {
+            "generator": list(self.dsgan.generator.parameters()),
+            "discriminator": list(self.dsgan.dis.parameters()),
+        }
 
     def adam_betas(self) -> tuple[float, float]:
         return (float(self.opts.betas[0]), float(self.opts.betas[1]))
@@ -318,13 +334,22 @@ class MultiConDoS(Method):
             d_fake = 0.5 * (torch.sigmoid(fake_y).mean() + torch.sigmoid(fake_x).mean())
         else:
             loss_d, d_real, d_fake = zero, zero, zero
-        return {"generator": loss_g, "discriminator": loss_d, "gan": l_gan.detach(), "translation": l_t.detach(),
-                "reconstruction": l_r.detach(), "contrastive": l_c.detach(), "d_real": d_real.detach(),
-                "d_fake": d_fake.detach()}
+        return {
+            "generator": loss_g,
+            "discriminator": loss_d,
+            "gan": l_gan.detach(),
+            "translation": l_t.detach(),
+            "reconstruction": l_r.detach(),
+            "contrastive": l_c.detach(),
+            "d_real": d_real.detach(),
+            "d_fake": d_fake.detach(),
+        }
 
     def predict(self, images: Tensor) -> dict[str, Tensor]:
-        raise ConfigError("multi-condos is a pre-training: it translates, it does not segment; fine-tune its run "
-                          "with `workbench train --method supervised --init RUN`")
+        raise ConfigError(
+            "multi-condos is a pre-training: it translates, it does not segment; fine-tune its run "
+            "with `workbench train --method supervised --init RUN`"
+        )
 
     @torch.no_grad()
     def translate(self, images: Tensor) -> dict[str, Tensor]:
@@ -341,8 +366,14 @@ class MultiConDoS(Method):
             gen = self.dsgan.generator
             x, y = images[:, 0:1], images[:, 1:2]
             y_fake, x_fake = gen(x, a)[0], gen(y, b)[0]
-            out = {a: x, b: y, f"{a}_to_{b}": y_fake, f"{a}_to_{b}_to_{a}": gen(y_fake, b)[0],
-                   f"{b}_to_{a}": x_fake, f"{b}_to_{a}_to_{b}": gen(x_fake, a)[0]}
+            out = {
+                a: x,
+                b: y,
+                f"{a}_to_{b}": y_fake,
+                f"{a}_to_{b}_to_{a}": gen(y_fake, b)[0],
+                f"{b}_to_{a}": x_fake,
+                f"{b}_to_{a}_to_{b}": gen(x_fake, a)[0],
+            }
         finally:
             self.train(was_training)
         return {k: v[:, 0] for k, v in out.items()}
@@ -385,7 +416,7 @@ class Pretraining:
     def generator_state(self, modality: str) -> dict[str, Tensor]:
         """The branch that reads ``modality`` (G_a for X, G_b for Y), with U-Net keys."""
         prefix = f"{GENERATOR_PREFIX}{modality}."
-        return {k[len(prefix):]: v for k, v in self.state.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in self.state.items() if k.startswith(prefix)}
 
     def apply(self, method: nn.Module, held_out: list[str]) -> dict[str, Any]:
         """Copy the pre-trained rows into ``method.nets[m]`` for each of its modalities.
@@ -400,38 +431,56 @@ class Pretraining:
         name = getattr(method, "name", type(method).__name__)
         nets = getattr(method, "nets", None)
         modalities = list(getattr(method, "modalities", []))
-        if not (isinstance(nets, nn.ModuleDict) and modalities
-                and all(m in nets and isinstance(nets[m], UNet) for m in modalities)):
-            raise ConfigError(f"--init: method {name!r} has no per-modality U-Nets to start from a pre-training "
-                              "(use --method supervised)")
+        if not (
+            isinstance(nets, nn.ModuleDict)
+            and modalities
+            and all(m in nets and isinstance(nets[m], UNet) for m in modalities)
+        ):
+            raise ConfigError(
+                f"--init: method {name!r} has no per-modality U-Nets to start from a pre-training "
+                "(use --method supervised)"
+            )
         own = {id(nets[m]) for m in modalities}
         if any(isinstance(mod, UNet) and id(mod) not in own for mod in method.modules()):
-            raise ConfigError(f"--init: method {name!r} has other networks besides its per-modality U-Nets "
-                              "(teachers, peers) that a pre-training would not start; use --method supervised")
+            raise ConfigError(
+                f"--init: method {name!r} has other networks besides its per-modality U-Nets "
+                "(teachers, peers) that a pre-training would not start; use --method supervised"
+            )
         missing = [m for m in modalities if m not in self.modalities]
         if missing:
             raise ConfigError(f"--init {self.path}: pre-trained on {self.modalities}, this run needs {missing[0]!r}")
         width = self.record["config"]["base_channels"]
         if nets[modalities[0]].widths[0] != width:
-            raise ConfigError(f"--init {self.path}: pre-trained with base_channels={width}, this run has "
-                              f"{nets[modalities[0]].widths[0]} (use --base-channels {width})")
+            raise ConfigError(
+                f"--init {self.path}: pre-trained with base_channels={width}, this run has "
+                f"{nets[modalities[0]].widths[0]} (use --base-channels {width})"
+            )
         leaked = sorted(set(self.record["train_cases"]) & set(held_out))
         if leaked:
-            raise ConfigError(f"--init {self.path}: the pre-training trained on validation or test patient(s) "
-                              f"{leaked[:3]} of this run; use the same data, split_seed, test_fraction and "
-                              "val_fraction")
+            raise ConfigError(
+                f"--init {self.path}: the pre-training trained on validation or test patient(s) "
+                f"{leaked[:3]} of this run; use the same data, split_seed, test_fraction and "
+                "val_fraction"
+            )
         opts = self.record["options"]
         rows = transfer_rows(opts["shared_layers"], opts["decoder_layers"])
         copied: dict[str, int] = {}
         for m in modalities:
-            copied[m] = len(transfer_to_unet(self.generator_state(m), nets[m], opts["shared_layers"],
-                                             opts["decoder_layers"]))
-        return {"run": str(self.path.resolve()), "pretrain_epochs": self.record.get("epochs_done"), "rows": list(rows),
-                "tensors": copied, "modalities": modalities}
+            copied[m] = len(
+                transfer_to_unet(self.generator_state(m), nets[m], opts["shared_layers"], opts["decoder_layers"])
+            )
+        return {
+            "run": str(self.path.resolve()),
+            "pretrain_epochs": self.record.get("epochs_done"),
+            "rows": list(rows),
+            "tensors": copied,
+            "modalities": modalities,
+        }
 
 
-def transfer_to_unet(generator_state: dict[str, Tensor], unet: UNet, shared_layers: int = 1,
-                     decoder_layers: int = 3) -> list[str]:
+def transfer_to_unet(
+    generator_state: dict[str, Tensor], unet: UNet, shared_layers: int = 1, decoder_layers: int = 3
+) -> list[str]:
     """Section IV-D: copy E_a, SL and D_a's first ``decoder_layers`` rows into ``unet``.
 
     Args:
@@ -450,8 +499,10 @@ def transfer_to_unet(generator_state: dict[str, Tensor], unet: UNet, shared_laye
         raise ConfigError(f"pre-trained generator has no tensor {absent[0]!r}")
     for k in keys:
         if generator_state[k].shape != target[k].shape:
-            raise ConfigError(f"pre-trained {k} has shape {tuple(generator_state[k].shape)}, the U-Net "
-                              f"{tuple(target[k].shape)} (different base_channels?)")
+            raise ConfigError(
+                f"pre-trained {k} has shape {tuple(generator_state[k].shape)}, the U-Net "
+                f"{tuple(target[k].shape)} (different base_channels?)"
+            )
         target[k] = generator_state[k]
     unet.load_state_dict(target)
     return keys
@@ -479,19 +530,25 @@ def read_pretraining(run_dir: str | Path) -> Pretraining:
     method = record.get("config", {}).get("method", "unknown") if isinstance(record, dict) else "unknown"
     earlier = isinstance(record, dict) and record.get("kind") == KIND
     if not earlier and method != MultiConDoS.name:
-        raise ConfigError(f"--init {path}: a {method!r} training run, not a multi-condos pre-training "
-                          "(made by `workbench pretrain`)")
+        raise ConfigError(
+            f"--init {path}: a {method!r} training run, not a multi-condos pre-training (made by `workbench pretrain`)"
+        )
     if not (path / "checkpoint.pt").exists():
         raise DataError(f"--init {path}: no checkpoint.pt (not a started pre-training)")
     state = load_checkpoint(path / "checkpoint.pt")
     epochs = record["config"]["epochs"]
     if state.get("epoch", 0) < epochs:
-        raise ConfigError(f"--init {path}: the pre-training stopped at epoch {state.get('epoch', 0)} of {epochs}; "
-                          f"finish it with `workbench pretrain --resume {path}`")
+        raise ConfigError(
+            f"--init {path}: the pre-training stopped at epoch {state.get('epoch', 0)} of {epochs}; "
+            f"finish it with `workbench pretrain --resume {path}`"
+        )
     if not earlier:  # the loop's run folder, in the layout Pretraining reads
         split = record["split"]
         options = parse_options(MultiConDoSOptions, dict(record["config"].get("options", {})), MultiConDoS.name)
-        record = {**record, "train_cases": sorted(split["labeled"] + split["unlabeled"]),
-                  "options": dataclasses.asdict(options)}
+        record = {
+            **record,
+            "train_cases": sorted(split["labeled"] + split["unlabeled"]),
+            "options": dataclasses.asdict(options),
+        }
     record = {**record, "epochs_done": state["epoch"]}
     return Pretraining(path, record, state["model"] if earlier else state["method"])

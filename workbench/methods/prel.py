@@ -54,7 +54,7 @@ Choices where the paper is vague:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -124,8 +124,13 @@ class SemiCMLPReL(SemiCML):
 
     # ------------------------------------------------------------------ state in checkpoints
     def get_extra_state(self) -> Any:
-        return {"pools": {m: pool.state_dict() for m, pool in self.pools.items()}, "high": self.high,
-                "val_history": self.val_history, "ready": self.ready, "stage_announced": self._stage_announced}
+        return {
+            "pools": {m: pool.state_dict() for m, pool in self.pools.items()},
+            "high": self.high,
+            "val_history": self.val_history,
+            "ready": self.ready,
+            "stage_announced": self._stage_announced,
+        }
 
     def set_extra_state(self, state: Any) -> None:
         for m, pool_state in state["pools"].items():
@@ -170,12 +175,11 @@ class SemiCMLPReL(SemiCML):
         """End of stage 1: "high" = higher mean validation DSC over epochs m+1..L1-1."""
         if self.high is not None:
             return
-        window = self.val_history[self.m:] or self.val_history  # val_history[i] is epoch i + 1
+        window = self.val_history[self.m :] or self.val_history  # val_history[i] is epoch i + 1
         means = {m: float(np.mean([h[m] for h in window])) for m in self.modalities}
         self.high = max(self.modalities, key=lambda m: means[m])
         first = self.m + 1 if len(self.val_history) > self.m else 1
-        self.emit("high_modality", epoch=epoch, high=self.high, low=self.low, mean_val_dsc=means,
-                  window=[first, epoch])
+        self.emit("high_modality", epoch=epoch, high=self.high, low=self.low, mean_val_dsc=means, window=[first, epoch])
 
     # ------------------------------------------------------------------ hooks
     def after_optimizer_step(self, step: int) -> None:
@@ -207,12 +211,27 @@ class SemiCMLPReL(SemiCML):
         assert self.high is not None
         if self.opts.teacher == "base" or not self.ready[self.high]:
             if self.opts.teacher != "base":
-                self.emit("teacher", kind=self.opts.teacher, action="fallback_copy", epoch=epoch,
-                          reason=f"no {self.opts.teacher} teacher before L1={self.L1}: copied {self.high}")
+                self.emit(
+                    "teacher",
+                    kind=self.opts.teacher,
+                    action="fallback_copy",
+                    epoch=epoch,
+                    reason=f"no {self.opts.teacher} teacher before L1={self.L1}: copied {self.high}",
+                )
             self._teacher_setter(self.high)(0.0)
             self.ready[self.high] = True
-        self.emit("stage", epoch=epoch + 1, stage=2, L1=self.L1, L2=self.L2, teacher=self.opts.teacher,
-                  high=self.high, low=self.low, bma_updates=self.pool.n_updates, pool=self.pool.pool)
+        self.emit(
+            "stage",
+            epoch=epoch + 1,
+            stage=2,
+            L1=self.L1,
+            L2=self.L2,
+            teacher=self.opts.teacher,
+            high=self.high,
+            low=self.low,
+            bma_updates=self.pool.n_updates,
+            pool=self.pool.pool,
+        )
 
     # ------------------------------------------------------------------ the step
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
@@ -220,8 +239,9 @@ class SemiCMLPReL(SemiCML):
             return self.cml_losses(batch, step)
         return self.rel_losses(batch)
 
-    def _rel_term(self, m: str, x_u: Tensor, pseudo: Tensor, alpha: float,
-                  log_as: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def _rel_term(
+        self, m: str, x_u: Tensor, pseudo: Tensor, alpha: float, log_as: str | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """alpha * L_ASC^ReL + (1 - alpha) * L_sup(., P_s) for modality m (eqs. 15-17); with
         ``log_as``, the ASC matrix (and its predictions) are logged under that event name."""
         logits, _ = self.forward_modality(m, x_u)
@@ -235,19 +255,20 @@ class SemiCMLPReL(SemiCML):
     def rel_losses(self, batch: Batch) -> dict[str, Tensor]:
         assert batch.x_u is not None and self.high is not None
         high_index = self.modalities.index(self.high)
-        pseudo = mc_dropout_pseudo_labels(self.teacher, batch.x_u[:, high_index : high_index + 1],
-                                          self.opts.mc_passes, self.opts.noise_std)  # eq. 14
+        pseudo = mc_dropout_pseudo_labels(
+            self.teacher, batch.x_u[:, high_index : high_index + 1], self.opts.mc_passes, self.opts.noise_std
+        )  # eq. 14
         losses: dict[str, Tensor] = {}
-        rel_low, losses["asc_rel_" + self.low], _ = self._rel_term(self.low, batch.x_u, pseudo, self.opts.alpha1,
-                                                                    log_as="asc_rel_matrix")
+        rel_low, losses["asc_rel_" + self.low], _ = self._rel_term(
+            self.low, batch.x_u, pseudo, self.opts.alpha1, log_as="asc_rel_matrix"
+        )
         losses["rel_" + self.low] = rel_low
         total = rel_low  # eq. 16
         if self.epoch > self.L2:  # eq. 17, after the warm-up epoch L2
             if self._stage_announced < 3:
                 self._stage_announced = 3
                 self.emit("stage", stage="2b", note=f"{self.high} joins re-learning", L2=self.L2)
-            rel_high, losses["asc_rel_" + self.high], _ = self._rel_term(self.high, batch.x_u, pseudo,
-                                                                          self.opts.alpha2)
+            rel_high, losses["asc_rel_" + self.high], _ = self._rel_term(self.high, batch.x_u, pseudo, self.opts.alpha2)
             losses["rel_" + self.high] = rel_high
             total = total + rel_high
         if self.opts.stage2_labeled:

@@ -35,10 +35,8 @@ data most of its supervised DSC (docs/results.md, section E7).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -47,8 +45,8 @@ from workbench.errors import ConfigError
 from workbench.losses import asc_loss, mse_consistency, nce_loss
 from workbench.methods.base import Batch, Method
 from workbench.methods.registry import register
-from workbench.schedules import sigmoid_rampup
 from workbench.nets import UNet
+from workbench.schedules import sigmoid_rampup
 
 if TYPE_CHECKING:
     from workbench.config import TrainConfig
@@ -124,8 +122,9 @@ class SemiCML(Method):
         i = self.modalities.index(m)
         return self.nets[m].forward_with_features(images[:, i : i + 1])
 
-    def _maybe_log_asc(self, matrix: Tensor, name: str = "asc_matrix",
-                       maps: tuple[Tensor, Tensor] | None = None) -> None:
+    def _maybe_log_asc(
+        self, matrix: Tensor, name: str = "asc_matrix", maps: tuple[Tensor, Tensor] | None = None
+    ) -> None:
         """Emit ``matrix`` for the first batch of every ``log_asc_every``-th epoch.
 
         ``maps`` are the two stacked batches of predictions behind the matrix (its rows in
@@ -143,8 +142,9 @@ class SemiCML(Method):
                     stacked = torch.cat([m.detach() for m in maps])
                     fields["predicted_tumour_pixels"] = (stacked > 0.5).flatten(1).sum(1).cpu()
                     fields["slice_pixels"] = int(stacked[0].numel())
-            self.emit(name, matrix=matrix.detach().float().cpu(), modalities=self.modalities,
-                      k=matrix.shape[0] // 2, **fields)
+            self.emit(
+                name, matrix=matrix.detach().float().cpu(), modalities=self.modalities, k=matrix.shape[0] // 2, **fields
+            )
 
     # ------------------------------------------------------------------ the step
     def cml_losses(self, batch: Batch, step: int) -> dict[str, Tensor]:
@@ -156,7 +156,10 @@ class SemiCML(Method):
         probs_u, feats_u = {}, {}
         for m in self.modalities:
             if use_unlabeled and not self.opts.joint_forward:  # two passes: BatchNorm stats per pass
-                (logits_l, f_l), (logits_u, f_u) = self.forward_modality(m, batch.x_l), self.forward_modality(m, batch.x_u)
+                (logits_l, f_l), (logits_u, f_u) = (
+                    self.forward_modality(m, batch.x_l),
+                    self.forward_modality(m, batch.x_u),
+                )
                 logits = torch.cat([logits_l, logits_u])
                 feats = {"bottleneck": torch.cat([f_l["bottleneck"], f_u["bottleneck"]])}
             else:

@@ -29,10 +29,9 @@ Choices where the paper is silent:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -99,11 +98,14 @@ class UAMeanTeacher(MeanTeacher):
         length = o.threshold_rampup_epochs if o.threshold_rampup_epochs >= 0 else float(self.config.epochs)
         return uncertainty_threshold(self.epoch_time(step), length, o.threshold_start)
 
-    def consistency_loss(self, teacher: nn.Module, images: Tensor, student_probs: Tensor,
-                         step: int) -> tuple[Tensor, dict[str, Tensor]]:
+    def consistency_loss(
+        self, teacher: nn.Module, images: Tensor, student_probs: Tensor, step: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """L_c: the MSE to the mean of T teacher passes, over voxels with entropy below H(t)."""
         mean = teacher_probabilities(teacher, images, self.opts.mc_passes, self.opts.noise_std)
         threshold = self.threshold(step)
         mask = binary_entropy(mean) < threshold
-        return masked_mse(student_probs, mean, mask), {"certain": mask.float().mean(),
-                                                       "threshold": torch.tensor(threshold)}
+        return masked_mse(student_probs, mean, mask), {
+            "certain": mask.float().mean(),
+            "threshold": torch.tensor(threshold),
+        }

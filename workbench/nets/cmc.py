@@ -68,8 +68,9 @@ class CMCEncoder(nn.Module):
     def __init__(self, in_channels: int, base_channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
         self.widths = [base_channels * 2**i for i in range(_N_LEVELS)]
-        self.levels = nn.ModuleList(ConvBlock(in_channels if i == 0 else self.widths[i - 1], w, spatial_dims)
-                                    for i, w in enumerate(self.widths))
+        self.levels = nn.ModuleList(
+            ConvBlock(in_channels if i == 0 else self.widths[i - 1], w, spatial_dims) for i, w in enumerate(self.widths)
+        )
         self.pool = layers_for(spatial_dims).pool(2)
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -95,8 +96,9 @@ class MIAModule(nn.Module):
     def __init__(self, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
         nd = layers_for(spatial_dims)
-        self.convs = nn.ModuleList(ConvBlock(channels, channels, spatial_dims, 3, repeats=1)
-                                   for _ in range(self.n_modalities))
+        self.convs = nn.ModuleList(
+            ConvBlock(channels, channels, spatial_dims, 3, repeats=1) for _ in range(self.n_modalities)
+        )
         self.attention = nd.conv(self.n_modalities * channels, self.n_modalities, kernel_size=1)
         self.fusion = ConvBlock(self.n_modalities * channels, channels, spatial_dims, 1, repeats=1)
 
@@ -136,8 +138,15 @@ class CMCNet(nn.Module):
 
     n_modalities = 2
 
-    def __init__(self, out_channels: int = 1, base_channels: int = 32, *, spatial_dims: int = 2,
-                 specific_encoders: bool = True, mia: bool = True) -> None:
+    def __init__(
+        self,
+        out_channels: int = 1,
+        base_channels: int = 32,
+        *,
+        spatial_dims: int = 2,
+        specific_encoders: bool = True,
+        mia: bool = True,
+    ) -> None:
         super().__init__()
         layers_for(spatial_dims)  # ConfigError for anything but 2 or 3
         self.spatial_dims = spatial_dims
@@ -145,8 +154,10 @@ class CMCNet(nn.Module):
         self.encoders = nn.ModuleList(CMCEncoder(1, base_channels, spatial_dims) for _ in range(n_encoders))
         self.widths = self.encoders[0].widths
         self.mia = MIAModule(self.widths[-1], spatial_dims) if mia else None
-        self.decoders = nn.ModuleList(BranchDecoder(self.widths, out_channels, spatial_dims)  # D^a, D^b
-                                      for _ in range(self.n_modalities))
+        self.decoders = nn.ModuleList(
+            BranchDecoder(self.widths, out_channels, spatial_dims)  # D^a, D^b
+            for _ in range(self.n_modalities)
+        )
 
     def encoder(self, i: int) -> CMCEncoder:
         """E^m for modality channel ``i`` (the shared encoder when there is only one)."""
@@ -154,11 +165,13 @@ class CMCNet(nn.Module):
 
     def _check(self, x: Tensor) -> None:
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.n_modalities:
-            raise ConfigError(f"CMCNet expects (B, 2, {'H, W' if self.spatial_dims == 2 else 'D, H, W'}), "
-                              f"got {tuple(x.shape)}")
+            raise ConfigError(
+                f"CMCNet expects (B, 2, {'H, W' if self.spatial_dims == 2 else 'D, H, W'}), got {tuple(x.shape)}"
+            )
         if any(size % 16 for size in x.shape[2:]):
-            raise ConfigError(f"CMCNet input size {'x'.join(map(str, x.shape[2:]))} must be divisible by 16 "
-                              "(4 max-pools)")
+            raise ConfigError(
+                f"CMCNet input size {'x'.join(map(str, x.shape[2:]))} must be divisible by 16 (4 max-pools)"
+            )
 
     def forward_with_features(self, x: Tensor) -> CMCOutput:
         """Logits of both decoders and the intermediate features (see :class:`CMCOutput`)."""
@@ -204,16 +217,20 @@ class CMCNet(nn.Module):
         if set(state) != set(expected):
             missing = sorted(set(expected) - set(state))
             unexpected = sorted(set(state) - set(expected))
-            first = (f"unexpected key {unexpected[0]!r}" if unexpected else f"missing key {missing[0]!r}")
-            raise ConfigError(f"encoder_weights {source}: not a state dict of the CMC encoders ({first}; "
-                              f"{len(unexpected)} unexpected, {len(missing)} missing; expected keys like "
-                              f"'levels.0.block.0.weight' or '0.levels.0.block.0.weight')")
+            first = f"unexpected key {unexpected[0]!r}" if unexpected else f"missing key {missing[0]!r}"
+            raise ConfigError(
+                f"encoder_weights {source}: not a state dict of the CMC encoders ({first}; "
+                f"{len(unexpected)} unexpected, {len(missing)} missing; expected keys like "
+                f"'levels.0.block.0.weight' or '0.levels.0.block.0.weight')"
+            )
         for key, value in state.items():
             if not isinstance(value, Tensor):
                 raise ConfigError(f"encoder_weights {source}: {key} is a {type(value).__name__}, not a tensor")
             if value.shape != expected[key].shape:
-                raise ConfigError(f"encoder_weights {source}: {key} has shape {tuple(value.shape)} but the encoder "
-                                  f"needs {tuple(expected[key].shape)} (check base_channels and spatial_dims)")
+                raise ConfigError(
+                    f"encoder_weights {source}: {key} has shape {tuple(value.shape)} but the encoder "
+                    f"needs {tuple(expected[key].shape)} (check base_channels and spatial_dims)"
+                )
         if expected is one:  # one encoder's weights: into every encoder
             state = {f"{i}.{k}": v for i in range(len(self.encoders)) for k, v in state.items()}
         self.encoders.load_state_dict(state)

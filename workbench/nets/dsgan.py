@@ -91,7 +91,7 @@ def shared_rows(shared_layers: int) -> tuple[str, ...]:
     """Table I's rows shared by SL_ku^kd, ``k = shared_layers`` in 1..3, encoder side first."""
     if shared_layers not in (1, 2, 3):
         raise ConfigError(f"shared_layers={shared_layers}: Table I has SL_1, SL_2, SL_3; choose 1, 2 or 3")
-    return ENCODER_ROWS[5 - shared_layers:] + DECODER_ROWS[:shared_layers]
+    return ENCODER_ROWS[5 - shared_layers :] + DECODER_ROWS[:shared_layers]
 
 
 def rows_prefixes(rows: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -145,8 +145,9 @@ class DomainSharingGenerator(nn.Module):
         share: whether the SL rows are shared.
     """
 
-    def __init__(self, domains: tuple[str, str] | list[str], base_channels: int = 32, shared_layers: int = 1,
-                 share: bool = True) -> None:
+    def __init__(
+        self, domains: tuple[str, str] | list[str], base_channels: int = 32, shared_layers: int = 1, share: bool = True
+    ) -> None:
         super().__init__()
         if len(domains) != 2 or domains[0] == domains[1]:
             raise ConfigError(f"DSGAN needs two different domains, got {list(domains)}")
@@ -154,8 +155,7 @@ class DomainSharingGenerator(nn.Module):
         self.shared_layers = shared_layers
         self.share = share
         self.shared = shared_rows(shared_layers)
-        self.branches = nn.ModuleDict(
-            {d: UNet(1, 1, base_channels, dropout=(0.0,) * 5) for d in self.domains})
+        self.branches = nn.ModuleDict({d: UNet(1, 1, base_channels, dropout=(0.0,) * 5) for d in self.domains})
         if share:
             g_a, g_b = (self.branches[d] for d in self.domains)
             for prefix in rows_prefixes(self.shared):
@@ -204,8 +204,11 @@ class PatchDiscriminator(nn.Module):
         for i in range(1, n_layers + 1):
             nxt = channels * min(2**i, 8)
             stride = 2 if i < n_layers else 1
-            layers += [nn.Conv2d(width, nxt, 4, stride, 1, bias=False), nn.BatchNorm2d(nxt),
-                       nn.LeakyReLU(0.2, inplace=True)]
+            layers += [
+                nn.Conv2d(width, nxt, 4, stride, 1, bias=False),
+                nn.BatchNorm2d(nxt),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
             width = nxt
         layers.append(nn.Conv2d(width, 1, 4, 1, 1))
         self.model = nn.Sequential(*layers)
@@ -214,8 +217,9 @@ class PatchDiscriminator(nn.Module):
         h, w = images.shape[-2:]
         smallest = 2**self.n_layers * 3
         if min(h, w) < smallest:
-            raise ConfigError(f"DSGAN discriminator input {h}x{w}: slices must be at least {smallest} pixels "
-                              "(use --size 32 or more)")
+            raise ConfigError(
+                f"DSGAN discriminator input {h}x{w}: slices must be at least {smallest} pixels (use --size 32 or more)"
+            )
         return self.model(images)
 
 
@@ -226,8 +230,14 @@ class DSGAN(nn.Module):
     other domain's images into ``d``.
     """
 
-    def __init__(self, domains: tuple[str, str] | list[str], base_channels: int = 32, shared_layers: int = 1,
-                 share: bool = True, disc_channels: int | None = None) -> None:
+    def __init__(
+        self,
+        domains: tuple[str, str] | list[str],
+        base_channels: int = 32,
+        shared_layers: int = 1,
+        share: bool = True,
+        disc_channels: int | None = None,
+    ) -> None:
         super().__init__()
         self.generator = DomainSharingGenerator(domains, base_channels, shared_layers, share)
         self.domains = self.generator.domains

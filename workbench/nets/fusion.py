@@ -22,8 +22,13 @@ class DualEncoderUNet(nn.Module):
     Shapes: input ``(B, M, H, W)`` (M modalities, H and W divisible by 16) -> logits
     ``(B, out_channels, H, W)``."""
 
-    def __init__(self, n_modalities: int = 2, out_channels: int = 1, base_channels: int = 32,
-                 dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)) -> None:
+    def __init__(
+        self,
+        n_modalities: int = 2,
+        out_channels: int = 1,
+        base_channels: int = 32,
+        dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5),
+    ) -> None:
         super().__init__()
         self.encoders = nn.ModuleList(UNetEncoder(1, base_channels, dropout) for _ in range(n_modalities))
         self.decoder = UNetDecoder(self.encoders[0].widths, out_channels, streams=n_modalities)

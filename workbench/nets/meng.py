@@ -71,11 +71,13 @@ _N_LEVELS = 5  # 4 fused stages + the bottleneck
 def layers_for(spatial_dims: int) -> SimpleNamespace:
     """The conv / norm / pool / dropout classes for 2D or 3D inputs."""
     if spatial_dims == 2:
-        return SimpleNamespace(conv=nn.Conv2d, norm=nn.BatchNorm2d, pool=nn.MaxPool2d,
-                               up=nn.ConvTranspose2d, dropout=nn.Dropout2d)
+        return SimpleNamespace(
+            conv=nn.Conv2d, norm=nn.BatchNorm2d, pool=nn.MaxPool2d, up=nn.ConvTranspose2d, dropout=nn.Dropout2d
+        )
     if spatial_dims == 3:
-        return SimpleNamespace(conv=nn.Conv3d, norm=nn.BatchNorm3d, pool=nn.MaxPool3d,
-                               up=nn.ConvTranspose3d, dropout=nn.Dropout3d)
+        return SimpleNamespace(
+            conv=nn.Conv3d, norm=nn.BatchNorm3d, pool=nn.MaxPool3d, up=nn.ConvTranspose3d, dropout=nn.Dropout3d
+        )
     raise ConfigError(f"spatial_dims={spatial_dims}: must be 2 or 3")
 
 
@@ -87,8 +89,11 @@ class ConvBlock(nn.Module):
         nd = layers_for(spatial_dims)
         layers: list[nn.Module] = []
         for i in range(repeats):
-            layers += [nd.conv(in_ch if i == 0 else out_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=False),
-                       nd.norm(out_ch), nn.LeakyReLU(0.01, inplace=True)]
+            layers += [
+                nd.conv(in_ch if i == 0 else out_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=False),
+                nd.norm(out_ch),
+                nn.LeakyReLU(0.01, inplace=True),
+            ]
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -183,9 +188,17 @@ class MengNet(nn.Module):
 
     n_branches = 2
 
-    def __init__(self, out_channels: int = 1, base_channels: int = 32, *, spatial_dims: int = 2,
-                 dropout: float = 0.5, fusion: bool = True, enhancement: bool = True,
-                 kernel_sizes: tuple[int, int] = (3, 5)) -> None:
+    def __init__(
+        self,
+        out_channels: int = 1,
+        base_channels: int = 32,
+        *,
+        spatial_dims: int = 2,
+        dropout: float = 0.5,
+        fusion: bool = True,
+        enhancement: bool = True,
+        kernel_sizes: tuple[int, int] = (3, 5),
+    ) -> None:
         super().__init__()
         nd = layers_for(spatial_dims)
         self.spatial_dims = spatial_dims
@@ -193,19 +206,26 @@ class MengNet(nn.Module):
         self.enhancement = enhancement
         self.widths = [base_channels * 2**i for i in range(_N_LEVELS)]
         self.encoders = nn.ModuleList(
-            nn.ModuleList(ConvBlock(1 if i == 0 else self.widths[i - 1], w, spatial_dims)
-                          for i, w in enumerate(self.widths))
+            nn.ModuleList(
+                ConvBlock(1 if i == 0 else self.widths[i - 1], w, spatial_dims) for i, w in enumerate(self.widths)
+            )
             for _ in range(self.n_branches)
         )
         self.pool = nd.pool(2)
         stages = self.widths[:-1]  # s = 1..4
         self.fusions = nn.ModuleList(StageFusion(w, spatial_dims) for w in stages) if fusion else None
-        self.enhance = (nn.ModuleList(nn.ModuleList(ModalityAwareEnhancement(w, spatial_dims, kernel_sizes)
-                                                    for w in stages) for _ in range(self.n_branches))
-                        if enhancement else None)
+        self.enhance = (
+            nn.ModuleList(
+                nn.ModuleList(ModalityAwareEnhancement(w, spatial_dims, kernel_sizes) for w in stages)
+                for _ in range(self.n_branches)
+            )
+            if enhancement
+            else None
+        )
         self.drop = nd.dropout(dropout) if dropout > 0 else nn.Identity()
-        self.decoders = nn.ModuleList(BranchDecoder(self.widths, out_channels, spatial_dims)
-                                      for _ in range(self.n_branches))
+        self.decoders = nn.ModuleList(
+            BranchDecoder(self.widths, out_channels, spatial_dims) for _ in range(self.n_branches)
+        )
 
     def encode(self, x: Tensor) -> dict[str, list]:
         """Both encoders with fusion at stages 1-4.
@@ -217,11 +237,13 @@ class MengNet(nn.Module):
             ``bottleneck``: per branch, level 5 ``(B, 16*base, *spatial/16)``.
         """
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.n_branches:
-            raise ConfigError(f"MengNet expects (B, 2, {'H, W' if self.spatial_dims == 2 else 'D, H, W'}), "
-                              f"got {tuple(x.shape)}")
+            raise ConfigError(
+                f"MengNet expects (B, 2, {'H, W' if self.spatial_dims == 2 else 'D, H, W'}), got {tuple(x.shape)}"
+            )
         if any(size % 16 for size in x.shape[2:]):
-            raise ConfigError(f"MengNet input size {'x'.join(map(str, x.shape[2:]))} must be divisible by 16 "
-                              "(4 max-pools)")
+            raise ConfigError(
+                f"MengNet input size {'x'.join(map(str, x.shape[2:]))} must be divisible by 16 (4 max-pools)"
+            )
         h = [x[:, i : i + 1] for i in range(self.n_branches)]
         out: dict[str, list] = {"stages": [[], []], "skips": [[], []], "fused": [], "bottleneck": []}
         for level in range(_N_LEVELS):

@@ -81,19 +81,59 @@ files in OUT) and :mod:`~workbench.reproduce.plots` (DSC against the labeled fra
 
 # every name other code imports from here, and the constants the docstrings name (as in the former single module)
 from workbench.reproduce.cells import Cell, CellResult, plan_cells
-from workbench.reproduce.grid import (BUILTIN_KINDS, FORMATS, Grid, GridDataset, GridError, GridMethod, grid_path,
-                                      parse_claim, shipped_grids, slugify)
+from workbench.reproduce.grid import (
+    BUILTIN_KINDS,
+    FORMATS,
+    Grid,
+    GridDataset,
+    GridError,
+    GridMethod,
+    grid_path,
+    parse_claim,
+    shipped_grids,
+    slugify,
+)
 from workbench.reproduce.load import load_grid
 from workbench.reproduce.paper import PAPER_LABEL, PaperTable, load_paper_values
 from workbench.reproduce.plots import plot_dsc_vs_labeled
 from workbench.reproduce.results import TABLE_METRICS, collect_protocols, collect_rows, read_per_patient
 from workbench.reproduce.runner import GridReport, reproduce
-from workbench.reproduce.tables import (CLAIM_COLUMNS, COMPARISON_FIELDS, ResultTable, claims_html, claims_markdown,
-                                        decide_claims, results_tables, tabulate)
+from workbench.reproduce.tables import (
+    CLAIM_COLUMNS,
+    COMPARISON_FIELDS,
+    ResultTable,
+    claims_html,
+    claims_markdown,
+    decide_claims,
+    results_tables,
+    tabulate,
+)
 
 __all__ = [
-    "GridError", "Grid", "GridDataset", "GridMethod", "Cell", "CellResult", "GridReport", "ResultTable",
-    "PaperTable", "grid_path", "shipped_grids", "load_grid", "plan_cells", "reproduce", "tabulate",
-    "collect_rows", "collect_protocols", "results_tables", "decide_claims", "claims_markdown", "claims_html",
-    "parse_claim", "plot_dsc_vs_labeled", "load_paper_values", "slugify", "read_per_patient",
+    "GridError",
+    "Grid",
+    "GridDataset",
+    "GridMethod",
+    "Cell",
+    "CellResult",
+    "GridReport",
+    "ResultTable",
+    "PaperTable",
+    "grid_path",
+    "shipped_grids",
+    "load_grid",
+    "plan_cells",
+    "reproduce",
+    "tabulate",
+    "collect_rows",
+    "collect_protocols",
+    "results_tables",
+    "decide_claims",
+    "claims_markdown",
+    "claims_html",
+    "parse_claim",
+    "plot_dsc_vs_labeled",
+    "load_paper_values",
+    "slugify",
+    "read_per_patient",
 ]

@@ -59,11 +59,21 @@ def plan_cells(grid: Grid, out: str | Path) -> list[Cell]:
         for method in grid.methods:
             for fraction in grid.fractions(method):
                 for seed in grid.seeds:
-                    values = {**grid.settings, **dataset.settings, **grid.settings_by_labeled.get(fraction, {}),
-                              **method.settings}
-                    values.update(method=method.method, data=str(dataset.folder(out)), fmt=dataset.fmt,
-                                  modalities=dataset.modalities, labeled=fraction, seed=seed,
-                                  options=dict(method.options))
+                    values = {
+                        **grid.settings,
+                        **dataset.settings,
+                        **grid.settings_by_labeled.get(fraction, {}),
+                        **method.settings,
+                    }
+                    values.update(
+                        method=method.method,
+                        data=str(dataset.folder(out)),
+                        fmt=dataset.fmt,
+                        modalities=dataset.modalities,
+                        labeled=fraction,
+                        seed=seed,
+                        options=dict(method.options),
+                    )
                     run_dir = out / f"{dataset.name}-{method.slug}-l{fraction:g}-s{seed}"
                     cell = Cell(dataset, method, fraction, seed, run_dir, values)
                     if method.pretrain is not None:
@@ -102,8 +112,11 @@ def _normal(value: Any) -> Any:
 
 def _config_diff(saved: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
     """``key: saved there, expected here`` for each field both define and that differs."""
-    return [f"{k}: {saved[k]!r} there, {expected[k]!r} in the grid" for k in saved
-            if k in expected and k not in IGNORED_IN_COMPARISON and _normal(saved[k]) != _normal(expected[k])]
+    return [
+        f"{k}: {saved[k]!r} there, {expected[k]!r} in the grid"
+        for k in saved
+        if k in expected and k not in IGNORED_IN_COMPARISON and _normal(saved[k]) != _normal(expected[k])
+    ]
 
 
 def _saved_config(run_dir: Path) -> dict[str, Any] | None:
@@ -132,8 +145,10 @@ def _conflict(run_dir: Path, values: Mapping[str, Any], kind: str = "train") -> 
         return None
     diff = _config_diff(saved, _expected_config(values, kind))
     if diff:
-        return (f"run folder {run_dir} holds a run with other settings ({'; '.join(diff[:3])}); "
-                "delete it or use another --out")
+        return (
+            f"run folder {run_dir} holds a run with other settings ({'; '.join(diff[:3])}); "
+            "delete it or use another --out"
+        )
     return None
 
 

@@ -23,15 +23,37 @@ __all__ = ["GridError", "Grid", "GridDataset", "GridMethod", "grid_path", "shipp
 
 BUILTIN_KINDS = ("brats", "hecktor")
 FORMATS = ("auto", "brats", "hecktor", "generic")
-GRID_KEYS = ("name", "description", "paper_table", "datasets", "methods", "labeled", "seeds", "settings",
-             "settings_by_labeled", "reference", "claims")
+GRID_KEYS = (
+    "name",
+    "description",
+    "paper_table",
+    "datasets",
+    "methods",
+    "labeled",
+    "seeds",
+    "settings",
+    "settings_by_labeled",
+    "reference",
+    "claims",
+)
 DATASET_KEYS = ("name", "kind", "patients", "data_seed", "path", "format", "modalities", "settings", "paper")
 METHOD_KEYS = ("label", "method", "options", "pretrain", "labeled", "settings", "paper")
 #: TrainConfig fields that the grid's structure sets; a ``settings`` block may not
 CELL_FIELDS = ("method", "data", "fmt", "modalities", "labeled", "seed", "options", "init")
 #: PretrainConfig fields taken from the cell; the rest may be set under ``pretrain``
-PRETRAIN_FROM_CELL = ("data", "fmt", "modalities", "split_seed", "test_fraction", "val_fraction", "crop", "size",
-                      "seed", "base_channels", "device")
+PRETRAIN_FROM_CELL = (
+    "data",
+    "fmt",
+    "modalities",
+    "split_seed",
+    "test_fraction",
+    "val_fraction",
+    "crop",
+    "size",
+    "seed",
+    "base_channels",
+    "device",
+)
 PLACEHOLDER = "/EDIT"
 
 
@@ -148,6 +170,7 @@ def grid_path(name_or_path: str | Path) -> Path:
         raise GridError(name_or_path, ["is a folder, not a grid YAML file"])
     raise GridError(name_or_path, [f"no such grid file (shipped grids: {', '.join(shipped_grids())})"])
 
+
 # ------------------------------------------------------------------------------- value checks
 def _type_problem(key: str, value: Any, hint: Any) -> str | None:
     """A problem line when ``value`` does not fit a TrainConfig field typed ``hint``: the one
@@ -169,24 +192,32 @@ def _settings_problems(where: str, values: Any, check_device: bool = False) -> l
     problems = []
     for key, value in values.items():
         if key in CELL_FIELDS:
-            problems.append(f"{where}.{key}: set by the grid itself (datasets / methods / labeled / seeds), "
-                            "not in settings")
+            problems.append(
+                f"{where}.{key}: set by the grid itself (datasets / methods / labeled / seeds), not in settings"
+            )
         elif key not in fields:
-            problems.append(f"{where}.{key}: unknown setting; TrainConfig fields: "
-                            f"{', '.join(k for k in fields if k not in CELL_FIELDS)}")
+            problems.append(
+                f"{where}.{key}: unknown setting; TrainConfig fields: "
+                f"{', '.join(k for k in fields if k not in CELL_FIELDS)}"
+            )
         else:
             problem = _type_problem(f"{where}.{key}", value, hints[key])
             if problem:
                 problems.append(problem)
             elif key == "device" and value == "cuda" and check_device and not torch.cuda.is_available():
-                problems.append(f"{where}.device: 'cuda' but this machine has no CUDA GPU; set {where}.device "
-                                "to cpu or auto, or run on a GPU")
+                problems.append(
+                    f"{where}.device: 'cuda' but this machine has no CUDA GPU; set {where}.device "
+                    "to cpu or auto, or run on a GPU"
+                )
     return problems
 
 
 def _unknown_keys(where: str, values: dict, known: Sequence[str]) -> list[str]:
-    return [f"{where}{'.' if where else ''}{k}: unknown key; known keys: {', '.join(known)}"
-            for k in values if k not in known]
+    return [
+        f"{where}{'.' if where else ''}{k}: unknown key; known keys: {', '.join(known)}"
+        for k in values
+        if k not in known
+    ]
 
 
 def _fraction_problem(where: str, value: Any) -> str | None:

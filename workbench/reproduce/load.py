@@ -9,7 +9,6 @@ returns its part of the grid and one problem line per problem, naming the key an
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,9 +18,25 @@ import yaml
 from workbench.config import TrainConfig
 from workbench.errors import ConfigError
 from workbench.fields import field_types
-from workbench.reproduce.grid import (BUILTIN_KINDS, DATASET_KEYS, FORMATS, GRID_KEYS, METHOD_KEYS, PLACEHOLDER,
-                                      PRETRAIN_FROM_CELL, Grid, GridDataset, GridError, GridMethod, _fraction_problem,
-                                      _settings_problems, _type_problem, _unknown_keys, grid_path, parse_claim)
+from workbench.reproduce.grid import (
+    BUILTIN_KINDS,
+    DATASET_KEYS,
+    FORMATS,
+    GRID_KEYS,
+    METHOD_KEYS,
+    PLACEHOLDER,
+    PRETRAIN_FROM_CELL,
+    Grid,
+    GridDataset,
+    GridError,
+    GridMethod,
+    _fraction_problem,
+    _settings_problems,
+    _type_problem,
+    _unknown_keys,
+    grid_path,
+    parse_claim,
+)
 from workbench.reproduce.paper import PaperTable, load_paper_values
 
 __all__ = ["load_grid"]
@@ -67,10 +82,21 @@ def load_grid(path: str | Path, *, check_paths: bool = True, check_device: bool 
     claims = checked(_check_claims(raw.get("claims"), methods, labeled))
     if problems:
         raise GridError(file, problems)
-    return Grid(name=str(raw.get("name") or file.stem), path=file, datasets=datasets, methods=methods,
-                labeled=labeled, seeds=seeds, settings=dict(settings), settings_by_labeled=by_labeled,
-                paper_table=paper_table, description=str(raw.get("description") or "").strip(), text=text,
-                reference=reference, claims=claims)
+    return Grid(
+        name=str(raw.get("name") or file.stem),
+        path=file,
+        datasets=datasets,
+        methods=methods,
+        labeled=labeled,
+        seeds=seeds,
+        settings=dict(settings),
+        settings_by_labeled=by_labeled,
+        paper_table=paper_table,
+        description=str(raw.get("description") or "").strip(),
+        text=text,
+        reference=reference,
+        claims=claims,
+    )
 
 
 def _read_yaml(file: Path) -> tuple[str, dict[str, Any]]:
@@ -131,8 +157,9 @@ def _check_paper_table(value: Any, papers: Mapping[str, PaperTable]) -> Checked:
 
 
 # --------------------------------------------------------------------------------------- datasets
-def _check_datasets(value: Any, file: Path, papers: Mapping[str, PaperTable], check_paths: bool,
-                    check_device: bool) -> Checked:
+def _check_datasets(
+    value: Any, file: Path, papers: Mapping[str, PaperTable], check_paths: bool, check_device: bool
+) -> Checked:
     """The grid's ``datasets``; their names must differ."""
     datasets: list[GridDataset] = []
     problems = []
@@ -149,8 +176,15 @@ def _check_datasets(value: Any, file: Path, papers: Mapping[str, PaperTable], ch
     return datasets, problems
 
 
-def _check_dataset(where: str, i: int, entry: dict[str, Any], file: Path, papers: Mapping[str, PaperTable],
-                   check_paths: bool, check_device: bool) -> Checked:
+def _check_dataset(
+    where: str,
+    i: int,
+    entry: dict[str, Any],
+    file: Path,
+    papers: Mapping[str, PaperTable],
+    check_paths: bool,
+    check_device: bool,
+) -> Checked:
     """One entry of ``datasets``: a built-in ``kind`` or a real folder ``path``."""
     problems = _unknown_keys(where, entry, DATASET_KEYS)
     name = entry.get("name") or entry.get("kind")
@@ -160,11 +194,14 @@ def _check_dataset(where: str, i: int, entry: dict[str, Any], file: Path, papers
     kind, folder = entry.get("kind"), entry.get("path")
     fmt = entry.get("format", "auto")
     if (kind is None) == (folder is None):
-        problems.append(f"{where}: give either kind ({' / '.join(BUILTIN_KINDS)}, built-in data) or path "
-                        "(a real folder)")
+        problems.append(
+            f"{where}: give either kind ({' / '.join(BUILTIN_KINDS)}, built-in data) or path (a real folder)"
+        )
     if kind is not None and kind not in BUILTIN_KINDS:
-        problems.append(f"{where}.kind: unknown built-in dataset {kind!r}; choose one of: "
-                        f"{', '.join(BUILTIN_KINDS)} (or give path: for a real folder)")
+        problems.append(
+            f"{where}.kind: unknown built-in dataset {kind!r}; choose one of: "
+            f"{', '.join(BUILTIN_KINDS)} (or give path: for a real folder)"
+        )
     if fmt not in FORMATS:
         problems.append(f"{where}.format: unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     path_value = None
@@ -177,8 +214,9 @@ def _check_dataset(where: str, i: int, entry: dict[str, Any], file: Path, papers
     if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
         problems.append(f"{where}.data_seed: {data_seed!r} must be a non-negative integer")
     modalities = entry.get("modalities")
-    if modalities is not None and (not isinstance(modalities, list) or not modalities
-                                   or not all(isinstance(m, str) for m in modalities)):
+    if modalities is not None and (
+        not isinstance(modalities, list) or not modalities or not all(isinstance(m, str) for m in modalities)
+    ):
         problems.append(f"{where}.modalities: {modalities!r} must be a list of modality names, e.g. [t1, flair]")
         modalities = None
     ds_settings = entry.get("settings") or {}
@@ -186,11 +224,20 @@ def _check_dataset(where: str, i: int, entry: dict[str, Any], file: Path, papers
     paper = entry.get("paper", kind or (fmt if fmt in BUILTIN_KINDS else None))
     known_papers = sorted({d for t in papers.values() for d in t.values})
     if "paper" in entry and paper not in known_papers:
-        problems.append(f"{where}.paper: {paper!r} is not a dataset of the paper tables; choose one of: "
-                        f"{', '.join(known_papers)}")
-    dataset = GridDataset(name=name, kind=kind, path=path_value, fmt=fmt if kind is None else "auto",
-                          modalities=modalities, patients=patients, data_seed=data_seed,
-                          settings=dict(ds_settings) if isinstance(ds_settings, dict) else {}, paper=paper)
+        problems.append(
+            f"{where}.paper: {paper!r} is not a dataset of the paper tables; choose one of: {', '.join(known_papers)}"
+        )
+    dataset = GridDataset(
+        name=name,
+        kind=kind,
+        path=path_value,
+        fmt=fmt if kind is None else "auto",
+        modalities=modalities,
+        patients=patients,
+        data_seed=data_seed,
+        settings=dict(ds_settings) if isinstance(ds_settings, dict) else {},
+        paper=paper,
+    )
     return dataset, problems
 
 
@@ -200,16 +247,19 @@ def _check_dataset_path(where: str, folder: Any, fmt: str, file: Path, check_pat
     if not path.is_absolute():
         path = file.parent / path
     if check_paths and str(folder).startswith(PLACEHOLDER):
-        return path, [f"{where}.path: {folder!r} is a placeholder; copy {file.name} and set {where}.path "
-                      f"to your {fmt if fmt != 'auto' else 'dataset'} folder"]
+        return path, [
+            f"{where}.path: {folder!r} is a placeholder; copy {file.name} and set {where}.path "
+            f"to your {fmt if fmt != 'auto' else 'dataset'} folder"
+        ]
     if check_paths and not path.is_dir():
         return path, [f"{where}.path: {str(path)!r} does not exist or is not a folder (edit {where}.path)"]
     return path, []
 
 
 # ---------------------------------------------------------------------------------------- methods
-def _check_methods(value: Any, paper_table: str | None, papers: Mapping[str, PaperTable],
-                   check_device: bool) -> Checked:
+def _check_methods(
+    value: Any, paper_table: str | None, papers: Mapping[str, PaperTable], check_device: bool
+) -> Checked:
     """The grid's ``methods`` (the table rows); their run-folder names must differ."""
     methods: list[GridMethod] = []
     problems = []
@@ -227,8 +277,9 @@ def _check_methods(value: Any, paper_table: str | None, papers: Mapping[str, Pap
     return methods, problems
 
 
-def _check_method(i: int, entry: dict[str, Any], paper_table: str | None, papers: Mapping[str, PaperTable],
-                  check_device: bool) -> Checked:
+def _check_method(
+    i: int, entry: dict[str, Any], paper_table: str | None, papers: Mapping[str, PaperTable], check_device: bool
+) -> Checked:
     """One entry of ``methods``: a registered method with options, its own fractions, settings,
     pre-training and paper row."""
     problems = _unknown_keys(f"methods[{i}]", entry, METHOD_KEYS)
@@ -251,8 +302,15 @@ def _check_method(i: int, entry: dict[str, Any], paper_table: str | None, papers
         paper_ref, problem = _check_paper_ref(where, paper, paper_table, papers)
         if problem:
             problems.append(problem)
-    method = GridMethod(label=label, method=str(name), options=dict(options), pretrain=pretrain, labeled=fractions,
-                        settings=dict(m_settings) if isinstance(m_settings, dict) else {}, paper=paper_ref)
+    method = GridMethod(
+        label=label,
+        method=str(name),
+        options=dict(options),
+        pretrain=pretrain,
+        labeled=fractions,
+        settings=dict(m_settings) if isinstance(m_settings, dict) else {},
+        paper=paper_ref,
+    )
     return method, problems
 
 
@@ -317,8 +375,9 @@ def _check_pretrain(where: str, value: Any) -> tuple[dict[str, Any] | None, list
             if problem:
                 problems.append(problem)
     if spec.get("method", "multi-condos") != "multi-condos":
-        problems.append(f"{where}.pretrain.method: unknown pre-training method {spec['method']!r}; "
-                        "choose one of: multi-condos")
+        problems.append(
+            f"{where}.pretrain.method: unknown pre-training method {spec['method']!r}; choose one of: multi-condos"
+        )
     if isinstance(spec.get("options"), dict):
         try:
             parse_options(MultiConDoSOptions, dict(spec["options"]), "multi-condos")
@@ -327,8 +386,9 @@ def _check_pretrain(where: str, value: Any) -> tuple[dict[str, Any] | None, list
     return dict(spec), problems
 
 
-def _check_paper_ref(where: str, value: Any, default_table: str | None,
-                     papers: Mapping[str, PaperTable]) -> tuple[tuple[str, str] | None, str | None]:
+def _check_paper_ref(
+    where: str, value: Any, default_table: str | None, papers: Mapping[str, PaperTable]
+) -> tuple[tuple[str, str] | None, str | None]:
     """``paper: ROW`` (in the grid's paper_table) or ``paper: {table: ID, row: ROW}``."""
     if isinstance(value, str):
         table, row = default_table, value
@@ -347,8 +407,9 @@ def _check_paper_ref(where: str, value: Any, default_table: str | None,
 
 
 # ---------------------------------------------------------------------------------- the other blocks
-def _check_settings_by_labeled(value: Any, labeled: Sequence[float], methods: Sequence[GridMethod],
-                               check_device: bool) -> Checked:
+def _check_settings_by_labeled(
+    value: Any, labeled: Sequence[float], methods: Sequence[GridMethod], check_device: bool
+) -> Checked:
     """``settings_by_labeled``: fraction -> settings, for fractions of the grid."""
     by_labeled: dict[float, dict[str, Any]] = {}
     raw = value or {}
@@ -362,16 +423,22 @@ def _check_settings_by_labeled(value: Any, labeled: Sequence[float], methods: Se
             problems.append(problem)
             continue
         if float(key) not in every_fraction:
-            problems.append(f"settings_by_labeled.{key}: not one of the grid's labeled fractions "
-                            f"{sorted(every_fraction)}")
+            problems.append(
+                f"settings_by_labeled.{key}: not one of the grid's labeled fractions {sorted(every_fraction)}"
+            )
         problems += _settings_problems(f"settings_by_labeled.{key}", values, check_device)
         by_labeled[float(key)] = dict(values) if isinstance(values, dict) else {}
     return by_labeled, problems
 
 
-def _cell_settings_problems(settings: Mapping[str, Any], datasets: Sequence[GridDataset],
-                            methods: Sequence[GridMethod], labeled: Sequence[float],
-                            by_labeled: Mapping[float, Mapping[str, Any]], check_device: bool) -> list[str]:
+def _cell_settings_problems(
+    settings: Mapping[str, Any],
+    datasets: Sequence[GridDataset],
+    methods: Sequence[GridMethod],
+    labeled: Sequence[float],
+    by_labeled: Mapping[float, Mapping[str, Any]],
+    check_device: bool,
+) -> list[str]:
     """The merged settings of every (dataset, method, fraction) as TrainConfig checks them (each
     distinct problem once)."""
     from workbench.train import TrainConfig
@@ -380,13 +447,14 @@ def _cell_settings_problems(settings: Mapping[str, Any], datasets: Sequence[Grid
     seen: set[str] = set()
     for dataset in datasets:
         for method in methods:
-            for fraction in (method.labeled or labeled):
+            for fraction in method.labeled or labeled:
                 values = {**settings, **dataset.settings, **by_labeled.get(fraction, {}), **method.settings}
                 if not check_device and values.get("device") == "cuda":
                     values["device"] = "cpu"
                 try:
-                    TrainConfig(**values, method=method.method, data="grid", labeled=fraction,
-                                options=dict(method.options)).validate()
+                    TrainConfig(
+                        **values, method=method.method, data="grid", labeled=fraction, options=dict(method.options)
+                    ).validate()
                 except ConfigError as exc:
                     line = f"settings of {dataset.name} / {method.label} / labeled {fraction:g}: {exc}"
                     if str(exc) not in seen:
@@ -433,7 +501,8 @@ def _check_claims(value: Any, methods: Sequence[GridMethod], labeled: Sequence[f
             if left == right:
                 problems.append(f"{where}: compares {left!r} with itself")
             elif not fractions[left] & fractions[right]:
-                problems.append(f"{where}: {left!r} and {right!r} share no labeled fraction, so they are never "
-                                "compared")
+                problems.append(
+                    f"{where}: {left!r} and {right!r} share no labeled fraction, so they are never compared"
+                )
         claims.append(text)
     return claims, problems

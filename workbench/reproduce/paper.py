@@ -51,8 +51,12 @@ def load_paper_values(path: str | Path | None = None) -> dict[str, PaperTable]:
     tables = {}
     for table_id, entry in raw["tables"].items():
         values = {
-            dataset: {float(f): {str(row): {m: (float(v[0]), float(v[1])) for m, v in cols.items()}
-                                 for row, cols in rows.items()} for f, rows in by_f.items()}
+            dataset: {
+                float(f): {
+                    str(row): {m: (float(v[0]), float(v[1])) for m, v in cols.items()} for row, cols in rows.items()
+                }
+                for f, rows in by_f.items()
+            }
             for dataset, by_f in entry["values"].items()
         }
         tables[table_id] = PaperTable(table_id, entry["paper"], entry["table"], entry["data"], values)

@@ -23,9 +23,14 @@ __all__ = ["plot_dsc_vs_labeled"]
 Published = Callable[[str, str], list[tuple[float, float]]]
 
 
-def plot_dsc_vs_labeled(rows: pd.DataFrame, dataset: str, grid: Grid | None = None,
-                        papers: Mapping[str, PaperTable] | None = None, metric: str = "dsc",
-                        colours: Mapping[str, str] | None = None) -> Any:
+def plot_dsc_vs_labeled(
+    rows: pd.DataFrame,
+    dataset: str,
+    grid: Grid | None = None,
+    papers: Mapping[str, PaperTable] | None = None,
+    metric: str = "dsc",
+    colours: Mapping[str, str] | None = None,
+) -> Any:
     """DSC (or ``metric="sens"``) against the labeled fraction: one panel per modality, one line
     per method (mean over seeds of each run's mean over patients; error bar: the sample std over
     seeds, ddof 1, drawn only where a point has more than one seed). The axis label says how
@@ -69,8 +74,14 @@ class _Panels:
             return None
 
 
-def _panels(rows: pd.DataFrame, dataset: str, grid: Grid | None, papers: Mapping[str, PaperTable] | None,
-            metric: str, colours: Mapping[str, str] | None) -> _Panels:
+def _panels(
+    rows: pd.DataFrame,
+    dataset: str,
+    grid: Grid | None,
+    papers: Mapping[str, PaperTable] | None,
+    metric: str,
+    colours: Mapping[str, str] | None,
+) -> _Panels:
     """The points of ``dataset`` in ``rows`` (checked), with the grid's published values."""
     from workbench.viz.style import method_colours, spread_label
 
@@ -86,14 +97,23 @@ def _panels(rows: pd.DataFrame, dataset: str, grid: Grid | None, papers: Mapping
         papers = load_paper_values()
     methods = list(dict.fromkeys(sub["method"]))
     quantity = "DSC" if metric == "dsc" else "sensitivity"
-    return _Panels(dataset=dataset, quantity=quantity, points=points, modalities=list(dict.fromkeys(sub["modality"])),
-                   methods=methods, fractions=sorted(set(sub["labeled"])), colours=method_colours(methods, colours),
-                   axis_label=spread_label(quantity, points["seeds"]), stamped=_stamped(sub),
-                   published=_published_values(grid, papers, dataset, 0 if metric == "dsc" else 1))
+    return _Panels(
+        dataset=dataset,
+        quantity=quantity,
+        points=points,
+        modalities=list(dict.fromkeys(sub["modality"])),
+        methods=methods,
+        fractions=sorted(set(sub["labeled"])),
+        colours=method_colours(methods, colours),
+        axis_label=spread_label(quantity, points["seeds"]),
+        stamped=_stamped(sub),
+        published=_published_values(grid, papers, dataset, 0 if metric == "dsc" else 1),
+    )
 
 
-def _published_values(grid: Grid | None, papers: Mapping[str, PaperTable] | None, dataset: str,
-                      index: int) -> Published:
+def _published_values(
+    grid: Grid | None, papers: Mapping[str, PaperTable] | None, dataset: str, index: int
+) -> Published:
     """``published(method, modality)``: (labeled %, paper value) of a row that cites the paper,
     at the row's fractions (``index`` 0: DSC, 1: Sens); none without a grid."""
     rows_of = {m.label: m for m in grid.methods} if grid is not None else {}
@@ -105,8 +125,11 @@ def _published_values(grid: Grid | None, papers: Mapping[str, PaperTable] | None
             return []
         assert grid is not None
         table, name = papers[row.paper[0]], row.paper[1]
-        return [(f * 100, table.get(paper_dataset, f, name)[modality][index])
-                for f in grid.fractions(row) if modality in table.get(paper_dataset, f, name)]
+        return [
+            (f * 100, table.get(paper_dataset, f, name)[modality][index])
+            for f in grid.fractions(row)
+            if modality in table.get(paper_dataset, f, name)
+        ]
 
     return published
 
@@ -118,8 +141,9 @@ def _line_plot(panels: _Panels) -> Any:
     from matplotlib.ticker import NullFormatter
 
     fractions = panels.fractions
-    fig, axes = plt.subplots(1, len(panels.modalities), figsize=(4.6 * len(panels.modalities) + 1.8, 3.8),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(panels.modalities), figsize=(4.6 * len(panels.modalities) + 1.8, 3.8), squeeze=False, sharey=True
+    )
     drew_paper = False
     for ax, modality in zip(axes[0], panels.modalities):
         for method in panels.methods:
@@ -131,8 +155,15 @@ def _line_plot(panels: _Panels) -> Any:
             spread = points["std"].notna()  # one seed: no sample std, so no error bar
             ax.plot(points.index * 100, points["mean"], color=colour, marker="o", ms=4, lw=1.4, label=method)
             if spread.any():
-                ax.errorbar(points.index[spread] * 100, points["mean"][spread], yerr=points["std"][spread],
-                            color=colour, capsize=3, lw=1.4, ls="none")
+                ax.errorbar(
+                    points.index[spread] * 100,
+                    points["mean"][spread],
+                    yerr=points["std"][spread],
+                    color=colour,
+                    capsize=3,
+                    lw=1.4,
+                    ls="none",
+                )
             if paper:
                 ax.plot(*zip(*paper), color=colour, ls=":", marker="o", mfc="none", ms=6, lw=1.2)
             drew_paper = drew_paper or bool(paper)
@@ -159,8 +190,13 @@ def _dot_plot(panels: _Panels) -> Any:
     import matplotlib.pyplot as plt
 
     fraction, methods = panels.fractions[0], panels.methods
-    fig, axes = plt.subplots(1, len(panels.modalities), figsize=(3.6 * len(panels.modalities) + 1.8,
-                                                                0.32 * len(methods) + 1.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1,
+        len(panels.modalities),
+        figsize=(3.6 * len(panels.modalities) + 1.8, 0.32 * len(methods) + 1.4),
+        squeeze=False,
+        sharey=True,
+    )
     drew_paper = False
     for ax, modality in zip(axes[0], panels.modalities):
         for position, method in enumerate(methods):
@@ -173,11 +209,25 @@ def _dot_plot(panels: _Panels) -> Any:
             spread = points["std"].notna()  # one seed: no sample std, so no error bar
             ax.plot(points["mean"], [position] * len(points), color=colour, marker="o", ms=5, ls="none", label=method)
             if spread.any():
-                ax.errorbar(points["mean"][spread], [position] * int(spread.sum()), xerr=points["std"][spread],
-                            color=colour, capsize=3, lw=1.4, ls="none")
+                ax.errorbar(
+                    points["mean"][spread],
+                    [position] * int(spread.sum()),
+                    xerr=points["std"][spread],
+                    color=colour,
+                    capsize=3,
+                    lw=1.4,
+                    ls="none",
+                )
             if paper:
-                ax.plot([v for _, v in paper], [position] * len(paper), color=colour, ls="none", marker="o",
-                        mfc="none", ms=7)
+                ax.plot(
+                    [v for _, v in paper],
+                    [position] * len(paper),
+                    color=colour,
+                    ls="none",
+                    marker="o",
+                    mfc="none",
+                    ms=7,
+                )
             drew_paper = drew_paper or bool(paper)
         ax.set_title(_modality_header(modality))
         ax.grid(alpha=0.3)
@@ -188,8 +238,10 @@ def _dot_plot(panels: _Panels) -> Any:
     fig.suptitle(_with_stamp(f"{panels.dataset}: {panels.quantity} at {fraction * 100:g}% labeled", panels.stamped))
     handles, labels = [], []
     if drew_paper:
-        handles, labels = [plt.Line2D([], [], color="grey", ls="none", marker="o", mfc="none")], \
-            [f"{PAPER_LABEL} (open marker)"]
+        handles, labels = (
+            [plt.Line2D([], [], color="grey", ls="none", marker="o", mfc="none")],
+            [f"{PAPER_LABEL} (open marker)"],
+        )
     return _finish(fig, handles, labels)
 
 

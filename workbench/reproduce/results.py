@@ -152,10 +152,12 @@ class _Scores:
         frame = self.groups.get((dataset, method, labeled, modality))
         return pd.Series(dtype=float) if frame is None else frame[metric].astype(float).dropna()
 
-    def paired(self, dataset: str, a: str, b: str, labeled: float, modality: str, metric: str = "dsc"
-               ) -> PairedResult:
+    def paired(self, dataset: str, a: str, b: str, labeled: float, modality: str, metric: str = "dsc") -> PairedResult:
         """:func:`~workbench.stats.paired_test` of row ``b`` against row ``a`` over their matched
         (case_id, seed) pairs."""
-        both = pd.concat([self.values(dataset, a, labeled, modality, metric),
-                          self.values(dataset, b, labeled, modality, metric)], axis=1, join="inner").dropna()
+        both = pd.concat(
+            [self.values(dataset, a, labeled, modality, metric), self.values(dataset, b, labeled, modality, metric)],
+            axis=1,
+            join="inner",
+        ).dropna()
         return paired_test(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy())

@@ -76,8 +76,15 @@ class GridReport:
 
 
 # ------------------------------------------------------------------------------------ running
-def reproduce(grid: Grid | str | Path, out: str | Path, *, jobs: int = 1, only_finished: bool = False,
-              threads: int = 0, quiet: bool = False) -> GridReport:
+def reproduce(
+    grid: Grid | str | Path,
+    out: str | Path,
+    *,
+    jobs: int = 1,
+    only_finished: bool = False,
+    threads: int = 0,
+    quiet: bool = False,
+) -> GridReport:
     """Run every unfinished cell of a grid (unless ``only_finished``), then tabulate.
 
     Args:
@@ -116,14 +123,31 @@ def reproduce(grid: Grid | str | Path, out: str | Path, *, jobs: int = 1, only_f
     done_cells = [c for c in cells if results[c.key].status not in ("failed", "not run")]
     rows = collect_rows(done_cells)
     tables = results_tables(rows, grid)
-    report = GridReport(grid, out, cells, results, rows, tables, [], protocols=collect_protocols(done_cells),
-                        claims=decide_claims(rows, grid))
+    report = GridReport(
+        grid,
+        out,
+        cells,
+        results,
+        rows,
+        tables,
+        [],
+        protocols=collect_protocols(done_cells),
+        claims=decide_claims(rows, grid),
+    )
     report.files = tabulate(report)
     return report
 
 
-def _run_todo(grid: Grid, out: Path, cells: list[Cell], todo: list[Cell], results: dict[str, CellResult],
-              jobs: int, threads: int | None, quiet: bool) -> None:
+def _run_todo(
+    grid: Grid,
+    out: Path,
+    cells: list[Cell],
+    todo: list[Cell],
+    results: dict[str, CellResult],
+    jobs: int,
+    threads: int | None,
+    quiet: bool,
+) -> None:
     """Write grid.yaml, generate the built-in data the cells need and run them with a progress
     bar, putting each cell's :class:`CellResult` into ``results``."""
     from tqdm.auto import tqdm
@@ -132,8 +156,7 @@ def _run_todo(grid: Grid, out: Path, cells: list[Cell], todo: list[Cell], result
     for dataset in grid.datasets:
         if dataset.kind and any(c.dataset is dataset for c in todo):
             _make_builtin(dataset, out)
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"{grid.name} cells", unit="cell",
-               disable=quiet)
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"{grid.name} cells", unit="cell", disable=quiet)
 
     def done(cell: Cell, result: Outcome) -> None:
         results[cell.key] = CellResult(result["status"], result.get("error"), result.get("seconds", 0.0))
@@ -214,8 +237,9 @@ def _train(run_dir: Path, values: dict[str, Any]) -> str:
             diff = _config_diff(dataclasses.asdict(trainer.config), dataclasses.asdict(config))
             if diff:
                 trainer.close()
-                raise ConfigError(f"run folder {run_dir} holds a checkpoint with other settings "
-                                  f"({'; '.join(diff[:3])})")
+                raise ConfigError(
+                    f"run folder {run_dir} holds a checkpoint with other settings ({'; '.join(diff[:3])})"
+                )
     if trainer is None:
         trainer = Trainer(config, run_dir, quiet=True, overwrite=True)
     try:
@@ -262,8 +286,7 @@ def _run_cells(cells: list[Cell], jobs: int, threads: int | None, done: Done) ->
         _run_in_pool(cells, pretrains, waiting, jobs, threads, done)
 
 
-def _run_in_order(cells: list[Cell], pretrains: dict[Path, dict[str, Any]], threads: int | None,
-                  done: Done) -> None:
+def _run_in_order(cells: list[Cell], pretrains: dict[Path, dict[str, Any]], threads: int | None, done: Done) -> None:
     """In this process, in order (each pre-training when its first cell comes): nothing is left
     running if it is interrupted."""
     outcome: dict[Path, Outcome] = {}
@@ -272,16 +295,25 @@ def _run_in_order(cells: list[Cell], pretrains: dict[Path, dict[str, Any]], thre
         if folder is not None:
             if folder not in outcome:
                 problem = _conflict(folder, pretrains[folder], kind="pretrain")
-                outcome[folder] = ({"status": "failed", "error": problem} if problem else
-                                   _run_task(_task("pretrain", folder, pretrains[folder], threads)))
+                outcome[folder] = (
+                    {"status": "failed", "error": problem}
+                    if problem
+                    else _run_task(_task("pretrain", folder, pretrains[folder], threads))
+                )
             if outcome[folder]["status"] == "failed":
                 done(cell, _pretrain_failed(folder, outcome[folder]["error"]))
                 continue
         done(cell, _run_task(_task("train", cell.run_dir, cell.config, threads)))
 
 
-def _run_in_pool(cells: list[Cell], pretrains: dict[Path, dict[str, Any]], waiting: dict[Path, list[Cell]],
-                 jobs: int, threads: int | None, done: Done) -> None:
+def _run_in_pool(
+    cells: list[Cell],
+    pretrains: dict[Path, dict[str, Any]],
+    waiting: dict[Path, list[Cell]],
+    jobs: int,
+    threads: int | None,
+    done: Done,
+) -> None:
     """In ``jobs`` spawned worker processes: the pre-trainings and the cells without one first,
     each pre-training's cells once it has finished."""
     pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"))
@@ -292,7 +324,7 @@ def _run_in_pool(cells: list[Cell], pretrains: dict[Path, dict[str, Any]], waiti
             futures[pool.submit(_run_task, _task(kind, run_dir, config, threads))] = (kind, item)
         except (BrokenProcessPool, RuntimeError) as exc:
             result = {"status": "failed", "error": f"not started: the worker pool is broken ({exc})"}
-            for cell in ([item] if kind == "train" else waiting[item]):
+            for cell in [item] if kind == "train" else waiting[item]:
                 done(cell, result if kind == "train" else _pretrain_failed(item, result["error"]))
 
     try:

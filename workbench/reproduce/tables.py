@@ -2,7 +2,11 @@
 fraction in the papers' layout (``mean ± std [CI]`` per method and modality, the papers' values,
 and each row's paired DSC test against the reference row), the claimed orders decided on our runs
 (:func:`decide_claims`), and :func:`tabulate`, which writes ``per_patient.csv``, ``cells.csv``,
-``claims.csv``, ``tables.md``, ``tables.html`` and the plots (statistics: :mod:`workbench.stats`)."""
+``claims.csv``, ``tables.md``, ``tables.html`` and the plots (statistics: :mod:`workbench.stats`).
+
+Why one long module: the result table, its comparisons and claims, and the files they are
+written to share one row layout; each function is short.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +23,15 @@ from workbench.reproduce.grid import Grid, GridDataset, GridMethod, parse_claim
 from workbench.reproduce.paper import PAPER_LABEL, PaperTable, load_paper_values
 from workbench.reproduce.plots import plot_dsc_vs_labeled
 from workbench.reproduce.results import TABLE_METRICS, _modality_header, _per_seed, _Scores, _stamped, _with_stamp
-from workbench.stats import (TEST_FEEDBACK_STAMP, PairedResult, ProtocolCard, bootstrap_ci, decide,
-                             minimal_detectable_difference, sample_std)
+from workbench.stats import (
+    TEST_FEEDBACK_STAMP,
+    PairedResult,
+    ProtocolCard,
+    bootstrap_ci,
+    decide,
+    minimal_detectable_difference,
+    sample_std,
+)
 
 if TYPE_CHECKING:
     from workbench.reproduce.runner import GridReport
@@ -79,8 +90,11 @@ class ResultTable:
         for label in self.mean.index:
             for col in self.mean.columns:
                 text.at[label, col] = self._cell_text(label, col)
-        text.insert(0, ("", "seeds"), [str(self.seeds[label]) if label not in self.paper_rows else "–"
-                                       for label in self.mean.index])
+        text.insert(
+            0,
+            ("", "seeds"),
+            [str(self.seeds[label]) if label not in self.paper_rows else "–" for label in self.mean.index],
+        )
         text.columns = pd.MultiIndex.from_tuples(list(text.columns))
         text.index.name = "method"
         return text
@@ -102,9 +116,12 @@ class ResultTable:
 
     @property
     def comparison_title(self) -> str:
-        return _with_stamp(f"vs {self.reference}: paired DSC over matched test patient x seed pairs, "
-                           f"Δ = row − {self.reference}, verdict on \"row > {self.reference}\" "
-                           "(Wilcoxon, alpha 0.05); MDD: the minimal detectable Δ at 80% power", bool(self.stamp))
+        return _with_stamp(
+            f"vs {self.reference}: paired DSC over matched test patient x seed pairs, "
+            f'Δ = row − {self.reference}, verdict on "row > {self.reference}" '
+            "(Wilcoxon, alpha 0.05); MDD: the minimal detectable Δ at 80% power",
+            bool(self.stamp),
+        )
 
     def comparison_formatted(self) -> pd.DataFrame | None:
         """The comparison as strings: pairs, then per modality Δ DSC, verdict, MDD (None without one)."""
@@ -113,8 +130,10 @@ class ResultTable:
         modalities = list(dict.fromkeys(m for m, _ in self.comparison.columns))
         text = pd.DataFrame(index=self.comparison.index, dtype=object)
         text.index.name = "method"
-        text[("", "pairs")] = [" / ".join(dict.fromkeys(str(int(self.comparison.at[label, (m, "pairs")]))
-                                                        for m in modalities)) for label in self.comparison.index]
+        text[("", "pairs")] = [
+            " / ".join(dict.fromkeys(str(int(self.comparison.at[label, (m, "pairs")])) for m in modalities))
+            for label in self.comparison.index
+        ]
         for m in modalities:
             text[(m, "Δ DSC")] = [_signed(v) for v in self.comparison[(m, "diff")]]
             text[(m, "verdict")] = list(self.comparison[(m, "verdict")])
@@ -136,8 +155,13 @@ class ResultTable:
         comparison = self.comparison_formatted()
         if comparison is not None:
             headers = ["method"] + [f"{m} {metric}".strip() for m, metric in comparison.columns]
-            lines += ["", f"*{self.comparison_title}*", "", "| " + " | ".join(headers) + " |",
-                      "|" + "---|" * len(headers)]
+            lines += [
+                "",
+                f"*{self.comparison_title}*",
+                "",
+                "| " + " | ".join(headers) + " |",
+                "|" + "---|" * len(headers),
+            ]
             lines += ["| " + " | ".join([str(label)] + list(row)) + " |" for label, row in comparison.iterrows()]
         return "\n".join(lines)
 
@@ -164,8 +188,7 @@ class ResultTable:
 
 
 # ------------------------------------------------------------------------------- result tables
-def results_tables(rows: pd.DataFrame, grid: Grid, papers: Mapping[str, PaperTable] | None = None
-                   ) -> list[ResultTable]:
+def results_tables(rows: pd.DataFrame, grid: Grid, papers: Mapping[str, PaperTable] | None = None) -> list[ResultTable]:
     """One :class:`ResultTable` per dataset and labeled fraction with at least one finished run.
 
     Our rows: mean ± sample std (ddof 1) over seeds of each run's mean over patients, and the 95%
@@ -190,12 +213,20 @@ def results_tables(rows: pd.DataFrame, grid: Grid, papers: Mapping[str, PaperTab
     return tables
 
 
-def _result_table(rows: pd.DataFrame, grid: Grid, dataset: GridDataset, fraction: float, modalities: list[str],
-                  per_seed: pd.DataFrame | None, scores: _Scores, papers: Mapping[str, PaperTable]
-                  ) -> ResultTable | None:
+def _result_table(
+    rows: pd.DataFrame,
+    grid: Grid,
+    dataset: GridDataset,
+    fraction: float,
+    modalities: list[str],
+    per_seed: pd.DataFrame | None,
+    scores: _Scores,
+    papers: Mapping[str, PaperTable],
+) -> ResultTable | None:
     """The table of one dataset at one fraction; None when none of our rows has a run."""
-    columns = pd.MultiIndex.from_tuples([(_modality_header(m), header) for m in modalities
-                                         for _, header in TABLE_METRICS])
+    columns = pd.MultiIndex.from_tuples(
+        [(_modality_header(m), header) for m in modalities for _, header in TABLE_METRICS]
+    )
     labels, means, stds, lows, highs, seeds, paper_rows = [], [], [], [], [], [], {}
     ours = []
     for method in grid.methods:
@@ -225,14 +256,29 @@ def _result_table(rows: pd.DataFrame, grid: Grid, dataset: GridDataset, fraction
     stamped = _stamped(rows[(rows["dataset"] == dataset.name) & (rows["labeled"] == fraction)])
     frame = partial(pd.DataFrame, index=labels, columns=columns)
     return ResultTable(
-        dataset.name, fraction, frame(means), frame(stds), pd.Series(seeds, index=labels), paper_rows,
+        dataset.name,
+        fraction,
+        frame(means),
+        frame(stds),
+        pd.Series(seeds, index=labels),
+        paper_rows,
         title=_with_stamp(f"{dataset.name}, {fraction * 100:g}% labeled", stamped),
-        ci_low=frame(lows), ci_high=frame(highs), reference=reference if comparison is not None else None,
-        comparison=comparison, stamp=TEST_FEEDBACK_STAMP if stamped else None)
+        ci_low=frame(lows),
+        ci_high=frame(highs),
+        reference=reference if comparison is not None else None,
+        comparison=comparison,
+        stamp=TEST_FEEDBACK_STAMP if stamped else None,
+    )
 
 
-def _our_row(dataset: GridDataset, method: GridMethod, fraction: float, modalities: list[str],
-             per_seed: pd.DataFrame | None, scores: _Scores) -> tuple[list, list, list, list, int]:
+def _our_row(
+    dataset: GridDataset,
+    method: GridMethod,
+    fraction: float,
+    modalities: list[str],
+    per_seed: pd.DataFrame | None,
+    scores: _Scores,
+) -> tuple[list, list, list, list, int]:
     """One row of ours: per modality and metric the mean and sample std over seeds, the bootstrap
     CI of the per-(patient, seed) scores; and the most seeds any column has."""
     mean_row, std_row, low_row, high_row, n = [], [], [], [], 0
@@ -256,8 +302,9 @@ def _our_row(dataset: GridDataset, method: GridMethod, fraction: float, modaliti
     return mean_row, std_row, low_row, high_row, n
 
 
-def _paper_row(dataset: GridDataset, method: GridMethod, fraction: float, modalities: list[str],
-               papers: Mapping[str, PaperTable]) -> tuple[str, list[float], str] | None:
+def _paper_row(
+    dataset: GridDataset, method: GridMethod, fraction: float, modalities: list[str], papers: Mapping[str, PaperTable]
+) -> tuple[str, list[float], str] | None:
     """The published row a method cites at this fraction: (label, values, citation); None when it
     cites none or the paper has none of our modalities."""
     if method.paper is None:
@@ -270,24 +317,44 @@ def _paper_row(dataset: GridDataset, method: GridMethod, fraction: float, modali
     return f'{PAPER_LABEL}: {papers[table_id].table} "{paper_row}"', values, papers[table_id].citation
 
 
-def _comparison(dataset: GridDataset, fraction: float, modalities: list[str], reference: str, ours: list[str],
-                scores: _Scores) -> pd.DataFrame | None:
+def _comparison(
+    dataset: GridDataset, fraction: float, modalities: list[str], reference: str, ours: list[str], scores: _Scores
+) -> pd.DataFrame | None:
     """Each of our other rows against ``reference`` (None without the reference or another row)."""
     others = [label for label in ours if label != reference]
     if reference not in ours or not others:
         return None
     return pd.DataFrame(
-        [[value for m in modalities
-          for value in _comparison_values(scores.paired(dataset.name, reference, label, fraction, m), ">")]
-         for label in others],
-        index=others, columns=pd.MultiIndex.from_tuples([(_modality_header(m), f) for m in modalities
-                                                         for f in COMPARISON_FIELDS]))
+        [
+            [
+                value
+                for m in modalities
+                for value in _comparison_values(scores.paired(dataset.name, reference, label, fraction, m), ">")
+            ]
+            for label in others
+        ],
+        index=others,
+        columns=pd.MultiIndex.from_tuples([(_modality_header(m), f) for m in modalities for f in COMPARISON_FIELDS]),
+    )
 
 
 # ------------------------------------------------------------------------------------ claims
 #: the columns of :func:`decide_claims` (and claims.csv)
-CLAIM_COLUMNS = ("dataset", "labeled", "claim", "modality", "left", "op", "right", "n", "diff", "p", "verdict",
-                 "mdd", "stamp")
+CLAIM_COLUMNS = (
+    "dataset",
+    "labeled",
+    "claim",
+    "modality",
+    "left",
+    "op",
+    "right",
+    "n",
+    "diff",
+    "p",
+    "verdict",
+    "mdd",
+    "stamp",
+)
 
 
 def decide_claims(rows: pd.DataFrame, grid: Grid) -> pd.DataFrame:
@@ -310,15 +377,34 @@ def decide_claims(rows: pd.DataFrame, grid: Grid) -> pd.DataFrame:
             for left, op, right in parse_claim(claim):
                 common = set(grid.fractions(methods[left])) & set(grid.fractions(methods[right]))
                 for fraction in sorted(common):
-                    pair_rows = in_dataset[(in_dataset["labeled"] == fraction)
-                                           & in_dataset["method"].isin([left, right])]
+                    pair_rows = in_dataset[
+                        (in_dataset["labeled"] == fraction) & in_dataset["method"].isin([left, right])
+                    ]
                     for m in modalities:
                         result = scores.paired(dataset.name, right, left, fraction, m)  # diffs: left − right
                         n, diff, p, verdict, mdd = _comparison_values(result, op)
-                        records.append(dict(zip(CLAIM_COLUMNS, (
-                            dataset.name, fraction, claim, m, left, op, right, n, diff, p, verdict, mdd,
-                            TEST_FEEDBACK_STAMP if _stamped(pair_rows) else "",
-                        ))))
+                        records.append(
+                            dict(
+                                zip(
+                                    CLAIM_COLUMNS,
+                                    (
+                                        dataset.name,
+                                        fraction,
+                                        claim,
+                                        m,
+                                        left,
+                                        op,
+                                        right,
+                                        n,
+                                        diff,
+                                        p,
+                                        verdict,
+                                        mdd,
+                                        TEST_FEEDBACK_STAMP if _stamped(pair_rows) else "",
+                                    ),
+                                )
+                            )
+                        )
     return pd.DataFrame(records, columns=list(CLAIM_COLUMNS))
 
 
@@ -326,27 +412,40 @@ def _claims_title(claims: pd.DataFrame) -> str:
     return _with_stamp("Claims", bool((claims["stamp"] != "").any()) if len(claims) else False)
 
 
-CLAIMS_NOTE = ("Each claimed order of the grid, per adjacent pair, on DSC over matched test patient x seed pairs: "
-               "Δ = left − right, two-sided Wilcoxon signed-rank, alpha 0.05, no correction for multiple "
-               "comparisons; MDD: the minimal detectable Δ at 80% power (optimistic: seeds share patients).")
+CLAIMS_NOTE = (
+    "Each claimed order of the grid, per adjacent pair, on DSC over matched test patient x seed pairs: "
+    "Δ = left − right, two-sided Wilcoxon signed-rank, alpha 0.05, no correction for multiple "
+    "comparisons; MDD: the minimal detectable Δ at 80% power (optimistic: seeds share patients)."
+)
 
 
 def _claims_text(claims: pd.DataFrame) -> pd.DataFrame:
     """The claims as display strings."""
-    return pd.DataFrame({
-        "dataset": claims["dataset"], "labeled": [f"{f * 100:g}%" for f in claims["labeled"]],
-        "claim": [f"{a} {op} {b}" for a, op, b in zip(claims["left"], claims["op"], claims["right"])],
-        "modality": [_modality_header(m) for m in claims["modality"]], "pairs": claims["n"].astype(str),
-        "Δ DSC": [_signed(v) for v in claims["diff"]], "verdict": claims["verdict"],
-        "MDD": [_plain(v) for v in claims["mdd"]],
-    })
+    return pd.DataFrame(
+        {
+            "dataset": claims["dataset"],
+            "labeled": [f"{f * 100:g}%" for f in claims["labeled"]],
+            "claim": [f"{a} {op} {b}" for a, op, b in zip(claims["left"], claims["op"], claims["right"])],
+            "modality": [_modality_header(m) for m in claims["modality"]],
+            "pairs": claims["n"].astype(str),
+            "Δ DSC": [_signed(v) for v in claims["diff"]],
+            "verdict": claims["verdict"],
+            "MDD": [_plain(v) for v in claims["mdd"]],
+        }
+    )
 
 
 def claims_markdown(claims: pd.DataFrame) -> str:
     """The "Claims" section of tables.md."""
     text = _claims_text(claims)
-    lines = [f"## {_claims_title(claims)}", "", CLAIMS_NOTE, "", "| " + " | ".join(text.columns) + " |",
-             "|" + "---|" * len(text.columns)]
+    lines = [
+        f"## {_claims_title(claims)}",
+        "",
+        CLAIMS_NOTE,
+        "",
+        "| " + " | ".join(text.columns) + " |",
+        "|" + "---|" * len(text.columns),
+    ]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in text.itertuples(index=False)])
 
 
@@ -357,11 +456,15 @@ def claims_html(claims: pd.DataFrame) -> str:
 
 
 # ------------------------------------------------------------------------------- files in OUT
-VALUES_TEXT = ("Each value is the mean over seeds ± the sample std over seeds (ddof 1) of one run's mean "
-               "per-patient 3D metric on the test patients, and in brackets the 95% bootstrap CI (BCa) of the "
-               "mean over patients x seeds (one seed: mean and CI only).")
-HTML_STYLE = ("<style>body{font-family:sans-serif} table{border-collapse:collapse;margin:1em 0} "
-              "th,td{border:1px solid #ccc;padding:2px 8px;text-align:right} caption{font-weight:bold}</style>")
+VALUES_TEXT = (
+    "Each value is the mean over seeds ± the sample std over seeds (ddof 1) of one run's mean "
+    "per-patient 3D metric on the test patients, and in brackets the 95% bootstrap CI (BCa) of the "
+    "mean over patients x seeds (one seed: mean and CI only)."
+)
+HTML_STYLE = (
+    "<style>body{font-family:sans-serif} table{border-collapse:collapse;margin:1em 0} "
+    "th,td{border:1px solid #ccc;padding:2px 8px;text-align:right} caption{font-weight:bold}</style>"
+)
 
 
 def tabulate(report: GridReport) -> list[Path]:
@@ -384,8 +487,12 @@ def tabulate(report: GridReport) -> list[Path]:
     files.append(out / "tables.md")
     files[-1].write_text("\n".join(_markdown(report, claims, card)).rstrip() + "\n", encoding="utf-8")
     files.append(out / "tables.html")
-    files[-1].write_text(f"<html><head><meta charset='utf-8'>{HTML_STYLE}</head><body>\n"
-                         + "\n".join(_html(report, claims, card)) + "\n</body></html>\n", encoding="utf-8")
+    files[-1].write_text(
+        f"<html><head><meta charset='utf-8'>{HTML_STYLE}</head><body>\n"
+        + "\n".join(_html(report, claims, card))
+        + "\n</body></html>\n",
+        encoding="utf-8",
+    )
     for dataset in grid.datasets:
         if (report.rows["dataset"] == dataset.name).any():
             fig = plot_dsc_vs_labeled(report.rows, dataset.name, grid)
@@ -396,10 +503,21 @@ def tabulate(report: GridReport) -> list[Path]:
 
 def _cells_frame(report: GridReport) -> pd.DataFrame:
     """cells.csv: each cell's status, time and error."""
-    return pd.DataFrame([{"dataset": c.dataset.name, "method": c.method.label, "labeled": c.labeled,
-                          "seed": c.seed, "run_dir": str(c.run_dir), "status": report.results[c.key].status,
-                          "seconds": round(report.results[c.key].seconds, 1),
-                          "error": report.results[c.key].error or ""} for c in report.cells])
+    return pd.DataFrame(
+        [
+            {
+                "dataset": c.dataset.name,
+                "method": c.method.label,
+                "labeled": c.labeled,
+                "seed": c.seed,
+                "run_dir": str(c.run_dir),
+                "status": report.results[c.key].status,
+                "seconds": round(report.results[c.key].seconds, 1),
+                "error": report.results[c.key].error or "",
+            }
+            for c in report.cells
+        ]
+    )
 
 
 def _counts_and_citations(report: GridReport) -> tuple[str, list[str]]:
@@ -414,12 +532,19 @@ def _markdown(report: GridReport, claims: pd.DataFrame, card: ProtocolCard) -> l
     counts, citations = _counts_and_citations(report)
     settings = ", ".join(f"{k} {v}" for k, v in grid.settings.items())
     md = [f"# {_with_stamp(grid.name, bool(card.stamp))}", ""] + ([grid.description, ""] if grid.description else [])
-    md += [card.to_markdown(), "",
-           f"Grid `{grid.path.name}`; shared settings: {settings or 'defaults'}; seeds {grid.seeds}. "
-           f"Cells: {counts}. {VALUES_TEXT}"]
+    md += [
+        card.to_markdown(),
+        "",
+        f"Grid `{grid.path.name}`; shared settings: {settings or 'defaults'}; seeds {grid.seeds}. "
+        f"Cells: {counts}. {VALUES_TEXT}",
+    ]
     if citations:
-        md += ["", f"Rows marked *{PAPER_LABEL}* are published numbers on the real datasets, not runs of ours: "
-               + "; ".join(citations) + "."]
+        md += [
+            "",
+            f"Rows marked *{PAPER_LABEL}* are published numbers on the real datasets, not runs of ours: "
+            + "; ".join(citations)
+            + ".",
+        ]
     md += [""] + [t.to_markdown() + "\n" for t in report.tables]
     if grid.claims:
         md += [claims_markdown(claims) + "\n"]
@@ -432,14 +557,21 @@ def _html(report: GridReport, claims: pd.DataFrame, card: ProtocolCard) -> list[
     """The body parts of tables.html, in the order of :func:`_markdown`."""
     grid = report.grid
     counts, citations = _counts_and_citations(report)
-    parts = [f"<h1>{_with_stamp(grid.name, bool(card.stamp))}</h1>", f"<p>{grid.description}</p>", card.to_html(),
-             f"<p>Cells: {counts}. {VALUES_TEXT}</p>"]
+    parts = [
+        f"<h1>{_with_stamp(grid.name, bool(card.stamp))}</h1>",
+        f"<p>{grid.description}</p>",
+        card.to_html(),
+        f"<p>Cells: {counts}. {VALUES_TEXT}</p>",
+    ]
     if citations:
         parts.append(f"<p>Grey italic rows ({PAPER_LABEL}): {'; '.join(citations)}.</p>")
     parts += [t.to_html() for t in report.tables]
     if grid.claims:
         parts.append(claims_html(claims))
     if report.failures:
-        parts += ["<h2>Failed cells</h2><ul>"] + [f"<li><code>{c.key}</code>: {r.error}</li>"
-                                                for c, r in report.failures] + ["</ul>"]
+        parts += (
+            ["<h2>Failed cells</h2><ul>"]
+            + [f"<li><code>{c.key}</code>: {r.error}</li>" for c, r in report.failures]
+            + ["</ul>"]
+        )
     return parts

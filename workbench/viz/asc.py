@@ -24,8 +24,16 @@ import plotly.graph_objects as go
 
 from workbench.events import read_events
 
-__all__ = ["asc_matrices", "asc_heatmap", "asc_explorer", "positive_mask", "epoch_title", "colour_range",
-           "predicted_tumour", "tumour_note"]
+__all__ = [
+    "asc_matrices",
+    "asc_heatmap",
+    "asc_explorer",
+    "positive_mask",
+    "epoch_title",
+    "colour_range",
+    "predicted_tumour",
+    "tumour_note",
+]
 
 
 def asc_matrices(run_dir: str | Path, event: str = "asc_matrix") -> dict[int, np.ndarray]:
@@ -36,8 +44,11 @@ def asc_matrices(run_dir: str | Path, event: str = "asc_matrix") -> dict[int, np
 def predicted_tumour(run_dir: str | Path, event: str = "asc_matrix") -> dict[int, np.ndarray]:
     """epoch -> (2K,) predicted tumour pixels (p > 0.5) of each logged prediction, rows in the
     matrix's order; only the epochs whose event carries ``predicted_tumour_pixels``."""
-    return {r["epoch"]: np.asarray(r["predicted_tumour_pixels"], dtype=int) for r in read_events(run_dir, event)
-            if r.get("predicted_tumour_pixels") is not None}
+    return {
+        r["epoch"]: np.asarray(r["predicted_tumour_pixels"], dtype=int)
+        for r in read_events(run_dir, event)
+        if r.get("predicted_tumour_pixels") is not None
+    }
 
 
 def tumour_note(foreground: Sequence[int] | np.ndarray | None) -> str:
@@ -111,21 +122,31 @@ def _heatmap_style(matrix: np.ndarray, foreground: Sequence[int] | np.ndarray | 
     """The parts of the heatmap trace that change with the matrix: z, its colour range, the
     colour bar title and, with ``foreground``, the hover text's tumour pixels."""
     low, high = colour_range(matrix)
-    style = {"z": _without_diagonal(matrix), "zmin": low, "zmax": high,
-             "colorbar": {"title": {"text": _colour_bar_title(low, high)}}}
+    style = {
+        "z": _without_diagonal(matrix),
+        "zmin": low,
+        "zmax": high,
+        "colorbar": {"title": {"text": _colour_bar_title(low, high)}},
+    }
     if foreground is not None:
         px = [int(v) for v in foreground]
         style["customdata"] = [[f"{px[i]} / {px[j]}" for j in range(len(px))] for i in range(len(px))]
-        style["hovertemplate"] = ("anchor %{y}<br>vs %{x}<br>S_dice = %{z:.3f}<br>"
-                                  "predicted tumour px (anchor / compared): %{customdata}<extra></extra>")
+        style["hovertemplate"] = (
+            "anchor %{y}<br>vs %{x}<br>S_dice = %{z:.3f}<br>"
+            "predicted tumour px (anchor / compared): %{customdata}<extra></extra>"
+        )
     else:
         style["customdata"] = None
         style["hovertemplate"] = "anchor %{y}<br>vs %{x}<br>S_dice = %{z:.3f}<extra></extra>"
     return style
 
 
-def asc_heatmap(matrix: np.ndarray, modalities: tuple[str, str] = ("A", "B"), title: str = "",
-                foreground: Sequence[int] | np.ndarray | None = None) -> go.Figure:
+def asc_heatmap(
+    matrix: np.ndarray,
+    modalities: tuple[str, str] = ("A", "B"),
+    title: str = "",
+    foreground: Sequence[int] | np.ndarray | None = None,
+) -> go.Figure:
     """Plotly heatmap of one (2K, 2K) ASC matrix.
 
     Rows are anchors, columns the compared predictions, both ordered
@@ -140,18 +161,43 @@ def asc_heatmap(matrix: np.ndarray, modalities: tuple[str, str] = ("A", "B"), ti
     labels = _labels(n, modalities)
     fig = go.Figure(go.Heatmap(x=labels, y=labels, colorscale="Blues", **_heatmap_style(matrix, foreground)))
     rows, cols = np.nonzero(positive_mask(n))
-    fig.add_trace(go.Scatter(x=[labels[c] for c in cols], y=[labels[r] for r in rows], mode="markers",
-                             marker={"symbol": "square-open", "size": 16, "color": "crimson", "line": {"width": 2}},
-                             name="positive pair (same slice, other modality)", hoverinfo="skip"))
-    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="anchor itself (excluded)",
-                             marker={"symbol": "square", "size": 12, "color": "lightgrey"}, hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(
+            x=[labels[c] for c in cols],
+            y=[labels[r] for r in rows],
+            mode="markers",
+            marker={"symbol": "square-open", "size": 16, "color": "crimson", "line": {"width": 2}},
+            name="positive pair (same slice, other modality)",
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[None],
+            y=[None],
+            mode="markers",
+            name="anchor itself (excluded)",
+            marker={"symbol": "square", "size": 12, "color": "lightgrey"},
+            hoverinfo="skip",
+        )
+    )
     # the top margin leaves room for a second title line (the tumour note) above the legend
-    fig.update_layout(title={"text": title or _with_note("ASC Dice-similarity matrix", foreground), "y": 0.95},
-                      width=560, height=570, showlegend=True, plot_bgcolor="lightgrey", margin={"t": 120},
-                      xaxis={"title": "compared prediction (modality #slice)", "tickangle": -45, "showgrid": False,
-                             "range": [-0.5, n - 0.5]},
-                      yaxis={"title": "anchor prediction", "showgrid": False, "range": [n - 0.5, -0.5]},
-                      legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom", "font": {"size": 11}})
+    fig.update_layout(
+        title={"text": title or _with_note("ASC Dice-similarity matrix", foreground), "y": 0.95},
+        width=560,
+        height=570,
+        showlegend=True,
+        plot_bgcolor="lightgrey",
+        margin={"t": 120},
+        xaxis={
+            "title": "compared prediction (modality #slice)",
+            "tickangle": -45,
+            "showgrid": False,
+            "range": [-0.5, n - 0.5],
+        },
+        yaxis={"title": "anchor prediction", "showgrid": False, "range": [n - 0.5, -0.5]},
+        legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom", "font": {"size": 11}},
+    )
     return fig
 
 
@@ -169,10 +215,12 @@ def asc_explorer(run_dir: str | Path, event: str = "asc_matrix"):
     modalities = tuple(start.get("modalities", ("A", "B")))[:2]
     epochs = sorted(matrices)
     first = epochs[0]
-    figure = go.FigureWidget(asc_heatmap(matrices[first], modalities, epoch_title(first, foreground.get(first)),
-                                         foreground.get(first)))
-    slider = widgets.SelectionSlider(options=epochs, value=epochs[0], description="epoch",
-                                     continuous_update=False, layout={"width": "500px"})
+    figure = go.FigureWidget(
+        asc_heatmap(matrices[first], modalities, epoch_title(first, foreground.get(first)), foreground.get(first))
+    )
+    slider = widgets.SelectionSlider(
+        options=epochs, value=epochs[0], description="epoch", continuous_update=False, layout={"width": "500px"}
+    )
 
     def redraw(change) -> None:
         epoch = change["new"]

@@ -17,8 +17,17 @@ from workbench.viz.curves import steering_label
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["plot_bma_timeline", "bma_decisions", "bma_pool_figure", "bma_explorer", "teacher_kind",
-           "teacher_table", "plot_teacher_curves", "teacher_curves_figure", "teacher_explorer"]
+__all__ = [
+    "plot_bma_timeline",
+    "bma_decisions",
+    "bma_pool_figure",
+    "bma_explorer",
+    "teacher_kind",
+    "teacher_table",
+    "plot_teacher_curves",
+    "teacher_curves_figure",
+    "teacher_explorer",
+]
 
 
 def bma_decisions(run_dir: str | Path) -> tuple[str, list[dict]]:
@@ -33,9 +42,13 @@ def bma_decisions(run_dir: str | Path) -> tuple[str, list[dict]]:
 
 
 def _pool_title(high: str, d: dict) -> str:
-    words = {"wait": "waiting (t <= m)", "fill": "filling the pool", "init": "teacher initialised (copy)",
-             "update": f"Acc_t > min(pool): replaced it, teacher moved with alpha = {d.get('alpha') or 0:.2f}",
-             "skip": "Acc_t <= min(pool): no update"}
+    words = {
+        "wait": "waiting (t <= m)",
+        "fill": "filling the pool",
+        "init": "teacher initialised (copy)",
+        "update": f"Acc_t > min(pool): replaced it, teacher moved with alpha = {d.get('alpha') or 0:.2f}",
+        "skip": "Acc_t <= min(pool): no update",
+    }
     return f"BMA pool of {high}, epoch {d['epoch']}<br><sub>{words.get(d['action'], d['action'])}</sub>"
 
 
@@ -43,15 +56,29 @@ def bma_pool_figure(high: str, d: dict, capacity: int) -> go.Figure:
     """One epoch's BMA decision: the pool after it (bars), Acc_t (dashed line) and min(pool)
     before it (dotted), eqs. 12-13."""
     pool = list(d.get("pool_after") or [])
-    fig = go.Figure(go.Bar(x=[f"slot {i + 1}" for i in range(capacity)], y=pool + [None] * (capacity - len(pool)),
-                           marker_color="steelblue", name="pool after this epoch",
-                           hovertemplate="%{x}: DSC %{y:.3f}<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=[f"slot {i + 1}" for i in range(capacity)],
+            y=pool + [None] * (capacity - len(pool)),
+            marker_color="steelblue",
+            name="pool after this epoch",
+            hovertemplate="%{x}: DSC %{y:.3f}<extra></extra>",
+        )
+    )
     fig.add_hline(y=d["acc"], line_dash="dash", line_color="crimson")
-    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line={"dash": "dash", "color": "crimson"},
-                             name="Acc_t (this epoch)"))
-    fig.update_layout(title={"text": _pool_title(high, d), "font": {"size": 13}}, width=620, height=380,
-                      yaxis={"title": "validation DSC", "range": [0, 1]}, xaxis={"title": "pool slot"},
-                      legend={"orientation": "h", "y": -0.25})
+    fig.add_trace(
+        go.Scatter(
+            x=[None], y=[None], mode="lines", line={"dash": "dash", "color": "crimson"}, name="Acc_t (this epoch)"
+        )
+    )
+    fig.update_layout(
+        title={"text": _pool_title(high, d), "font": {"size": 13}},
+        width=620,
+        height=380,
+        yaxis={"title": "validation DSC", "range": [0, 1]},
+        xaxis={"title": "pool slot"},
+        legend={"orientation": "h", "y": -0.25},
+    )
     return fig
 
 
@@ -66,8 +93,9 @@ def bma_explorer(run_dir: str | Path):
     capacity = max((len(d.get("pool_after") or []) for d in decisions), default=1) or 1
     epochs = sorted(by_epoch)
     figure = go.FigureWidget(bma_pool_figure(high, by_epoch[epochs[0]], capacity))
-    slider = widgets.SelectionSlider(options=epochs, value=epochs[0], description="epoch",
-                                     continuous_update=False, layout={"width": "500px"})
+    slider = widgets.SelectionSlider(
+        options=epochs, value=epochs[0], description="epoch", continuous_update=False, layout={"width": "500px"}
+    )
 
     def redraw(change) -> None:
         d = by_epoch[change["new"]]
@@ -92,20 +120,39 @@ def plot_bma_timeline(run_dir: str | Path) -> plt.Figure:
     stage = read_events(run_dir, "stage")
     fig, (ax, ax_alpha) = plt.subplots(2, 1, figsize=(11, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
     for m in val[0]["dsc"]:
-        ax.plot([r["epoch"] for r in val], [r["dsc"][m] for r in val], marker=".", lw=1,
-                label=f"{m}" + (" (high, Acc_t)" if m == high else ""), alpha=0.9 if m == high else 0.5)
+        ax.plot(
+            [r["epoch"] for r in val],
+            [r["dsc"][m] for r in val],
+            marker=".",
+            lw=1,
+            label=f"{m}" + (" (high, Acc_t)" if m == high else ""),
+            alpha=0.9 if m == high else 0.5,
+        )
     pool_min = [(d["epoch"], min(d["pool_after"])) for d in bma if d["pool_after"]]
     if pool_min:
         ax.step(*zip(*pool_min), where="post", color="grey", ls="--", label="min of pool")
     fills = [d for d in bma if d["action"] == "fill"]
-    ax.scatter([d["epoch"] for d in fills], [d["acc"] for d in fills], marker="s", color="grey", zorder=3,
-               label="pool filled")
+    ax.scatter(
+        [d["epoch"] for d in fills], [d["acc"] for d in fills], marker="s", color="grey", zorder=3, label="pool filled"
+    )
     moved = [d for d in bma if d["teacher_updated"]]
-    ax.scatter([d["epoch"] for d in moved], [d["acc"] for d in moved], s=[30 + 300 * (1 - d["alpha"]) for d in moved],
-               color="crimson", zorder=4, label="teacher updated (bigger: smaller alpha)")
+    ax.scatter(
+        [d["epoch"] for d in moved],
+        [d["acc"] for d in moved],
+        s=[30 + 300 * (1 - d["alpha"]) for d in moved],
+        color="crimson",
+        zorder=4,
+        label="teacher updated (bigger: smaller alpha)",
+    )
     skipped = [d for d in bma if d["action"] == "skip"]
-    ax.scatter([d["epoch"] for d in skipped], [d["acc"] for d in skipped], marker="x", color="black", zorder=4,
-               label="no update (Acc_t <= min pool)")
+    ax.scatter(
+        [d["epoch"] for d in skipped],
+        [d["acc"] for d in skipped],
+        marker="x",
+        color="black",
+        zorder=4,
+        label="no update (Acc_t <= min pool)",
+    )
     if stage:
         for a in (ax, ax_alpha):
             a.axvspan(stage[0]["epoch"] - 0.5, val[-1]["epoch"] + 0.5, color="gold", alpha=0.15)
@@ -135,6 +182,7 @@ def plot_bma_timeline(run_dir: str | Path) -> plt.Figure:
 
 # ---------------------------------------------------------------- BMA vs EMA vs Base
 
+
 def teacher_kind(run_dir: str | Path) -> str:
     """The run's PReL teacher (``bma``, ``ema`` or ``base``): from its ``stage`` event, else
     its ``config.json`` options (``bma`` when the option is not set)."""
@@ -155,8 +203,13 @@ def teacher_table(runs: Mapping[str, str | Path]) -> pd.DataFrame:
     for name, run_dir in runs.items():
         result = json.loads((Path(run_dir) / "metrics.json").read_text())
         chosen = read_events(run_dir, "high_modality")
-        rows.append({"teacher": name, **{m: s["dsc"] for m, s in result["summary"].items()},
-                     "high": chosen[-1]["high"] if chosen else ""})
+        rows.append(
+            {
+                "teacher": name,
+                **{m: s["dsc"] for m, s in result["summary"].items()},
+                "high": chosen[-1]["high"] if chosen else "",
+            }
+        )
     return pd.DataFrame(rows).set_index("teacher")
 
 
@@ -177,7 +230,9 @@ def plot_teacher_curves(runs: Mapping[str, str | Path]) -> plt.Figure:
     if not modalities:
         raise ValueError("plot_teacher_curves: no run has 'val' events")
     highs = {chosen[-1]["high"] for chosen in (read_events(r, "high_modality") for r in runs.values()) if chosen}
-    roles = {m: " (high)" if m in highs else " (low: re-learns in stage 2)" for m in modalities} if len(highs) == 1 else {}
+    roles = (
+        {m: " (high)" if m in highs else " (low: re-learns in stage 2)" for m in modalities} if len(highs) == 1 else {}
+    )
     fig, axes = plt.subplots(1, len(modalities), figsize=(5.0 * len(modalities), 3.6), squeeze=False, sharey=True)
     styles = ["-", "--", ":", "-."]
     for ax, modality in zip(axes[0], modalities):
@@ -227,21 +282,42 @@ def teacher_curves_figure(run_dir: str | Path, name: str = "") -> go.Figure:
     high = chosen[-1]["high"] if chosen else None
     fig = go.Figure()
     for m in dict.fromkeys(m for r in val for m in r["dsc"]):
-        fig.add_trace(go.Scatter(x=[r["epoch"] for r in val], y=[r["dsc"][m] for r in val], mode="lines+markers",
-                                 name=m + (" (high: the teacher's model)" if m == high else ""),
-                                 line={"width": 3 if m == high else 1.5}))
+        fig.add_trace(
+            go.Scatter(
+                x=[r["epoch"] for r in val],
+                y=[r["dsc"][m] for r in val],
+                mode="lines+markers",
+                name=m + (" (high: the teacher's model)" if m == high else ""),
+                line={"width": 3 if m == high else 1.5},
+            )
+        )
     born, words = _teacher_born(run_dir, kind)
     if born is not None and high is not None:
         at = [r["dsc"][high] for r in val if r["epoch"] == born]
-        fig.add_trace(go.Scatter(x=[born], y=at[:1], mode="markers", name=words,
-                                 marker={"symbol": "star", "size": 14, "color": "crimson"}))
+        fig.add_trace(
+            go.Scatter(
+                x=[born],
+                y=at[:1],
+                mode="markers",
+                name=words,
+                marker={"symbol": "star", "size": 14, "color": "crimson"},
+            )
+        )
     start = _stage2(run_dir)
     if start is not None and val:
         fig.add_vrect(x0=start - 0.5, x1=val[-1]["epoch"] + 0.5, fillcolor="gold", opacity=0.15, line_width=0)
-    fig.update_layout(title={"text": f"{name} teacher: the run's curves<br><sub>shaded: stage 2 (teacher frozen, "
-                                     f"the low model re-learns from it)</sub>", "font": {"size": 13}},
-                      width=620, height=380, yaxis={"title": steering_label(run_dir), "range": [0, 1]},
-                      xaxis={"title": "epoch", "dtick": 1}, legend={"orientation": "h", "y": -0.25})
+    fig.update_layout(
+        title={
+            "text": f"{name} teacher: the run's curves<br><sub>shaded: stage 2 (teacher frozen, "
+            f"the low model re-learns from it)</sub>",
+            "font": {"size": 13},
+        },
+        width=620,
+        height=380,
+        yaxis={"title": steering_label(run_dir), "range": [0, 1]},
+        xaxis={"title": "epoch", "dtick": 1},
+        legend={"orientation": "h", "y": -0.25},
+    )
     return fig
 
 

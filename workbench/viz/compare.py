@@ -83,8 +83,9 @@ def plot_methods_dsc(rows: pd.DataFrame, title: str = "", colours: Mapping[str, 
     present = {m: [x for x in methods if ((rows["modality"] == m) & (rows["method"] == x)).any()] for m in modalities}
     counts = [len(present[m]) for m in modalities]
     width = min(26.0, max(5.0, 0.62 * sum(counts) + 1.2 * len(modalities)))
-    fig, axes = plt.subplots(1, len(modalities), figsize=(width, 4.4), squeeze=False, sharey=True,
-                             gridspec_kw={"width_ratios": counts})
+    fig, axes = plt.subplots(
+        1, len(modalities), figsize=(width, 4.4), squeeze=False, sharey=True, gridspec_kw={"width_ratios": counts}
+    )
     rng = np.random.default_rng(0)  # horizontal jitter of the dots only
     for ax, modality in zip(axes[0], modalities):
         sub = rows[rows["modality"] == modality]

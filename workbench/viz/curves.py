@@ -50,10 +50,15 @@ def plot_training_curves(run_dir: str | Path, title: str = "") -> plt.Figure:
     label = steering_label(run_dir)
     modalities = list(dict.fromkeys(m for r in val for m in r["dsc"]))
     for m in modalities:
-        line, = ax_dsc.plot([r["epoch"] for r in val], [r["dsc"][m] for r in val], marker="o", ms=3, label=m)
+        (line,) = ax_dsc.plot([r["epoch"] for r in val], [r["dsc"][m] for r in val], marker="o", ms=3, label=m)
         if test_curve:
-            ax_dsc.plot([r["epoch"] for r in test_curve], [r["dsc"][m] for r in test_curve], ls="--",
-                        color=line.get_color(), label=f"{m}: {TEST_CURVE_LABEL}")
+            ax_dsc.plot(
+                [r["epoch"] for r in test_curve],
+                [r["dsc"][m] for r in test_curve],
+                ls="--",
+                color=line.get_color(),
+                label=f"{m}: {TEST_CURVE_LABEL}",
+            )
     ax_dsc.set_xlabel("epoch")
     ax_dsc.set_ylabel("mean per-patient DSC")
     ax_dsc.set_ylim(0, 1)

@@ -99,8 +99,9 @@ def _save_plotly(fig, png: Path, width: int | None, height: int | None) -> Path:
         png.write_bytes(plotly_backend().render(fig, width, height))
     except Exception as err:  # noqa: BLE001 - any failure means: keep the HTML, say why
         png.unlink(missing_ok=True)
-        warnings.warn(f"no PNG for {png.name} ({_reason(err)}); wrote {html.name} only",
-                      FigureExportWarning, stacklevel=3)
+        warnings.warn(
+            f"no PNG for {png.name} ({_reason(err)}); wrote {html.name} only", FigureExportWarning, stacklevel=3
+        )
         return html
     return png
 

@@ -43,10 +43,9 @@ Typical use::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import os
 
 import numpy as np
 import pandas as pd
@@ -61,8 +60,17 @@ from workbench.data.slices import DataSplits
 from workbench.errors import ConfigError, DataError
 from workbench.inference import OpenRun, open_run
 
-__all__ = ["FeatureSet", "extract_features", "embed_tsne", "tsne_scatter", "compare_runs_tsne",
-           "LAYERS", "LEVELS", "SOURCES", "COLOUR_BY"]
+__all__ = [
+    "FeatureSet",
+    "extract_features",
+    "embed_tsne",
+    "tsne_scatter",
+    "compare_runs_tsne",
+    "LAYERS",
+    "LEVELS",
+    "SOURCES",
+    "COLOUR_BY",
+]
 
 LAYERS = ("bottleneck", "decoder")
 LEVELS = ("slice", "pixel")
@@ -70,9 +78,15 @@ SOURCES = ("labeled", "unlabeled", "test")
 COLOUR_BY = ("modality", "tumour", "source", "patient")
 
 # Fixed colours where a category has an obvious meaning; anything else cycles through PALETTE.
-FIXED_COLOURS = {"tumour slice": "#d62728", "slice without tumour": "#9e9e9e",
-                 "tumour pixel": "#d62728", "background pixel": "#9e9e9e",
-                 "labeled": "#1f77b4", "unlabeled": "#ff7f0e", "test": "#2ca02c"}
+FIXED_COLOURS = {
+    "tumour slice": "#d62728",
+    "slice without tumour": "#9e9e9e",
+    "tumour pixel": "#d62728",
+    "background pixel": "#9e9e9e",
+    "labeled": "#1f77b4",
+    "unlabeled": "#ff7f0e",
+    "test": "#2ca02c",
+}
 PALETTE = plotly.colors.qualitative.Plotly
 
 
@@ -140,9 +154,13 @@ def _slice_pool(splits: DataSplits, sources: tuple[str, ...]) -> tuple[Tensor, T
     parts = [p for p in parts if p[3]]  # an empty slice set (e.g. no unlabeled patients)
     if not parts:
         raise DataError(f"the run has no slices in sources {list(sources)}")
-    rows = pd.DataFrame([{"source": source, "patient": patient, "slice": int(index)}
-                         for source, _, _, patients, indices in parts
-                         for patient, index in zip(patients, indices)])
+    rows = pd.DataFrame(
+        [
+            {"source": source, "patient": patient, "slice": int(index)}
+            for source, _, _, patients, indices in parts
+            for patient, index in zip(patients, indices)
+        ]
+    )
     return torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]), rows
 
 
@@ -160,8 +178,14 @@ def _pick(groups: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 @torch.no_grad()
-def _layer_vectors(opened: OpenRun, images: Tensor, rows: np.ndarray, yx: tuple[np.ndarray, np.ndarray] | None,
-                   layer: str, progress: bool) -> dict[str, np.ndarray]:
+def _layer_vectors(
+    opened: OpenRun,
+    images: Tensor,
+    rows: np.ndarray,
+    yx: tuple[np.ndarray, np.ndarray] | None,
+    layer: str,
+    progress: bool,
+) -> dict[str, np.ndarray]:
     """modality -> ``(P, C)``: for point p, the layer of slice ``rows[p]`` averaged over the
     slice (``yx`` None) or taken at pixel ``yx[0][p], yx[1][p]``. ``rows`` must be sorted."""
     method = opened.method
@@ -171,8 +195,9 @@ def _layer_vectors(opened: OpenRun, images: Tensor, rows: np.ndarray, yx: tuple[
     was_training = method.training
     method.eval()  # no dropout, BatchNorm running statistics
     try:
-        for start in tqdm(range(0, len(slices), size), desc="features", unit="batch", disable=not progress,
-                          leave=False):
+        for start in tqdm(
+            range(0, len(slices), size), desc="features", unit="batch", disable=not progress, leave=False
+        ):
             chunk = slices[start : start + size]
             maps = method.features(images[chunk].to(opened.device))
             mine = np.flatnonzero(np.isin(rows, chunk))  # the points on these slices, in order
@@ -338,9 +363,18 @@ def _style(points: pd.DataFrame, colour_by: str) -> _Style:
 
 
 def _hover(points: pd.DataFrame) -> list[str]:
-    text = ("patient " + points["patient"].astype(str) + ", slice " + points["slice"].astype(str)
-            + "<br>" + points["modality"].astype(str) + " network, " + points["source"].astype(str)
-            + "<br>" + _tumour_words(points))
+    text = (
+        "patient "
+        + points["patient"].astype(str)
+        + ", slice "
+        + points["slice"].astype(str)
+        + "<br>"
+        + points["modality"].astype(str)
+        + " network, "
+        + points["source"].astype(str)
+        + "<br>"
+        + _tumour_words(points)
+    )
     if "y" in points:
         text = text + " at y " + points["y"].astype(str) + ", x " + points["x"].astype(str)
     return text.tolist()
@@ -355,12 +389,25 @@ def _traces(points: pd.DataFrame, style: _Style, shown: set[str]) -> list[go.Sca
     traces = []
     for category in _order(list(pd.unique(categories))):
         part = points[categories == category]
-        traces.append(go.Scatter(
-            x=part["tsne_1"], y=part["tsne_2"], mode="markers", name=category, legendgroup=category,
-            showlegend=category not in shown, text=_hover(part), hovertemplate="%{text}<extra></extra>",
-            marker={"color": style.colours[category], "symbol": part["modality"].map(style.symbols).tolist(),
-                    "size": 6, "opacity": 0.75, "line": {"width": 0}},
-        ))
+        traces.append(
+            go.Scatter(
+                x=part["tsne_1"],
+                y=part["tsne_2"],
+                mode="markers",
+                name=category,
+                legendgroup=category,
+                showlegend=category not in shown,
+                text=_hover(part),
+                hovertemplate="%{text}<extra></extra>",
+                marker={
+                    "color": style.colours[category],
+                    "symbol": part["modality"].map(style.symbols).tolist(),
+                    "size": 6,
+                    "opacity": 0.75,
+                    "line": {"width": 0},
+                },
+            )
+        )
         shown.add(category)
     return traces
 
@@ -386,9 +433,14 @@ def tsne_scatter(points: pd.DataFrame, colour_by: str = "modality", *, title: st
     fig = go.Figure(_traces(points, style, set()))
     run = points.attrs.get("run", "")
     default = f"t-SNE of {points.attrs.get('layer', 'network')} features{': ' + run if run else ''}"
-    fig.update_layout(title={"text": f"{title or default}<br><sup>{style.subtitle}</sup>"}, width=680, height=580,
-                      legend=_legend(colour_by), xaxis={"title": "t-SNE 1", **_AXIS},
-                      yaxis={"title": "t-SNE 2", "scaleanchor": "x", **_AXIS})
+    fig.update_layout(
+        title={"text": f"{title or default}<br><sup>{style.subtitle}</sup>"},
+        width=680,
+        height=580,
+        legend=_legend(colour_by),
+        xaxis={"title": "t-SNE 1", **_AXIS},
+        yaxis={"title": "t-SNE 2", "scaleanchor": "x", **_AXIS},
+    )
     return fig
 
 
@@ -420,9 +472,12 @@ def compare_runs_tsne(
     """
     if not runs:
         raise ConfigError("no runs to compare: pass {panel title: run folder, ...}")
-    maps = {label: extract_features(run, layer=layer, level=level, sample=sample, seed=seed, sources=sources,
-                                    progress=progress).embed(seed=seed, perplexity=perplexity)
-            for label, run in runs.items()}
+    maps = {
+        label: extract_features(
+            run, layer=layer, level=level, sample=sample, seed=seed, sources=sources, progress=progress
+        ).embed(seed=seed, perplexity=perplexity)
+        for label, run in runs.items()
+    }
     style = _style(pd.concat(list(maps.values()), ignore_index=True), colour_by)
     fig = make_subplots(rows=1, cols=len(maps), subplot_titles=list(maps), horizontal_spacing=0.04)
     shown: set[str] = set()
@@ -430,10 +485,20 @@ def compare_runs_tsne(
         for trace in _traces(points, style, shown):
             fig.add_trace(trace, row=1, col=col)
         fig.update_xaxes(title_text="t-SNE 1", row=1, col=col, **_AXIS)
-        fig.update_yaxes(title_text="t-SNE 2" if col == 1 else None, scaleanchor=f"x{col if col > 1 else ''}",
-                         row=1, col=col, **_AXIS)
+        fig.update_yaxes(
+            title_text="t-SNE 2" if col == 1 else None,
+            scaleanchor=f"x{col if col > 1 else ''}",
+            row=1,
+            col=col,
+            **_AXIS,
+        )
     default = f"t-SNE of {next(iter(maps.values())).attrs['layer']} features, one panel per run"
     subtitle = f"{style.subtitle}<br>each panel is its own t-SNE map: compare neighbourhoods, not positions"
-    fig.update_layout(title={"text": f"{title or default}<br><sup>{subtitle}</sup>"}, width=120 + 440 * len(maps),
-                      height=580, margin={"t": 130}, legend=_legend(colour_by))
+    fig.update_layout(
+        title={"text": f"{title or default}<br><sup>{subtitle}</sup>"},
+        width=120 + 440 * len(maps),
+        height=580,
+        margin={"t": 130},
+        legend=_legend(colour_by),
+    )
     return fig

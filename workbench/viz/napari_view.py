@@ -60,8 +60,7 @@ def _display_image(image: np.ndarray, kind: str) -> tuple[np.ndarray, tuple[floa
     return image, (lo, hi if hi > lo else lo + 1.0)
 
 
-def _load(run_dir: str | Path, patient: str | None,
-          overrides: dict[str, Any] | None = None) -> tuple[OpenRun, Volume]:
+def _load(run_dir: str | Path, patient: str | None, overrides: dict[str, Any] | None = None) -> tuple[OpenRun, Volume]:
     """The run rebuilt read-only from its checkpoint (``overrides``: a moved ``data`` folder,
     another ``device``; see :func:`~workbench.inference.open_run`), and the chosen test volume."""
     run = Path(run_dir)
@@ -72,9 +71,13 @@ def _load(run_dir: str | Path, patient: str | None,
     if patient is None:
         return opened, opened.splits.test[0]
     if patient not in volumes:
-        where = ("a labeled training patient" if patient in opened.splits.labeled_cases else
-                 "an unlabeled training patient" if patient in opened.splits.unlabeled_cases else
-                 "not a patient of this run")
+        where = (
+            "a labeled training patient"
+            if patient in opened.splits.labeled_cases
+            else "an unlabeled training patient"
+            if patient in opened.splits.unlabeled_cases
+            else "not a patient of this run"
+        )
         raise DataError(f"patient {patient!r} is {where}; test patients of {run}: {', '.join(volumes)}")
     return opened, volumes[patient]
 
@@ -84,11 +87,15 @@ def _teacher_probabilities(opened: OpenRun, volume: Volume) -> tuple[str, np.nda
     """``sigmoid(teacher(x_high))`` ``(Z, H, W)`` of a PReL run, and the high modality."""
     method = opened.method
     if not hasattr(method, "high"):  # PReL: a teacher on the high-performance modality
-        raise ConfigError(f"pseudo-labels need a teacher on one modality (semi-cml-prel); "
-                          f"run {opened.run_dir} is {opened.config.method!r}")
+        raise ConfigError(
+            f"pseudo-labels need a teacher on one modality (semi-cml-prel); "
+            f"run {opened.run_dir} is {opened.config.method!r}"
+        )
     if method.high is None or not method.teacher_ready:
-        raise ConfigError(f"run {opened.run_dir} stopped at epoch {opened.epoch}, before its teacher "
-                          f"was built: no pseudo-labels to show")
+        raise ConfigError(
+            f"run {opened.run_dir} stopped at epoch {opened.epoch}, before its teacher "
+            f"was built: no pseudo-labels to show"
+        )
     high, teacher = method.high, method.teacher
     index = opened.splits.modalities.index(high)
     was_training = teacher.training
@@ -96,8 +103,9 @@ def _teacher_probabilities(opened: OpenRun, volume: Volume) -> tuple[str, np.nda
     try:
         x = volume.images[:, index : index + 1]
         step = opened.config.eval_batch_size
-        probs = [torch.sigmoid(teacher(x[i : i + step].to(opened.device)).float()).cpu()
-                 for i in range(0, x.shape[0], step)]
+        probs = [
+            torch.sigmoid(teacher(x[i : i + step].to(opened.device)).float()).cpu() for i in range(0, x.shape[0], step)
+        ]
     finally:
         teacher.train(was_training)
     return high, torch.cat(probs)[:, 0].numpy()
@@ -109,16 +117,33 @@ def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     return float(2 * (prediction & truth).sum() / total) if total else 1.0
 
 
-def _labels(data: np.ndarray, name: str, colours: dict[int, str], classes: list[str], meta: dict[str, Any],
-            common: dict[str, Any], **kwargs: Any) -> LayerDataTuple:
+def _labels(
+    data: np.ndarray,
+    name: str,
+    colours: dict[int, str],
+    classes: list[str],
+    meta: dict[str, Any],
+    common: dict[str, Any],
+    **kwargs: Any,
+) -> LayerDataTuple:
     colormap: dict[int | None, str] = {0: TRANSPARENT, **colours, None: TRANSPARENT}
-    return (data.astype(np.uint8), {**common, "name": name, "colormap": colormap,
-                                    "features": {"class": classes}, "metadata": meta, **kwargs}, "labels")
+    return (
+        data.astype(np.uint8),
+        {**common, "name": name, "colormap": colormap, "features": {"class": classes}, "metadata": meta, **kwargs},
+        "labels",
+    )
 
 
-def overlay_layers(run_dir: str | Path, patient: str | None = None, *, pseudo_labels: bool = False,
-                   errors: bool = False, side_by_side: bool = True, threshold: float = 0.5,
-                   overrides: dict[str, Any] | None = None) -> list[LayerDataTuple]:
+def overlay_layers(
+    run_dir: str | Path,
+    patient: str | None = None,
+    *,
+    pseudo_labels: bool = False,
+    errors: bool = False,
+    side_by_side: bool = True,
+    threshold: float = 0.5,
+    overrides: dict[str, Any] | None = None,
+) -> list[LayerDataTuple]:
     """The napari layers of one test patient of a run, as ``(data, kwargs, layer_type)`` tuples
     (napari's LayerDataTuple), bottom layer first. Needs neither napari nor Qt.
 
@@ -162,6 +187,7 @@ def overlay_layers(run_dir: str | Path, patient: str | None = None, *, pseudo_la
         DataError: no checkpoint, or ``patient`` is not a test patient (the message lists them).
     """
     from workbench.data.slices import modality_kind
+
     opened, volume = _load(run_dir, patient, overrides)
     modalities = opened.splits.modalities
     spacing = tuple(float(s) for s in volume.spacing)
@@ -173,8 +199,12 @@ def overlay_layers(run_dir: str | Path, patient: str | None = None, *, pseudo_la
 
     def common(panel: int) -> dict[str, Any]:
         shift = panel * (height + PANEL_GAP) * spacing[1] if side_by_side else 0.0
-        return {"scale": spacing, "translate": (0.0, shift, 0.0), "axis_labels": AXIS_LABELS,
-                "units": ("mm", "mm", "mm")}
+        return {
+            "scale": spacing,
+            "translate": (0.0, shift, 0.0),
+            "axis_labels": AXIS_LABELS,
+            "units": ("mm", "mm", "mm"),
+        }
 
     def meta(kind: str, panel: int, **more: Any) -> dict[str, Any]:
         return {"kind": kind, "case_id": volume.case_id, "panel": panel, **more}
@@ -184,43 +214,105 @@ def overlay_layers(run_dir: str | Path, patient: str | None = None, *, pseudo_la
     layers: list[LayerDataTuple] = []
     for i, (m, panel) in enumerate(zip(modalities, panels)):
         image, limits = _display_image(volume.images[:, i].numpy(), modality_kind(m))
-        layers.append((image, {**common(panel), "name": f"{m} image", "colormap": "gray",
-                               "contrast_limits": limits, "visible": side_by_side or i == 0,
-                               "metadata": meta("image", panel, modality=m)}, "image"))
+        layers.append(
+            (
+                image,
+                {
+                    **common(panel),
+                    "name": f"{m} image",
+                    "colormap": "gray",
+                    "contrast_limits": limits,
+                    "visible": side_by_side or i == 0,
+                    "metadata": meta("image", panel, modality=m),
+                },
+                "image",
+            )
+        )
     for m, panel in zip(modalities, panels):
-        layers.append(_labels(predictions[m], f"{m} prediction", {1: colours[m]},
-                              ["background", f"{m} prediction"],
-                              meta("prediction", panel, modality=m, colour=colours[m]), common(panel), opacity=0.5))
+        layers.append(
+            _labels(
+                predictions[m],
+                f"{m} prediction",
+                {1: colours[m]},
+                ["background", f"{m} prediction"],
+                meta("prediction", panel, modality=m, colour=colours[m]),
+                common(panel),
+                opacity=0.5,
+            )
+        )
     if errors:
         for m, panel in zip(modalities, panels):
             error = np.zeros(truth.shape, np.uint8)
             error[predictions[m] & ~truth] = 1
             error[~predictions[m] & truth] = 2
-            layers.append(_labels(error, f"{m} FP / FN",
-                                  {1: COLOURS["false_positive"], 2: COLOURS["false_negative"]},
-                                  ["correct", "false positive", "false negative"],
-                                  meta("errors", panel, modality=m), common(panel), opacity=0.8, visible=False))
+            layers.append(
+                _labels(
+                    error,
+                    f"{m} FP / FN",
+                    {1: COLOURS["false_positive"], 2: COLOURS["false_negative"]},
+                    ["correct", "false positive", "false negative"],
+                    meta("errors", panel, modality=m),
+                    common(panel),
+                    opacity=0.8,
+                    visible=False,
+                )
+            )
     if soft is not None:
         high, probability = soft
         panel = panels[modalities.index(high)]
-        layers.append((probability, {**common(panel), "name": f"teacher pseudo-label ({high})",
-                                     "colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive",
-                                     "visible": False, "metadata": meta("pseudo_label", panel, modality=high)},
-                       "image"))
+        layers.append(
+            (
+                probability,
+                {
+                    **common(panel),
+                    "name": f"teacher pseudo-label ({high})",
+                    "colormap": "magma",
+                    "contrast_limits": (0.0, 1.0),
+                    "blending": "additive",
+                    "visible": False,
+                    "metadata": meta("pseudo_label", panel, modality=high),
+                },
+                "image",
+            )
+        )
     for panel in sorted(set(panels)):
         name = "ground truth" if panel == 0 else f"ground truth ({modalities[panel]})"
-        layers.append(_labels(truth, name, {1: COLOURS["ground_truth"]}, ["background", "tumour"],
-                              meta("ground_truth", panel, colour=COLOURS["ground_truth"], contour=1),
-                              common(panel), opacity=1.0))
-    captions = [(f"{m}: prediction {COLOUR_NAMES.get(colours[m], colours[m])}, 3D DSC "
-                 f"{_dice(predictions[m], truth):.2f}", panel) for m, panel in zip(modalities, panels)]
+        layers.append(
+            _labels(
+                truth,
+                name,
+                {1: COLOURS["ground_truth"]},
+                ["background", "tumour"],
+                meta("ground_truth", panel, colour=COLOURS["ground_truth"], contour=1),
+                common(panel),
+                opacity=1.0,
+            )
+        )
+    captions = [
+        (
+            f"{m}: prediction {COLOUR_NAMES.get(colours[m], colours[m])}, 3D DSC {_dice(predictions[m], truth):.2f}",
+            panel,
+        )
+        for m, panel in zip(modalities, panels)
+    ]
     if not side_by_side:
         captions = [(" | ".join(text for text, _ in captions), 0)]
     above = np.array([[panel * (height + PANEL_GAP) + (height - 1) / 2, width + 2.5] for _, panel in captions])
-    layers.append((above, {"name": "captions", "scale": spacing[1:], "size": 0, "axis_labels": AXIS_LABELS[1:],
-                           "units": ("mm", "mm"), "metadata": meta("captions", 0),
-                           "text": {"string": [text for text, _ in captions], "color": "white", "size": 11,
-                                    "anchor": "center"}}, "points"))
+    layers.append(
+        (
+            above,
+            {
+                "name": "captions",
+                "scale": spacing[1:],
+                "size": 0,
+                "axis_labels": AXIS_LABELS[1:],
+                "units": ("mm", "mm"),
+                "metadata": meta("captions", 0),
+                "text": {"string": [text for text, _ in captions], "color": "white", "size": 11, "anchor": "center"},
+            },
+            "points",
+        )
+    )
     return layers
 
 
@@ -229,14 +321,24 @@ def _require_display() -> None:
     if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
         return
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise ConfigError("no display for napari (DISPLAY is not set): use a desktop session or a virtual "
-                          "X server, e.g. xvfb-run -a workbench view RUN --screenshot overlay.png")
+        raise ConfigError(
+            "no display for napari (DISPLAY is not set): use a desktop session or a virtual "
+            "X server, e.g. xvfb-run -a workbench view RUN --screenshot overlay.png"
+        )
 
 
-def show_run(run_dir: str | Path, patient: str | None = None, viewer: napari.Viewer | None = None, *,
-             pseudo_labels: bool = False, errors: bool = False, side_by_side: bool = True,
-             show: bool = True, size: tuple[int, int] = (1280, 800),
-             overrides: dict[str, Any] | None = None) -> napari.Viewer:
+def show_run(
+    run_dir: str | Path,
+    patient: str | None = None,
+    viewer: napari.Viewer | None = None,
+    *,
+    pseudo_labels: bool = False,
+    errors: bool = False,
+    side_by_side: bool = True,
+    show: bool = True,
+    size: tuple[int, int] = (1280, 800),
+    overrides: dict[str, Any] | None = None,
+) -> napari.Viewer:
     """Open (or fill) a napari viewer with :func:`overlay_layers` of one test patient, in 2D
     at the axial slice with the largest tumour area.
 
@@ -263,8 +365,9 @@ def show_run(run_dir: str | Path, patient: str | None = None, viewer: napari.Vie
     Raises:
         ConfigError, DataError: as :func:`overlay_layers`; ConfigError on Linux without a display.
     """
-    layers = overlay_layers(run_dir, patient, pseudo_labels=pseudo_labels, errors=errors,
-                            side_by_side=side_by_side, overrides=overrides)
+    layers = overlay_layers(
+        run_dir, patient, pseudo_labels=pseudo_labels, errors=errors, side_by_side=side_by_side, overrides=overrides
+    )
     _require_display()
     # qtpy picks PyQt5 first when a venv still has it from before the PyQt6 pin, and napari
     # then prints its PyQt5 deprecation warning: prefer the pinned binding.
@@ -300,9 +403,17 @@ def show_run(run_dir: str | Path, patient: str | None = None, viewer: napari.Vie
     return viewer
 
 
-def screenshot(run_dir: str | Path, path: str | Path, patient: str | None = None, *,
-               pseudo_labels: bool = False, errors: bool = False, side_by_side: bool = True,
-               size: tuple[int, int] = (1500, 760), overrides: dict[str, Any] | None = None) -> np.ndarray:
+def screenshot(
+    run_dir: str | Path,
+    path: str | Path,
+    patient: str | None = None,
+    *,
+    pseudo_labels: bool = False,
+    errors: bool = False,
+    side_by_side: bool = True,
+    size: tuple[int, int] = (1500, 760),
+    overrides: dict[str, Any] | None = None,
+) -> np.ndarray:
     """Save the canvas of :func:`show_run` (2D, largest-tumour slice) as a PNG without
     putting a window on screen. Qt still needs a display: on a headless machine run under
     ``xvfb-run``.
@@ -310,8 +421,16 @@ def screenshot(run_dir: str | Path, path: str | Path, patient: str | None = None
     Returns:
         the screenshot, ``(height, width, 4)`` uint8 RGBA.
     """
-    viewer = show_run(run_dir, patient, pseudo_labels=pseudo_labels, errors=errors, side_by_side=side_by_side,
-                      show=False, size=size, overrides=overrides)
+    viewer = show_run(
+        run_dir,
+        patient,
+        pseudo_labels=pseudo_labels,
+        errors=errors,
+        side_by_side=side_by_side,
+        show=False,
+        size=size,
+        overrides=overrides,
+    )
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return viewer.screenshot(str(path), canvas_only=True, flash=False)

@@ -58,8 +58,13 @@ def _slice_title(case_id: str, z: int, depth: int, largest: int, area: int) -> s
     return f"{case_id}, slice z = {z} of 0..{depth - 1}: {tumour}" + (" (largest)" if z == largest else "")
 
 
-def plot_slice(volume: Volume, modalities: Sequence[str], z: int, figure: Figure | None = None,
-               limits: Sequence[tuple[float, float]] | None = None) -> Figure:
+def plot_slice(
+    volume: Volume,
+    modalities: Sequence[str],
+    z: int,
+    figure: Figure | None = None,
+    limits: Sequence[tuple[float, float]] | None = None,
+) -> Figure:
     """Axial slice ``z`` of one patient: each modality side by side, the label outlined in red.
 
     Args:
@@ -82,16 +87,14 @@ def plot_slice(volume: Volume, modalities: Sequence[str], z: int, figure: Figure
     for ax, (i, m) in zip(axes, enumerate(modalities)):
         lo, hi = limits[i] if limits is not None else _window(volume.images[:, i].numpy())
         ax.set_facecolor("black")
-        ax.imshow(np.ma.masked_equal(volume.images[z, i].numpy(), 0).T, cmap="gray", origin="lower",
-                  vmin=lo, vmax=hi)
+        ax.imshow(np.ma.masked_equal(volume.images[z, i].numpy(), 0).T, cmap="gray", origin="lower", vmin=lo, vmax=hi)
         if label.any():
             ax.contour(label.T, levels=[0.5], colors="red", linewidths=0.8, origin="lower")
         ax.set_title(m, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     depth = volume.images.shape[0]
-    fig.suptitle(_slice_title(volume.case_id, z, depth, tumour_centre_slice(volume), int(label.sum())),
-                 fontsize=10)
+    fig.suptitle(_slice_title(volume.case_id, z, depth, tumour_centre_slice(volume), int(label.sum())), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -102,8 +105,9 @@ def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     return float(2 * (prediction & truth).sum() / total) if total else 1.0
 
 
-def plot_overlay_slice(layers: list[tuple[Any, dict[str, Any], str]], z: int | None = None,
-                       figure: Figure | None = None) -> Figure:
+def plot_overlay_slice(
+    layers: list[tuple[Any, dict[str, Any], str]], z: int | None = None, figure: Figure | None = None
+) -> Figure:
     """One axial slice of :func:`~workbench.viz.napari_view.overlay_layers`, with matplotlib.
 
     Top row, per modality: its image (grey, the layer's contrast limits, MR background
@@ -143,15 +147,29 @@ def plot_overlay_slice(layers: list[tuple[Any, dict[str, Any], str]], z: int | N
             ax.set_yticks([])
         prediction, kwargs = named[f"{m} prediction"]
         colour = kwargs["metadata"].get("colour", COLOURS["prediction"][j % len(COLOURS["prediction"])])
-        axes[0, j].imshow(np.ma.masked_equal(prediction[z], 0).T, cmap=ListedColormap([colour]), alpha=0.55,
-                          origin="lower", vmin=0, vmax=1)
+        axes[0, j].imshow(
+            np.ma.masked_equal(prediction[z], 0).T,
+            cmap=ListedColormap([colour]),
+            alpha=0.55,
+            origin="lower",
+            vmin=0,
+            vmax=1,
+        )
         dsc = _dice(prediction.astype(bool), truth)
-        axes[0, j].set_title(f"{m}: prediction ({COLOUR_NAMES.get(colour, colour)}), truth (gold)\n"
-                             f"3D DSC of this patient {dsc:.2f}", fontsize=9)
+        axes[0, j].set_title(
+            f"{m}: prediction ({COLOUR_NAMES.get(colour, colour)}), truth (gold)\n3D DSC of this patient {dsc:.2f}",
+            fontsize=9,
+        )
         if errors:
             fp_fn = ListedColormap([COLOURS["false_positive"], COLOURS["false_negative"]])
-            axes[1, j].imshow(np.ma.masked_equal(named[f"{m} FP / FN"][0][z], 0).T, cmap=fp_fn, alpha=0.85,
-                              origin="lower", vmin=1, vmax=2)
+            axes[1, j].imshow(
+                np.ma.masked_equal(named[f"{m} FP / FN"][0][z], 0).T,
+                cmap=fp_fn,
+                alpha=0.85,
+                origin="lower",
+                vmin=1,
+                vmax=2,
+            )
             axes[1, j].set_title(f"{m}: false positive (red), false negative (blue)", fontsize=9)
     case_id = layers[0][1]["metadata"]["case_id"]
     fig.suptitle(_slice_title(case_id, z, truth.shape[0], _largest(truth), int(truth[z].sum())))
@@ -169,8 +187,9 @@ class _Patient:
     draw: Callable[[Figure, int], Any]
 
 
-def _scrubber(patients: Sequence[str], first: str, load: Callable[[str], _Patient],
-              figsize: tuple[float, float]) -> ipywidgets.VBox:
+def _scrubber(
+    patients: Sequence[str], first: str, load: Callable[[str], _Patient], figsize: tuple[float, float]
+) -> ipywidgets.VBox:
     """The widget of the module docstring; ``load(case_id)`` is called once per patient."""
     import ipywidgets as widgets
 
@@ -184,8 +203,14 @@ def _scrubber(patients: Sequence[str], first: str, load: Callable[[str], _Patien
     patient = get(first)
     figure = Figure(figsize=figsize)  # not a pyplot figure: the inline backend never shows it on its own
     dropdown = widgets.Dropdown(options=list(patients), value=first, description="patient")
-    slider = widgets.IntSlider(value=patient.start, min=0, max=patient.depth - 1, description="z (axial)",
-                               continuous_update=False, layout={"width": "420px"})
+    slider = widgets.IntSlider(
+        value=patient.start,
+        min=0,
+        max=patient.depth - 1,
+        description="z (axial)",
+        continuous_update=False,
+        layout={"width": "420px"},
+    )
     image = widgets.Image(format="png", layout={"max_width": "100%"})
     box = widgets.VBox([widgets.HBox([dropdown, slider]), image])
     moving = {"patient": False}  # the slider follows a new patient: draw once, not per change
@@ -239,15 +264,24 @@ def slice_explorer(volumes: Sequence[Volume], modalities: Sequence[str], patient
     def load(case_id: str) -> _Patient:
         volume = by_id[case_id]
         limits = [_window(volume.images[:, i].numpy()) for i in range(len(modalities))]
-        return _Patient(volume.images.shape[0], tumour_centre_slice(volume),
-                        lambda fig, z: plot_slice(volume, modalities, z, fig, limits))
+        return _Patient(
+            volume.images.shape[0],
+            tumour_centre_slice(volume),
+            lambda fig, z: plot_slice(volume, modalities, z, fig, limits),
+        )
 
     return _scrubber(list(by_id), first, load, (2.6 * len(modalities), 3.0))
 
 
-def overlay_explorer(run_dir: str | Path, patient: str | None = None, *, errors: bool = True,
-                     pseudo_labels: bool = False, layers: list | None = None,
-                     overrides: dict[str, Any] | None = None) -> ipywidgets.VBox:
+def overlay_explorer(
+    run_dir: str | Path,
+    patient: str | None = None,
+    *,
+    errors: bool = True,
+    pseudo_labels: bool = False,
+    layers: list | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ipywidgets.VBox:
     """Scrub through the slices of a run's test patients with their prediction overlays
     (:func:`plot_overlay_slice` of :func:`~workbench.viz.napari_view.overlay_layers`).
 
@@ -281,8 +315,7 @@ def overlay_explorer(run_dir: str | Path, patient: str | None = None, *, errors:
     def load(case_id: str) -> _Patient:
         patient_layers = first_layers if case_id == first else compute(case_id)
         truth = next(data for data, kwargs, _ in patient_layers if kwargs["name"] == "ground truth")
-        return _Patient(truth.shape[0], _largest(truth),
-                        lambda fig, z: plot_overlay_slice(patient_layers, z, fig))
+        return _Patient(truth.shape[0], _largest(truth), lambda fig, z: plot_overlay_slice(patient_layers, z, fig))
 
     n = sum(kwargs["metadata"]["kind"] == "image" for _, kwargs, _ in first_layers)
     return _scrubber(patients, first, load, (3.4 * n, 3.4 * (2 if errors else 1)))

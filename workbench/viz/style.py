@@ -16,8 +16,9 @@ from matplotlib.colors import to_hex
 __all__ = ["PALETTE", "method_colours", "spread_label"]
 
 #: 20 distinct colours: tab10, then the light halves of tab20's pairs; they repeat after 20 methods
-PALETTE: tuple[str, ...] = (tuple(to_hex(c) for c in colormaps["tab10"].colors)
-                            + tuple(to_hex(c) for c in colormaps["tab20"].colors[1::2]))
+PALETTE: tuple[str, ...] = tuple(to_hex(c) for c in colormaps["tab10"].colors) + tuple(
+    to_hex(c) for c in colormaps["tab20"].colors[1::2]
+)
 
 
 def method_colours(methods: Iterable[str], given: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -101,9 +101,14 @@ def methods_explorer(rows: pd.DataFrame, title: str = "per-patient DSC (dashed: 
     colours = method_colours(methods)  # fixed for every subset: a method keeps its colour
     if not methods:
         raise ValueError("methods_explorer: no rows")
-    select = widgets.SelectMultiple(options=methods, value=tuple(methods), rows=min(len(methods), 10),
-                                    description="methods", tooltip="ctrl- or shift-click to choose several",
-                                    layout={"width": "360px"})
+    select = widgets.SelectMultiple(
+        options=methods,
+        value=tuple(methods),
+        rows=min(len(methods), 10),
+        description="methods",
+        tooltip="ctrl- or shift-click to choose several",
+        layout={"width": "360px"},
+    )
     table_html = widgets.HTML()
     image = widgets.Image(format="png", layout={"max_width": "100%"})
     box = widgets.VBox([select, table_html, image])
