@@ -15,6 +15,8 @@
 # %% [markdown]
 # # 03 · Semi-CML, step by step
 #
+# **Runtime** (defaults, measured on a 2-core CPU, fp32, no GPU): about 7.5 minutes the first time (the supervised and Semi-CML runs that notebooks 04 and 06 reuse), 20 s once they are cached.
+#
 # Semi-CML (Zhang et al., *Medical Image Analysis* 2023) trains **one U-Net per modality** —
 # $F$ for $x'$ and $G$ for $x''$ — and lets them teach each other on unlabeled pairs. Inference
 # needs only one modality. In this lesson we push **one batch** through both networks, compute

@@ -15,6 +15,8 @@
 # %% [markdown]
 # # 04 · The ASC explorer
 #
+# **Runtime** (defaults, measured on a 2-core CPU, fp32, no GPU): about 30 s after notebook 03 (it reads 03's Semi-CML run; run on its own, it first trains that run).
+#
 # Semi-CML logs the Dice-similarity matrix $S$ of eq. 8 for the first unlabeled batch of every
 # epoch. Here we scrub through the epochs with a slider (the paper's Fig. 5a shows the same
 # picture on HECKTOR): the **positive pairs** — the same slice seen by the two modalities, on the

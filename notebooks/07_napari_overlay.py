@@ -15,6 +15,8 @@
 # %% [markdown]
 # # 07 · Both modalities and their predictions, in napari
 #
+# **Runtime** (defaults, measured on a 2-core CPU, fp32, no GPU): about 20 s after notebook 05 (it views 05's BMA run; run on its own, it first trains that run).
+#
 # Numbers hide *where* a network fails. [napari](https://napari.org) shows the 3D volumes slice
 # by slice with the ground truth and each modality's prediction on top, at the true voxel spacing
 # (mm). `workbench view RUN` opens the same viewer from the command line.

@@ -15,6 +15,8 @@
 # %% [markdown]
 # # 09 · Reproduction tables
 #
+# **Runtime** (defaults, measured on a 2-core CPU, fp32, no GPU): about 11.5 minutes the first time (`quick-cpu`: 4 cells, 2 at a time), 16 s once its cells are finished (finished cells are skipped).
+#
 # `workbench reproduce` runs a **grid**: datasets x methods x labeled fractions x seeds, one
 # training run (a run folder) per cell, and writes the results in the layout of the papers'
 # tables: one table per dataset and labeled fraction, one row per method, DSC and sensitivity

@@ -103,3 +103,13 @@ def test_citations_point_to_papers_or_files_in_the_repo(path):
     assert not NOT_IN_REPO.findall(text), f"{path.name} cites files that are not in the repository"
     for cited in re.findall(r"`(docs/[\w./-]+\.md)`", text):
         assert (ROOT / cited).is_file(), f"{path.name}: {cited} does not exist"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_states_its_measured_runtime_at_the_top(path):
+    """The first cell says how long the notebook runs with its defaults, and on what machine."""
+    first = nbformat.read(path, as_version=4).cells[0]
+    assert first.cell_type == "markdown", f"{path.name}: the first cell is not the title"
+    match = re.search(r"\*\*Runtime\*\* \(defaults, measured on (?P<machine>[^)]+)\): (?P<text>[^\n]+)", first.source)
+    assert match, f"{path.name}: no '**Runtime** (defaults, measured on MACHINE): ...' line in the first cell"
+    assert "CPU" in match["machine"] and re.search(r"\d", match["text"]), match.group(0)
