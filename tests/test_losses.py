@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -105,3 +106,19 @@ def test_nce_is_the_same_structure_with_cosine_similarity():
 def test_mse_consistency_eq5():
     a, b = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
     assert mse_consistency(a, b) == 1.0
+
+
+@pytest.mark.parametrize("similarity", ["dice", "cosine"])
+def test_similarity_matrices_stay_fp32_under_bf16_autocast(similarity):
+    """Eqs. 8-10 and NCE: under autocast the products would run in bf16 (error ~1e-3); the
+    matrices are computed in fp32 inside it, equal to the plain fp32 result."""
+    from workbench.losses import cosine_similarity_matrix, dice_similarity_matrix
+
+    fn = dice_similarity_matrix if similarity == "dice" else cosine_similarity_matrix
+    maps = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    plain = fn(maps)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = fn(maps)
+        bf16 = maps.flatten(1) @ maps.flatten(1).T  # what a bare matmul gives there
+    assert inside.dtype == torch.float32 and bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(inside, plain, rtol=1e-6, atol=1e-6)

@@ -19,6 +19,8 @@ Cross-modal consistency of Semi-CML:
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -39,6 +41,12 @@ __all__ = [
 def _at_least_fp32(x: Tensor) -> Tensor:
     """Upcast half / bfloat16 (autocast outputs) to float32; keep float32 / float64 as is."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _fp32_matmuls(x: Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off on ``x``'s device: inside it a similarity matrix of fp32 inputs is computed
+    in fp32 (under autocast a matmul runs in bf16 / fp16 whatever its inputs)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 def soft_dice_loss(probs: Tensor, target: Tensor, eps: float = 1e-5) -> Tensor:
@@ -80,14 +88,16 @@ def dice_similarity_matrix(maps: Tensor, eps: float = 1e-6) -> Tensor:
         ``(N, N)`` similarities in [0, 1] (1 on the diagonal for binary non-empty maps).
     """
     flat = _at_least_fp32(maps).flatten(1)
-    sums = flat.sum(dim=1)
-    return 2.0 * (flat @ flat.T) / (sums[:, None] + sums[None, :] + eps)
+    with _fp32_matmuls(flat):  # autocast would run the products in bf16 / fp16
+        sums = flat.sum(dim=1)
+        return 2.0 * (flat @ flat.T) / (sums[:, None] + sums[None, :] + eps)
 
 
 def cosine_similarity_matrix(vectors: Tensor, temperature: float = 1.0) -> Tensor:
     """Cosine similarity of every pair of N flattened vectors, divided by ``temperature``."""
-    flat = F.normalize(_at_least_fp32(vectors).flatten(1), dim=1)
-    return (flat @ flat.T) / temperature
+    with _fp32_matmuls(vectors):
+        flat = F.normalize(_at_least_fp32(vectors).flatten(1), dim=1)
+        return (flat @ flat.T) / temperature
 
 
 def paired_contrastive_loss(similarity: Tensor) -> Tensor:
