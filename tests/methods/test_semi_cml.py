@@ -66,6 +66,21 @@ def test_nce_star_uses_projection_heads():
     assert method.heads["t1"].mlp[0].weight.grad.abs().sum() > 0
 
 
+def test_nce_star_head_reads_the_prediction_map_and_trains_the_decoder():
+    """Section 4.5.1: the head encodes the prediction map, so NCE* reaches the decoder's output
+    layer (a head on the bottleneck would send it no gradient)."""
+    method, _ = _method("sup+mse+nce*")
+    batch = _batch()
+    with torch.no_grad():
+        probs = torch.sigmoid(method.forward_modality("t1", batch.x_u)[0])
+    emb = method.heads["t1"](probs)
+    assert emb.shape == (batch.x_u.shape[0], method.opts.projection_dim)
+    losses = method.training_step(batch, step=0)
+    method.zero_grad()
+    losses["nce"].backward()
+    assert method.nets["t1"].decoder.head.weight.grad.abs().sum() > 0
+
+
 def test_asc_matrix_logged_once_per_epoch():
     method, _ = _method()
     events = []

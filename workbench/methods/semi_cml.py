@@ -21,9 +21,12 @@ Ablation variants of Table 3 (``--set options.variant=...``): ``sup``, ``sup+mse
 ``sup+nce``, ``sup+asc``, ``sup+mse+nce``, ``sup+mse+nce*``, ``sup+mse+asc`` (the default,
 Semi-CML). NCE uses the contrastive structure of eqs. 9-10 with cosine similarity on the
 flattened probability maps and a temperature (``nce_temperature``); NCE* uses the cosine
-similarity of projection-head embeddings instead. Choices (the paper does not say): the
-projection head is global average pooling of the U-Net bottleneck, then
-Linear(16b, 16b) - ReLU - Linear(16b, ``projection_dim``), one head per modality network;
+similarity of projection-head embeddings instead: section 4.5.1 implements NCE "with and
+without using the projection head to encode the prediction map into the embedding vector", so
+the head reads each unlabeled slice's probability map. The head's layers are not given; here
+the map is average-pooled to ``PROJECTION_GRID`` x ``PROJECTION_GRID`` (its coarse area
+layout, independent of the slice size), flattened and passed through
+Linear(g^2, g^2) - ReLU - Linear(g^2, ``projection_dim``), one head per modality network;
 the sigmoid ramp-up is ``w1 * exp(-5 (1 - t/T)^2)`` for t < T (t in epochs, fractional
 within an epoch), with ``T = rampup_epochs`` (default: 40% of the epochs).
 
@@ -77,15 +80,22 @@ class SemiCMLOptions:
     joint_forward: bool = False  # True: labeled + unlabeled slices in one forward pass (one BatchNorm batch)
 
 
+#: side of the pooled prediction map the NCE* projection head reads
+PROJECTION_GRID = 16
+
+
 class ProjectionHead(nn.Module):
-    """GAP of the bottleneck, then a 2-layer MLP (NCE* ablation)."""
+    """NCE* (section 4.5.1): the prediction map ``(K, 1, H, W)``, average-pooled to
+    ``PROJECTION_GRID`` squared, then a 2-layer MLP to the embedding vector."""
 
-    def __init__(self, channels: int, out_dim: int) -> None:
+    def __init__(self, out_dim: int, grid: int = PROJECTION_GRID) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(inplace=True), nn.Linear(channels, out_dim))
+        width = grid * grid
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, out_dim))
 
-    def forward(self, bottleneck: Tensor) -> Tensor:
-        return self.mlp(bottleneck.mean(dim=(2, 3)))
+    def forward(self, probs: Tensor) -> Tensor:
+        return self.mlp(self.pool(probs).flatten(1))
 
 
 @register
@@ -107,8 +117,7 @@ class SemiCML(Method):
         self.terms = VARIANTS[self.opts.variant]
         self.nets = nn.ModuleDict({m: UNet(1, 1, config.base_channels) for m in self.modalities})
         if "nce*" in self.terms:
-            width = 16 * config.base_channels
-            self.heads = nn.ModuleDict({m: ProjectionHead(width, self.opts.projection_dim) for m in self.modalities})
+            self.heads = nn.ModuleDict({m: ProjectionHead(self.opts.projection_dim) for m in self.modalities})
         self._asc_logged_epoch = -1
 
     # ------------------------------------------------------------------ helpers
@@ -182,7 +191,7 @@ class SemiCML(Method):
             losses["nce"] = nce_loss(probs_u[a].flatten(1), probs_u[b].flatten(1), self.opts.nce_temperature)
             total = total + self.opts.w2 * losses["nce"]
         if "nce*" in self.terms:
-            emb_a, emb_b = self.heads[a](feats_u[a]), self.heads[b](feats_u[b])
+            emb_a, emb_b = self.heads[a](probs_u[a]), self.heads[b](probs_u[b])  # the prediction maps
             losses["nce"] = nce_loss(emb_a, emb_b, self.opts.nce_temperature)
             total = total + self.opts.w2 * losses["nce"]
         losses["loss"] = total
