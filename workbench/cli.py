@@ -808,21 +808,12 @@ def _overrides(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from workbench.device import autocast_context
-    from workbench.inference import BOUNDARY_WIDTH, evaluate_volumes, open_run
+    from workbench.inference import open_run
 
     run = Path(args.run)
     overrides = _overrides(args, "test_slices", "data", "device")
     opened = open_run(run, overrides or None, progress=not args.quiet)
-    scores = evaluate_volumes(
-        opened.method,
-        opened.test_volumes,
-        opened.device,
-        BOUNDARY_WIDTH.get(opened.fmt, 4),
-        opened.config.eval_batch_size,
-        autocast_context(opened.precision, opened.device),
-        progress=not args.quiet,
-    )
+    scores = opened.evaluate(progress=not args.quiet)
     result = {"epoch": opened.epoch, **scores, "protocol": opened.protocol, "test_slices": opened.config.test_slices}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=float))

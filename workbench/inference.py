@@ -23,7 +23,7 @@ from typing import Any, Iterable
 import torch
 from tqdm.auto import tqdm
 
-from workbench.config import EARLIER_PROTOCOL, TrainConfig, resolve_device, resolve_precision
+from workbench.config import EARLIER_PROTOCOL, TrainConfig, autocast_context, resolve_device, resolve_precision
 from workbench.data.fingerprint import dataset_fingerprint
 from workbench.data.slices import DataSplits, Volume, load_splits
 from workbench.errors import ConfigError, DataError
@@ -33,6 +33,8 @@ from workbench.runs import EVAL_OVERRIDES, RESUME_OVERRIDES, RUN_MARKER, absolut
 
 __all__ = [
     "BOUNDARY_WIDTH",
+    "boundary_width",
+    "scored_test_volumes",
     "predict_volume",
     "score_volumes",
     "evaluate_volumes",
@@ -42,6 +44,17 @@ __all__ = [
 ]
 
 BOUNDARY_WIDTH = {"brats": 5, "hecktor": 4}  # Boundary IoU d (Semi-CML section 4.6.1); 4 elsewhere
+
+
+def boundary_width(fmt: str) -> int:
+    """Boundary IoU's d for a data format (:data:`BOUNDARY_WIDTH`, 4 for any other)."""
+    return BOUNDARY_WIDTH.get(fmt, 4)
+
+
+def scored_test_volumes(splits: DataSplits, test_slices: str) -> list[Volume]:
+    """The test volumes as a run scores them: every slice (``"all"``), or the tumour slices
+    only (``"tumour"``, the Semi-CML paper's protocol)."""
+    return splits.test if test_slices == "all" else [v.tumour_only() for v in splits.test]
 
 
 @torch.no_grad()
@@ -176,11 +189,22 @@ class OpenRun:
     protocol: dict[str, Any] | None
 
     @property
-    def test_volumes(self) -> list:
-        """The test volumes as the run scores them (``test_slices``: all, or tumour slices only)."""
-        if self.config.test_slices == "all":
-            return self.splits.test
-        return [v.tumour_only() for v in self.splits.test]
+    def test_volumes(self) -> list[Volume]:
+        """The test volumes as the run scores them (:func:`scored_test_volumes`)."""
+        return scored_test_volumes(self.splits, self.config.test_slices)
+
+    def evaluate(self, progress: bool = False) -> dict[str, Any]:
+        """The per-patient test metrics of the run, in its precision (:func:`evaluate_volumes`)."""
+        autocast = autocast_context(self.precision, self.device)
+        return evaluate_volumes(
+            self.method,
+            self.test_volumes,
+            self.device,
+            boundary_width(self.fmt),
+            self.config.eval_batch_size,
+            autocast,
+            progress=progress,
+        )
 
 
 def open_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, progress: bool = False) -> OpenRun:

@@ -66,7 +66,14 @@ from workbench.data.fingerprint import dataset_fingerprint
 from workbench.data.slices import Volume, load_splits
 from workbench.errors import ConfigError, DataError, TrainingInterrupted, training_interrupted
 from workbench.events import EventLog
-from workbench.inference import BOUNDARY_WIDTH, checkpoint_config, evaluate_volumes, predict_volume, score_volumes
+from workbench.inference import (
+    boundary_width,
+    checkpoint_config,
+    evaluate_volumes,
+    predict_volume,
+    score_volumes,
+    scored_test_volumes,
+)
 from workbench.methods import Batch, Method, get_method
 from workbench.methods.multi_condos import read_pretraining
 from workbench.metrics import EMPTY_MASK_RULE
@@ -189,10 +196,8 @@ class Trainer:
             pretraining = read_pretraining(config.init)
         self.device = distributed.init(self.world, resolve_device(config.device))
         self.splits, self.fmt = load_splits(config, progress=not self.quiet)
-        self.boundary_width = BOUNDARY_WIDTH.get(self.fmt, 4)
-        self.test_volumes = (
-            self.splits.test if config.test_slices == "all" else [v.tumour_only() for v in self.splits.test]
-        )
+        self.boundary_width = boundary_width(self.fmt)
+        self.test_volumes = scored_test_volumes(self.splits, config.test_slices)
         #: the only patients whose scores reach the method while it trains (module docstring)
         self.selection_volumes = {"val": self.splits.val, "train": self.splits.labeled, "test": self.test_volumes}[
             config.selection
@@ -436,23 +441,9 @@ class Trainer:
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * factor
             if len(self.optimizers) > 1:
-                losses = self._step_in_turn(micro_batches[0])
-                for name, value in losses.items():
-                    sums[name] = sums.get(name, 0.0) + value.detach().float()
-                continue
-            self.optimizer.zero_grad(set_to_none=True)
-            for j, batch in enumerate(micro_batches):
-                last = j == len(micro_batches) - 1  # DDP averages gradients over processes here only
-                with (
-                    contextlib.nullcontext() if last or self.model is self.method else self.model.no_sync(),
-                    streams.of(j),
-                ):
-                    with self._autocast():
-                        losses = self.model(batch, self.step)
-                    (losses["loss"] / len(micro_batches)).backward()
-                for name, value in losses.items():  # no host sync: summed on the device
-                    sums[name] = sums.get(name, 0.0) + value.detach().float() / len(micro_batches)
-            self.optimizer.step()
+                self._step_in_turn(micro_batches[0], sums)
+            else:
+                self._step_accumulated(micro_batches, streams, sums)
             self.step += 1
             self.method.after_optimizer_step(self.step)
         sums = distributed.all_mean(sums, self.world)  # one collective per epoch
@@ -461,10 +452,30 @@ class Trainer:
             raise DataError(f"training diverged at epoch {epoch}: non-finite loss {means} (try a smaller --lr)")
         return means
 
-    def _step_in_turn(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def _step_accumulated(
+        self, micro_batches: list[Batch], streams: "_PartStreams", sums: dict[str, torch.Tensor]
+    ) -> None:
+        """One optimiser step on ``loss``, its gradient accumulated over the step's micro-batches
+        (DDP averages it over processes at the last one); the losses are added to ``sums``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        for j, batch in enumerate(micro_batches):
+            last = j == len(micro_batches) - 1  # DDP averages gradients over processes here only
+            with (
+                contextlib.nullcontext() if last or self.model is self.method else self.model.no_sync(),
+                streams.of(j),
+            ):
+                with self._autocast():
+                    losses = self.model(batch, self.step)
+                (losses["loss"] / len(micro_batches)).backward()
+            for name, value in losses.items():  # no host sync: summed on the device
+                sums[name] = sums.get(name, 0.0) + value.detach().float() / len(micro_batches)
+        self.optimizer.step()
+
+    def _step_in_turn(self, batch: Batch, sums: dict[str, torch.Tensor]) -> None:
         """One step of a method with several optimisers: one forward pass, then each
         optimiser steps on its own loss, in :meth:`Method.optimizer_groups` order (a loss
-        without a graph, e.g. a switched-off term, leaves its optimiser alone)."""
+        without a graph, e.g. a switched-off term, leaves its optimiser alone); the losses
+        are added to ``sums``."""
         with self._autocast():
             losses = self.model(batch, self.step)
         for name, optimizer in self.optimizers.items():
@@ -472,9 +483,8 @@ class Trainer:
             if losses[name].requires_grad:
                 losses[name].backward()
                 optimizer.step()
-        self.step += 1
-        self.method.after_optimizer_step(self.step)
-        return losses
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value.detach().float()
 
     def validate(self) -> dict[str, float]:
         """Mean per-patient 3D DSC of each modality on the patients that steer training

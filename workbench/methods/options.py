@@ -6,9 +6,9 @@ import dataclasses
 from typing import Any, TypeVar
 
 from workbench.errors import ConfigError
-from workbench.fields import config_from_dict, field_types, typed_value
+from workbench.fields import field_types, typed_value
 
-__all__ = ["parse_options", "check_choice", "config_from_dict", "INPUTS"]
+__all__ = ["parse_options", "check_choice", "INPUTS"]
 
 #: how the modalities enter a single-modality method: one model per modality, or all as channels (MM-)
 INPUTS = ("single", "both")

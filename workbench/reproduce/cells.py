@@ -129,13 +129,13 @@ def _saved_config(run_dir: Path) -> dict[str, Any] | None:
         raise DataError(f"{path}: unreadable ({type(exc).__name__})") from exc
 
 
-def _expected_config(values: Mapping[str, Any], kind: str) -> dict[str, Any]:
+def _expected_config(values: Mapping[str, Any]) -> dict[str, Any]:
     from workbench.train import TrainConfig
 
     return dataclasses.asdict(TrainConfig.from_dict(dict(values)))
 
 
-def _conflict(run_dir: Path, values: Mapping[str, Any], kind: str = "train") -> str | None:
+def _conflict(run_dir: Path, values: Mapping[str, Any]) -> str | None:
     """Why ``run_dir`` cannot be used for this cell (a run with other settings), or None."""
     try:
         saved = _saved_config(run_dir)
@@ -143,7 +143,7 @@ def _conflict(run_dir: Path, values: Mapping[str, Any], kind: str = "train") -> 
         return f"{exc}; delete the folder or use another --out"
     if saved is None:
         return None
-    diff = _config_diff(saved, _expected_config(values, kind))
+    diff = _config_diff(saved, _expected_config(values))
     if diff:
         return (
             f"run folder {run_dir} holds a run with other settings ({'; '.join(diff[:3])}); "

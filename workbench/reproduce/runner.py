@@ -254,11 +254,12 @@ def _pretrain(run_dir: Path, values: dict[str, Any]) -> str:
     ``multi-condos`` (finished when it can start a U-Net: :func:`read_pretraining`)."""
     from workbench.methods.multi_condos import read_pretraining
 
-    try:
-        read_pretraining(run_dir)
-        return "finished"
-    except WorkbenchError:
-        pass
+    if not (run_dir / "metrics.json").is_file():  # a finished pre-training of the earlier loop has none
+        try:
+            read_pretraining(run_dir)
+            return "finished"
+        except WorkbenchError:
+            pass
     return _train(run_dir, values)
 
 
@@ -294,7 +295,7 @@ def _run_in_order(cells: list[Cell], pretrains: dict[Path, dict[str, Any]], thre
         folder = cell.pretrain_dir
         if folder is not None:
             if folder not in outcome:
-                problem = _conflict(folder, pretrains[folder], kind="pretrain")
+                problem = _conflict(folder, pretrains[folder])
                 outcome[folder] = (
                     {"status": "failed", "error": problem}
                     if problem
@@ -329,7 +330,7 @@ def _run_in_pool(
 
     try:
         for folder, config in pretrains.items():
-            problem = _conflict(folder, config, kind="pretrain")
+            problem = _conflict(folder, config)
             if problem:
                 for cell in waiting[folder]:
                     done(cell, _pretrain_failed(folder, problem))
