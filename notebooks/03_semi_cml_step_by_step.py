@@ -236,10 +236,12 @@ print(card)
 # **What to look for:** the weak modality is where mutual learning can help — it learns from
 # the strong modality's predictions on slices nobody labeled. Watch the strong modality too: the
 # same pull towards the other modality's predictions can drag it down while every training loss
-# looks healthy. `docs/results.md` (section 1) measured this on the built-in BraTS data over 3
-# seeds: sup+mse+ASC lifts T1 from 0.21 to 0.42 but not FLAIR (0.84 against 0.85, not decided),
-# and PReL's re-learning (notebook 05) leaves FLAIR 0.05-0.07 below the supervised baseline. That
-# is why both modalities are validated every epoch.
+# looks healthy. `docs/results.md` (section 1) measured this over 3 seeds on the built-in BraTS
+# data in its `clear` preset, where FLAIR is near its ceiling: sup+mse+ASC lifts T1 from 0.21 to
+# 0.42 but not FLAIR (0.84 against 0.85, not decided). PReL's re-learning (notebook 05) leaves
+# FLAIR 0.05-0.07 below the supervised baseline. That is why both modalities are validated every
+# epoch. This notebook trains on the default `paper` preset, where neither modality starts near
+# its ceiling (notebook 01).
 
 # %%
 assert set(table["modality"]) == {a, b}

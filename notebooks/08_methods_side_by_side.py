@@ -172,7 +172,8 @@ save_figure(fig, out / "methods_dsc")
 
 # %% [markdown]
 # **What to look for:** the weak modality (T1 on BraTS, CT on HECKTOR) is where the unlabeled
-# data can help: the strong one is near its ceiling with two labeled patients already. A method
+# data helps most. On the `clear` preset, the strong modality is near its ceiling with two
+# labeled patients already. On the default `paper` data, both modalities have room. A method
 # that lifts the weak modality's *mean* but spreads its dots wider is not more reliable. With one
 # seed, differences of a few hundredths are within the seed-to-seed spread (see
 # `docs/results.md` for 3 seeds).

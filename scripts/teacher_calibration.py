@@ -30,22 +30,28 @@ def calibration_row(run: str) -> str:
     images = trainer.splits.train_unlabeled.images[:SLICES]
     labels = trainer.splits.train_unlabeled.labels[:SLICES]
     high = trainer.splits.modalities.index(method.high)
-    x = images[:, high:high + 1]
+    x = images[:, high : high + 1]
     torch.manual_seed(0)
     method.eval()
     with torch.no_grad():
         g = torch.sigmoid(method.nets[method.high](x))
         teacher = torch.sigmoid(method.teacher(x))
     soft = mc_dropout_pseudo_labels(method.teacher, x, method.opts.mc_passes, method.opts.noise_std)
-    cells = [f"{p.mean().item():.3f} / {p[labels < 0.5].mean().item():.3f} / {hard_dice(p, labels):.3f}"
-             for p in (g, teacher, soft)]
+    cells = [
+        f"{p.mean().item():.3f} / {p[labels < 0.5].mean().item():.3f} / {hard_dice(p, labels):.3f}"
+        for p in (g, teacher, soft)
+    ]
     trainer.close()
-    return f"| {run.rstrip('/').split('/')[-1]} | {method.high} | {labels.mean().item():.3f} | " + " | ".join(cells) + " |"
+    return (
+        f"| {run.rstrip('/').split('/')[-1]} | {method.high} | {labels.mean().item():.3f} | " + " | ".join(cells) + " |"
+    )
 
 
 def main(runs: list[str]) -> None:
-    print("| run | high | label fg | G: mean p / bg p / DSC | teacher: mean p / bg p / DSC | "
-          "P_s (eq. 14): mean / bg p / DSC |")
+    print(
+        "| run | high | label fg | G: mean p / bg p / DSC | teacher: mean p / bg p / DSC | "
+        "P_s (eq. 14): mean / bg p / DSC |"
+    )
     print("|---|---|---|---|---|---|")
     for run in runs:
         print(calibration_row(run))

@@ -38,6 +38,24 @@ def tiny_cli_run(tmp_path_factory):
     return run
 
 
+def test_data_make_writes_the_difficulty_it_is_given(tmp_path, capsys):
+    from workbench.data.fingerprint import BUILTIN_MANIFEST
+    from workbench.data.synthetic import DIFFICULTY_PRESETS
+
+    out = tmp_path / "clear"
+    assert (
+        main(["data", "make", "--kind", "hecktor", "--patients", "3", "--difficulty", "clear", "--out", str(out)]) == 0
+    )
+    assert "(clear difficulty)" in capsys.readouterr().out
+    assert json.loads((out / BUILTIN_MANIFEST).read_text())["difficulty"]["preset"] == "clear"
+    with pytest.raises(SystemExit):
+        main(["data", "make", "--kind", "brats", "--difficulty", "hard", "--out", str(tmp_path / "x")])
+    assert "invalid choice: 'hard'" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert (
+        set(DIFFICULTY_PRESETS["brats"]) == set(DIFFICULTY_PRESETS["hecktor"]) == {"clear", "paper"}
+    )  # the CLI's choices
+
+
 def test_data_make_train_eval(tmp_path, capsys):
     data = tmp_path / "brats"
     assert main(["data", "make", "--kind", "brats", "--patients", "5", "--seed", "1", "--out", str(data)]) == 0
@@ -115,9 +133,24 @@ def test_eval_with_the_papers_tumour_slice_protocol(tiny_cli_run, tmp_path, caps
     capsys.readouterr()
     out = tmp_path / "tumour.json"
     assert main(["eval", str(run), "--test-slices", "tumour", "--json", str(out), "--quiet"]) == 0
-    assert "test slices: tumour" in capsys.readouterr().out
+    assert "test patients, slices: tumour" in capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["test_slices"] == "tumour" and result["per_patient"]
+
+
+def test_eval_on_the_validation_patients(tiny_cli_run, tmp_path, capsys):
+    from workbench.inference import open_run
+
+    run = tiny_cli_run
+    capsys.readouterr()
+    out = tmp_path / "val.json"
+    assert main(["eval", str(run), "--patients", "val", "--json", str(out), "--quiet"]) == 0
+    assert "val patients, slices: all" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    val_ids = {v.case_id for v in open_run(run).splits.val}
+    assert result["patients"] == "val" and {r["case_id"] for r in result["per_patient"]} == val_ids
+    test = json.loads((run / "metrics.json").read_text())["per_patient"]
+    assert val_ids.isdisjoint(r["case_id"] for r in test)
 
 
 def test_view_screenshot_and_unknown_patient(tiny_cli_run, tmp_path, capsys, monkeypatch):

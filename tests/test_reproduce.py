@@ -193,6 +193,51 @@ def test_a_run_folder_with_other_settings_is_not_overwritten(finished, tmp_path)
     assert (run / "metrics.json").read_bytes() == before
 
 
+def test_a_run_on_other_built_in_data_is_not_reused(finished, tmp_path):
+    """The data folder may move, but a cell made on another difficulty (its built-in folder
+    name) is another cell."""
+    out = with_data(tmp_path / "out", finished[0])
+    grid = write_grid(
+        tmp_path / "grid.yaml",
+        labeled=[0.1],
+        methods=[{"label": "Sup", "method": "supervised"}],
+        datasets=[{**TINY_DATA, "difficulty": "clear"}],
+    )
+    run = out / "brats-Sup-l0.1-s0"
+    shutil.copytree(finished[0] / run.name, run)
+    before = (run / "metrics.json").read_bytes()
+    [(cell, result)] = reproduce(grid, out, quiet=True).failures
+    assert "data: built-in 'data-brats-p5-s0-paper' there, 'data-brats-p5-s0' in the grid" in result.error
+    assert (run / "metrics.json").read_bytes() == before
+
+
+def test_rows_runs_only_those_rows_and_tabulates_every_finished_cell(finished, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("brats-Sup-l0.05-s0", "brats-Sup-l0.1-s0"):
+        shutil.copytree(finished[0] / name, out / name)
+    report = reproduce(finished[1], out, rows=["Sup"], quiet=True)
+    assert report.counts() == {"finished": 2, "not run": 2}
+    assert not list(out.glob("brats-Semi-CML-*")) and set(report.rows["method"]) == {"Sup"}
+    with pytest.raises(ConfigError, match=r"--rows 'sup': not a row of tiny; its rows: Sup, Semi-CML"):
+        reproduce(finished[1], out, rows=["sup"], quiet=True)
+
+
+def test_validation_rows_score_the_val_patients_once(finished, tmp_path):
+    from workbench.reproduce.results import VAL_METRICS, collect_val_rows
+
+    out = tmp_path / "out"
+    shutil.copytree(finished[0], out)
+    cells = plan_cells(finished[1], out)
+    rows = collect_val_rows(cells)
+    test_rows = pd.read_csv(out / "per_patient.csv")
+    assert list(rows.columns[:6]) == list(test_rows.columns[:6]) and len(rows) == 4 * 2  # 1 val patient
+    assert set(rows["case_id"]).isdisjoint(test_rows["case_id"]) and rows["dsc"].between(0, 1).all()
+    stamps = {c.run_dir: (c.run_dir / VAL_METRICS).stat().st_mtime_ns for c in cells}
+    again = collect_val_rows(cells)
+    assert again.equals(rows) and {c.run_dir: (c.run_dir / VAL_METRICS).stat().st_mtime_ns for c in cells} == stamps
+
+
 def test_only_finished_trains_nothing(finished, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -606,6 +651,14 @@ def test_settings_merge_in_order(tmp_path):
             "datasets[0].path: '/EDIT/path/to/brats' is a placeholder; copy grid.yaml and set datasets[0].path",
         ),
         ({"datasets": [{"name": "b", "kind": "lungs"}]}, "datasets[0].kind: unknown built-in dataset 'lungs'"),
+        (
+            {"datasets": [{"name": "b", "kind": "brats", "difficulty": "hard"}]},
+            "datasets[0].difficulty 'hard' is unknown for brats; choose one of clear, paper",
+        ),
+        (
+            {"datasets": [{"name": "b", "kind": "hecktor", "difficulty": {"contrast": {"t1": 2}}}]},
+            "datasets[0].difficulty.contrast: hecktor has no modality 't1'",
+        ),
         (
             {"methods": [{"label": "s", "method": "semi-cml", "options": {"varient": "sup"}}]},
             "methods[0] (s).options: method 'semi-cml' has no option 'varient'",

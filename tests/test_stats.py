@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -181,6 +182,22 @@ def test_protocol_card_of_runs_with_the_same_protocol():
     assert md.startswith("## Protocol card\n") and "- **seeds**: 3" in md
     assert "<h2>Protocol card</h2>" in card.to_html() and "<td style='text-align:left'>3</td>" in card.to_html()
     assert "seeds: 3" in card.lines()
+
+
+def test_the_card_names_the_built_in_datas_difficulty(tmp_path):
+    from workbench.data.fingerprint import BUILTIN_MANIFEST, dataset_fingerprint
+    from workbench.data.synthetic import generate
+
+    data = {**protocol()["data"], "builtin": {"kind": "brats", "patients": 40, "seed": 0, "difficulty": "paper"}}
+    entries = dict(protocol_card([protocol(data=data)], n_seeds=1).entries)
+    assert entries["data"] == "built-in brats, 40 patients, data seed 0, difficulty paper, sha256 0123abcd4567"
+    generate("hecktor", tmp_path / "h", 1, seed=0, difficulty={"contrast": {"CT": 2.0}})
+    assert dataset_fingerprint(tmp_path / "h", "auto")["builtin"]["difficulty"] == "custom"
+    manifest = tmp_path / "h" / BUILTIN_MANIFEST
+    record = json.loads(manifest.read_text())
+    del record["difficulty"]  # data generated before difficulties existed
+    manifest.write_text(json.dumps(record))
+    assert dataset_fingerprint(tmp_path / "h", "auto")["builtin"]["difficulty"] == "clear"
 
 
 def test_protocol_card_lists_the_distinct_values_of_differing_runs():

@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,12 +35,22 @@ __all__ = ["run_key", "cached_run", "builtin_data", "DEFAULT_CACHE"]
 DEFAULT_CACHE = "runs/cache"
 
 
-def builtin_data(kind: str, patients: int, seed: int = 0, cache: str | Path = DEFAULT_CACHE) -> Path:
-    """The built-in dataset ``kind`` (brats | hecktor) of ``patients`` patients and data seed
-    ``seed``, generated once into ``<cache>/data-<kind>-p<patients>-s<seed>`` and reused."""
-    folder = check_out_folder(Path(cache) / f"data-{kind}-p{patients}-s{seed}", "cache")
+def builtin_data(
+    kind: str,
+    patients: int,
+    seed: int = 0,
+    cache: str | Path = DEFAULT_CACHE,
+    difficulty: "str | Mapping[str, Any] | None" = None,
+) -> Path:
+    """The built-in dataset ``kind`` (brats | hecktor) of ``patients`` patients, data seed
+    ``seed`` and ``difficulty`` (a preset name, None: ``paper``; see
+    :data:`~workbench.data.synthetic.DIFFICULTY_PRESETS`), generated once into
+    ``<cache>/<synthetic.dataset_folder_name(...)>`` and reused."""
+    name = synthetic.dataset_folder_name(kind, patients, seed, difficulty)
+    folder = check_out_folder(Path(cache) / name, "cache")
     if not folder.exists():
-        synthetic.generate(kind, folder, patients, seed=seed)  # written to <folder>.partial, then renamed
+        # written to <folder>.partial, then renamed
+        synthetic.generate(kind, folder, patients, seed=seed, difficulty=difficulty)
     return folder
 
 

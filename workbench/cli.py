@@ -172,6 +172,13 @@ def _add_data(sub: Any, common: list[argparse.ArgumentParser]) -> None:
     make.add_argument("--patients", type=int, default=20, help="number of patients (>= 3)")
     make.add_argument("--seed", type=int, default=0, help="random seed of the phantoms")
     make.add_argument("--out", required=True, help="output folder (new, or empty)")
+    make.add_argument(
+        "--difficulty",
+        choices=["paper", "clear"],
+        default="paper",
+        help="paper: calibrated to the supervised levels of Semi-CML's Table 1 (default); "
+        "clear: the generator's tissue tables unchanged (FLAIR and PET show the lesion plainly)",
+    )
 
 
 def _add_train(sub: Any, common: list[argparse.ArgumentParser]) -> None:
@@ -342,6 +349,13 @@ def _add_eval_and_view(sub: Any, common: list[argparse.ArgumentParser]) -> None:
         choices=["all", "tumour"],
         help="all slices of each test volume, or only its tumour slices (the paper's protocol) (default: the run's)",
     )
+    ev.add_argument(
+        "--patients",
+        choices=["test", "val"],
+        default="test",
+        help="score the test patients (default) or the validation patients (every slice), "
+        "e.g. to calibrate or choose a setting without looking at the test set",
+    )
     ev.add_argument("--data", metavar="FOLDER", help=moved)
     ev.add_argument("--device", choices=DEVICES, help="where to evaluate (default: the run's device)")
     ev.add_argument("--json", metavar="FILE", help="also write the metrics to this JSON file")
@@ -403,6 +417,12 @@ def _add_others(sub: Any, common: list[argparse.ArgumentParser]) -> None:
         "--only-finished",
         action="store_true",
         help="train nothing: tabulate the cells whose run folder has metrics.json",
+    )
+    rep.add_argument(
+        "--rows",
+        nargs="+",
+        metavar="LABEL",
+        help="run only these rows (their labels in the grid); the tables show every finished cell",
     )
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -714,8 +734,9 @@ def _cmd_data_make(args: argparse.Namespace) -> int:
         raise ConfigError(f"--patients {args.patients}: need at least 3 (train / val / test split by patient)")
     _check_out(args.out)
     start = time.perf_counter()
-    ids = generate(args.kind, Path(args.out), args.patients, args.seed)
-    print(f"wrote {len(ids)} {args.kind} cases to {args.out} in {time.perf_counter() - start:.1f} s")
+    ids = generate(args.kind, Path(args.out), args.patients, args.seed, difficulty=args.difficulty)
+    seconds = time.perf_counter() - start
+    print(f"wrote {len(ids)} {args.kind} cases ({args.difficulty} difficulty) to {args.out} in {seconds:.1f} s")
     return 0
 
 
@@ -813,13 +834,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     run = Path(args.run)
     overrides = _overrides(args, "test_slices", "data", "device")
     opened = open_run(run, overrides or None, progress=not args.quiet)
-    scores = opened.evaluate(progress=not args.quiet)
-    result = {"epoch": opened.epoch, **scores, "protocol": opened.protocol, "test_slices": opened.config.test_slices}
+    scores = opened.evaluate(progress=not args.quiet, patients=args.patients)
+    slices = opened.config.test_slices if args.patients == "test" else "all"
+    result = {
+        "epoch": opened.epoch,
+        **scores,
+        "protocol": opened.protocol,
+        "patients": args.patients,
+        "test_slices": opened.config.test_slices,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=float))
-    print(
-        f"run folder: {run} (epoch {result['epoch']}, test slices: {opened.config.test_slices}, device {opened.device})"
-    )
+    where = f"{args.patients} patients, slices: {slices}, device {opened.device}"
+    print(f"run folder: {run} (epoch {result['epoch']}, {where})")
     print(format_summary(result))
     return 0
 
@@ -924,7 +951,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out or f"runs/reproduce-{grid.name}")
     _check_out(out)
-    report = reproduce(grid, out, jobs=args.jobs, only_finished=args.only_finished, threads=args.threads, quiet=quiet)
+    report = reproduce(
+        grid, out, jobs=args.jobs, only_finished=args.only_finished, threads=args.threads, quiet=quiet, rows=args.rows
+    )
     print((out / "tables.md").read_text())
     print(report.summary())
     return 1 if report.failures else 0

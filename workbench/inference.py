@@ -193,12 +193,19 @@ class OpenRun:
         """The test volumes as the run scores them (:func:`scored_test_volumes`)."""
         return scored_test_volumes(self.splits, self.config.test_slices)
 
-    def evaluate(self, progress: bool = False) -> dict[str, Any]:
-        """The per-patient test metrics of the run, in its precision (:func:`evaluate_volumes`)."""
+    def evaluate(self, progress: bool = False, patients: str = "test") -> dict[str, Any]:
+        """The per-patient metrics of the run, in its precision (:func:`evaluate_volumes`), on
+        its test patients (as it scores them, ``test_slices``) or on its validation patients
+        (``patients="val"``, every slice: what a choice made before testing may read)."""
+        if patients not in ("test", "val"):
+            raise ConfigError(f"patients {patients!r}: choose test or val")
+        volumes = self.test_volumes if patients == "test" else self.splits.val
+        if not volumes:
+            raise ConfigError(f"{self.run_dir}: the run has no {patients} patients")
         autocast = autocast_context(self.precision, self.device)
         return evaluate_volumes(
             self.method,
-            self.test_volumes,
+            volumes,
             self.device,
             boundary_width(self.fmt),
             self.config.eval_batch_size,

@@ -304,6 +304,8 @@ def _data_text(data: Any) -> str:
     builtin = data.get("builtin")
     if isinstance(builtin, Mapping):
         where = f"built-in {builtin.get('kind')}, {builtin.get('patients')} patients, data seed {builtin.get('seed')}"
+        if builtin.get("difficulty"):
+            where += f", difficulty {builtin['difficulty']}"
     else:
         where = f"folder {data.get('folder')} (format {data.get('format')})"
     digest = data.get("sha256")

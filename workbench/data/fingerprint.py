@@ -39,7 +39,7 @@ def content_sha256(root: Path) -> str:
 
 
 def dataset_fingerprint(root: str | Path, fmt: str) -> dict[str, Any]:
-    """``{"folder": absolute path, "format": fmt, "builtin": {kind, patients, seed} | None,
+    """``{"folder": absolute path, "format": fmt, "builtin": {kind, patients, seed, difficulty} | None,
     "sha256": content hash}``."""
     root = Path(root).resolve()
     builtin = None
@@ -48,6 +48,10 @@ def dataset_fingerprint(root: str | Path, fmt: str) -> dict[str, Any]:
         try:
             record = json.loads(manifest.read_text(encoding="utf-8"))
             builtin = {k: record[k] for k in ("kind", "patients", "seed")}
+            # the difficulty preset; a custom difficulty has none, and data made before
+            # difficulties existed is the ``clear`` preset
+            difficulty = record.get("difficulty", {"preset": "clear"})
+            builtin["difficulty"] = difficulty.get("preset") or "custom"
         except (ValueError, KeyError, TypeError):
             builtin = None  # not ours, or damaged: the hash still identifies the data
     return {"folder": str(root), "format": fmt, "builtin": builtin, "sha256": content_sha256(root)}

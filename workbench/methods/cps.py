@@ -19,7 +19,8 @@ one result row per modality; ``both``: a pair of dual-encoder networks, rows ``f
 and ``<m> only``), ``cps_weight``, ``rampup_epochs``, ``consistency_on`` (``all``:
 L_cps^l + L_cps^u | ``unlabeled``: L_cps^u only), ``predict_with``.
 
-Choices where the paper is silent or does not apply:
+Choices of this implementation, each with why (the CPS paper, written for natural images,
+is not among the seed papers in ../shared/seeds):
     * The two networks differ only by their random initialisation (the run's seed draws
       them one after the other); neither has a pretrained backbone here.
     * A pixel is foreground for the pseudo-label when its logit is > 0 (sigma > 0.5).

@@ -20,7 +20,8 @@ Options (``--set options.NAME=VALUE``):
     * ``consistency`` (w), ``rampup_epochs`` (T), ``ema_decay`` (a), ``ema_warmup``,
       ``noise_std``, ``student_noise_std``, ``consistency_on``, ``predict_with``.
 
-Choices where the paper is silent (or written for classification):
+Choices of this implementation, each with why (the mean-teacher paper, written for
+classification, is not among the seed papers in ../shared/seeds):
     * The consistency term is the MSE of the foreground probabilities (for two-class
       softmax outputs this equals the paper's squared difference averaged over classes),
       averaged over every pixel of the labeled and unlabeled slices (the paper's

@@ -17,7 +17,8 @@ Options: everything of mean teacher (``input`` single | both, ...), plus ``mc_pa
 (T), ``threshold_start`` (0.75) and ``threshold_rampup_epochs`` (length of r; < 0: all
 epochs, as the authors' code ramps over the whole training).
 
-Choices where the paper is silent:
+Choices of this implementation, each with why (the UA-MT paper is not among the seed
+papers in ../shared/seeds):
     * The target f' is the mean mu of the T teacher passes (the same passes the
       uncertainty comes from), not an extra single pass.
     * Entropy uses ln(max(p, 1e-6)) so that certain voxels (p = 0 or 1) have u = 0.

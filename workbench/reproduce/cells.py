@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,6 +19,8 @@ from workbench.reproduce.grid import PRETRAIN_FROM_CELL, Grid, GridDataset, Grid
 __all__ = ["Cell", "CellResult", "plan_cells"]
 
 #: config fields that may differ between a run folder and the grid (where, not what, was run)
+#: the name of a built-in dataset's folder (:func:`workbench.data.synthetic.dataset_folder_name`)
+BUILTIN_FOLDER = re.compile(r"data-(brats|hecktor)-p\d+-s\d+(-[\w-]+)?")
 IGNORED_IN_COMPARISON = ("data", "init", "device", "eval_batch_size")
 
 
@@ -111,12 +114,18 @@ def _normal(value: Any) -> Any:
 
 
 def _config_diff(saved: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
-    """``key: saved there, expected here`` for each field both define and that differs."""
-    return [
+    """``key: saved there, expected here`` for each field both define and that differs. The
+    data folder may have moved, so only a built-in dataset's folder name is compared: it
+    names the kind, patients, data seed and difficulty."""
+    diff = [
         f"{k}: {saved[k]!r} there, {expected[k]!r} in the grid"
         for k in saved
         if k in expected and k not in IGNORED_IN_COMPARISON and _normal(saved[k]) != _normal(expected[k])
     ]
+    there, here = (Path(str(c.get("data", ""))).name for c in (saved, expected))
+    if BUILTIN_FOLDER.fullmatch(here) and there != here:
+        diff.insert(0, f"data: built-in {there!r} there, {here!r} in the grid")
+    return diff
 
 
 def _saved_config(run_dir: Path) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from workbench.config import TrainConfig
+from workbench.data.synthetic import dataset_folder_name
 from workbench.errors import ConfigError
 from workbench.fields import field_problem, field_types
 
@@ -36,7 +37,18 @@ GRID_KEYS = (
     "reference",
     "claims",
 )
-DATASET_KEYS = ("name", "kind", "patients", "data_seed", "path", "format", "modalities", "settings", "paper")
+DATASET_KEYS = (
+    "name",
+    "kind",
+    "patients",
+    "data_seed",
+    "difficulty",
+    "path",
+    "format",
+    "modalities",
+    "settings",
+    "paper",
+)
 METHOD_KEYS = ("label", "method", "options", "pretrain", "labeled", "settings", "paper")
 #: TrainConfig fields that the grid's structure sets; a ``settings`` block may not
 CELL_FIELDS = ("method", "data", "fmt", "modalities", "labeled", "seed", "options", "init")
@@ -78,13 +90,14 @@ class GridDataset:
     modalities: list[str] | None = None
     patients: int = 20
     data_seed: int = 0
+    difficulty: str | dict[str, Any] | None = None  # built-in: a preset name or mapping (None: paper)
     settings: dict[str, Any] = field(default_factory=dict)
     paper: str | None = None  # the paper dataset whose columns match (brats / hecktor)
 
     def folder(self, out: Path) -> Path:
         """The data folder of this dataset (built-in: under ``out``)."""
         if self.kind:
-            return out / f"data-{self.kind}-p{self.patients}-s{self.data_seed}"
+            return out / dataset_folder_name(self.kind, self.patients, self.data_seed, self.difficulty)
         assert self.path is not None
         return self.path
 

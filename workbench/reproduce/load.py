@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from workbench.config import TrainConfig
+from workbench.data.synthetic import resolve_difficulty
 from workbench.errors import ConfigError
 from workbench.fields import field_types
 from workbench.reproduce.grid import (
@@ -213,6 +214,16 @@ def _check_dataset(
         problems.append(f"{where}.patients: {patients!r} must be an integer >= 3 (split by patient)")
     if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
         problems.append(f"{where}.data_seed: {data_seed!r} must be a non-negative integer")
+    difficulty = entry.get("difficulty")
+    if difficulty is not None:
+        if kind is None:
+            problems.append(f"{where}.difficulty: only built-in data (kind) has a difficulty")
+        elif kind in BUILTIN_KINDS:
+            try:
+                resolve_difficulty(kind, difficulty)
+            except ConfigError as exc:
+                problems.append(f"{where}.{exc}" if str(exc).startswith("difficulty") else f"{where}.difficulty: {exc}")
+                difficulty = None
     modalities = entry.get("modalities")
     if modalities is not None and (
         not isinstance(modalities, list) or not modalities or not all(isinstance(m, str) for m in modalities)
@@ -235,6 +246,7 @@ def _check_dataset(
         modalities=modalities,
         patients=patients,
         data_seed=data_seed,
+        difficulty=difficulty,
         settings=dict(ds_settings) if isinstance(ds_settings, dict) else {},
         paper=paper,
     )

@@ -17,7 +17,7 @@ from workbench.errors import ConfigError, DataError
 from workbench.reproduce.cells import Cell
 from workbench.stats import TEST_FEEDBACK_STAMP, PairedResult, paired_test
 
-__all__ = ["read_per_patient", "run_protocol", "run_seed", "collect_rows", "collect_protocols"]
+__all__ = ["read_per_patient", "run_protocol", "run_seed", "collect_rows", "collect_val_rows", "collect_protocols"]
 
 #: where a finished run keeps its per-patient rows: exact values (``metrics.json``, key
 #: ``per_patient``) and the same rows as a table, values to 6 significant digits
@@ -105,6 +105,39 @@ def collect_rows(cells: Sequence[Cell]) -> pd.DataFrame:
         frames.append(frame[ROW_KEYS + [c for c in frame.columns if c not in ROW_KEYS]])
     if not frames:
         return pd.DataFrame(columns=ROW_KEYS + ["dsc", "sens", "selection"])
+    return pd.concat(frames, ignore_index=True)
+
+
+#: where :func:`collect_val_rows` keeps a finished run's validation scores
+VAL_METRICS = "val_metrics.json"
+
+
+def collect_val_rows(cells: Sequence[Cell], progress: bool = False) -> pd.DataFrame:
+    """The tidy per-patient table of the finished cells on their **validation** patients
+    (every slice), in :func:`collect_rows`' layout: what a choice made from a grid (a
+    weight, a difficulty) may read, since the test rows only judge. The first call scores
+    each run from its checkpoint and keeps the result in ``RUN/val_metrics.json``. A later
+    call reads that file while it is newer than the run's metrics.json."""
+    from workbench.inference import open_run
+    from workbench.runs import atomic_write_text
+
+    frames = []
+    for cell in cells:
+        metrics, cached = cell.run_dir / "metrics.json", cell.run_dir / VAL_METRICS
+        if not metrics.is_file():
+            continue
+        if cached.is_file() and cached.stat().st_mtime >= metrics.stat().st_mtime:
+            per_patient = json.loads(cached.read_text(encoding="utf-8"))["per_patient"]
+        else:
+            per_patient = open_run(cell.run_dir).evaluate(progress=progress, patients="val")["per_patient"]
+            atomic_write_text(json.dumps({"per_patient": per_patient}, indent=2, default=float), cached)
+        frame = pd.DataFrame(per_patient)
+        for key, value in (("seed", cell.seed), ("labeled", cell.labeled), ("method", cell.method.label)):
+            frame.insert(0, key, value)
+        frame.insert(0, "dataset", cell.dataset.name)
+        frames.append(frame[ROW_KEYS + [c for c in frame.columns if c not in ROW_KEYS]])
+    if not frames:
+        return pd.DataFrame(columns=ROW_KEYS + ["dsc", "sens"])
     return pd.concat(frames, ignore_index=True)
 
 

@@ -16,7 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -84,6 +84,7 @@ def reproduce(
     only_finished: bool = False,
     threads: int = 0,
     quiet: bool = False,
+    rows: Sequence[str] | None = None,
 ) -> GridReport:
     """Run every unfinished cell of a grid (unless ``only_finished``), then tabulate.
 
@@ -95,6 +96,8 @@ def reproduce(
         threads: torch threads per cell; 0: all cores with ``jobs == 1`` (torch's default),
             else cores / jobs.
         quiet: no progress bar.
+        rows: run only the cells of these row labels (e.g. the rows of one claim first); the
+            tables still show every finished cell. None: every row.
 
     Returns:
         A :class:`GridReport`; its ``failures`` list the cells that failed.
@@ -103,6 +106,12 @@ def reproduce(
         grid = load_grid(grid, check_paths=not only_finished, check_device=not only_finished)
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: must be >= 1")
+    labels = [m.label for m in grid.methods]
+    unknown = [r for r in rows or () if r not in labels]
+    if unknown:
+        raise ConfigError(
+            f"--rows {', '.join(map(repr, unknown))}: not a row of {grid.name}; its rows: {', '.join(labels)}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = plan_cells(grid, out)
@@ -114,7 +123,7 @@ def reproduce(
             results[cell.key] = CellResult("failed", conflict)
         elif _is_finished(cell):
             results[cell.key] = CellResult("finished")
-        elif only_finished:
+        elif only_finished or (rows is not None and cell.method.label not in rows):
             results[cell.key] = CellResult("not run")
         else:
             todo.append(cell)
@@ -183,7 +192,7 @@ def _make_builtin(dataset: GridDataset, out: Path) -> None:
 
     folder = dataset.folder(out)
     if not folder.exists():
-        generate(str(dataset.kind), folder, dataset.patients, dataset.data_seed)
+        generate(str(dataset.kind), folder, dataset.patients, dataset.data_seed, difficulty=dataset.difficulty)
 
 
 # ------------------------------------------------------------------------- work in a process
