@@ -86,11 +86,18 @@ def test_two_processes_equal_one_process_with_two_micro_batches(brats_dir, tmp_p
     proc = _torchrun(tmp_path, brats_dir, ddp, "semi-cml")
     assert proc.stdout.count("run folder:") == 1  # rank 0 reports, rank 1 is silent
 
-    reference = Trainer(
-        tiny_config(brats_dir, method="semi-cml", unlabeled_batch_size=4, micro_batches=2), tmp_path / "one", quiet=True
-    )
-    reference.fit()
-    reference.close()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1): the same reduction order
+    try:
+        reference = Trainer(
+            tiny_config(brats_dir, method="semi-cml", unlabeled_batch_size=4, micro_batches=2),
+            tmp_path / "one",
+            quiet=True,
+        )
+        reference.fit()
+        reference.close()
+    finally:
+        torch.set_num_threads(threads)
 
     a, b = _parameters(ddp), _parameters(tmp_path / "one")
     assert a.keys() == b.keys() and len(a) > 10

@@ -228,7 +228,7 @@ def test_validation_rows_score_the_val_patients_once(finished, tmp_path):
 
     out = tmp_path / "out"
     shutil.copytree(finished[0], out)
-    cells = plan_cells(finished[1], out)
+    cells = plan_cells(load_grid(finished[1]), out)
     rows = collect_val_rows(cells)
     test_rows = pd.read_csv(out / "per_patient.csv")
     assert list(rows.columns[:6]) == list(test_rows.columns[:6]) and len(rows) == 4 * 2  # 1 val patient
@@ -603,7 +603,7 @@ def test_slugs_and_run_folders(tmp_path):
     cells = plan_cells(grid, tmp_path / "out")
     assert len(cells) == 2 * 2 * 2
     assert cells[0].run_dir == tmp_path / "out" / "brats-Sup-l0.05-s0"
-    assert cells[0].config["data"] == str(tmp_path / "out" / "data-brats-p5-s0")
+    assert cells[0].config["data"] == str(tmp_path / "out" / "data-brats-p5-s0-paper")
     assert {c.config["epochs"] for c in cells} == {2}
 
 

@@ -122,7 +122,7 @@ def test_builtin_data_is_generated_once(tmp_path, monkeypatch):
     from workbench.data import synthetic
 
     folder = builtin_data("brats", 3, cache=tmp_path)
-    assert folder.name == "data-brats-p3-s0" and (folder / "workbench-synthetic.json").is_file()
+    assert folder.name == "data-brats-p3-s0-paper" and (folder / "workbench-synthetic.json").is_file()
     monkeypatch.setattr(synthetic, "generate", lambda *a, **k: pytest.fail("generated twice"))
     assert builtin_data("brats", 3, cache=tmp_path) == folder
 

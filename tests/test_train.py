@@ -298,7 +298,7 @@ def test_split_and_protocol_are_recorded(brats_dir, tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["protocol"] == protocol == config["protocol"]
     assert protocol["selection"] == "val" and protocol["stamp"] is None and protocol["unlabeled_slices"] == "body"
     assert protocol["patients"] == {"labeled": 2, "unlabeled": 2, "val": 1, "test": 1}
-    assert protocol["data"]["builtin"] == {"kind": "brats", "patients": 6, "seed": 0}
+    assert protocol["data"]["builtin"] == {"kind": "brats", "patients": 6, "seed": 0, "difficulty": "paper"}
     assert protocol["data"]["folder"] == str(brats_dir.resolve()) and len(protocol["data"]["sha256"]) == 64
     assert read_events(tmp_path / "run", "val")[0]["on"] == "val"
     curve = read_events(tmp_path / "run", "test_curve")[0]
