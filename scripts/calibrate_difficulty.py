@@ -1,6 +1,6 @@
 """Calibrate a built-in dataset's difficulty against the supervised rows of Semi-CML's Table 1.
 
-    python scripts/calibrate_difficulty.py --kind brats --difficulty paper --out runs/calibrate --jobs 2
+    python scripts/calibrate_difficulty.py --kind brats --difficulty paper --out runs/paper-cpu --jobs 2
     python scripts/calibrate_difficulty.py --kind hecktor \
         --difficulty '{"contrast": {"CT": 1.6, "PT": 0.35}, "noise": {"PT": 1.5}}' --seeds 0
 

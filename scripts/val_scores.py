@@ -1,6 +1,6 @@
 """The validation scores of a grid's finished cells: what a choice made from the grid may read.
 
-    python scripts/val_scores.py --grid w2-sweep-cpu --out runs/paper-cpu
+    python scripts/val_scores.py --grid semi-cml-paper-cpu --out runs/paper-cpu
 
 The test patients only judge (docs/results.md, "The protocol"), so a setting chosen from a grid
 (a loss weight, the data's difficulty) is chosen on these numbers. The script scores every

@@ -13,9 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -40,7 +38,7 @@ def builtin_data(
     patients: int,
     seed: int = 0,
     cache: str | Path = DEFAULT_CACHE,
-    difficulty: "str | Mapping[str, Any] | None" = None,
+    difficulty: synthetic.DifficultySpec = None,
 ) -> Path:
     """The built-in dataset ``kind`` (brats | hecktor) of ``patients`` patients, data seed
     ``seed`` and ``difficulty`` (a preset name, None: ``paper``; see

@@ -39,6 +39,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -244,6 +245,10 @@ def _check_factor(name: str, value: Any, allow_zero: bool) -> None:
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ConfigError(f"synthetic dataset kind {kind!r} is unknown; choose one of {', '.join(KINDS)}")
+
+
+#: the folder name :func:`dataset_folder_name` gives (to recognise built-in data by its folder)
+BUILTIN_FOLDER_NAME = re.compile(r"data-(brats|hecktor)-p\d+-s\d+(-[\w-]+)?")
 
 
 def dataset_folder_name(kind: str, patients: int, seed: int, difficulty: DifficultySpec = None) -> str:
@@ -541,13 +546,12 @@ def _annotated(
         return label
     annotator = rng.spawn(1)[0]
     inside = label > 0
-    signed_mm = ndi.distance_transform_edt(~inside, sampling=sp) - ndi.distance_transform_edt(inside, sampling=sp)
+    outside_mm, nearest = ndi.distance_transform_edt(~inside, sampling=sp, return_indices=True)
+    signed_mm = outside_mm - ndi.distance_transform_edt(inside, sampling=sp)
     drawn = (signed_mm + amplitude_mm * _smooth_noise(annotator, label.shape, 4.0 / sp) < 0) & allowed
     if not drawn.any():
         return label
-    nearest = ndi.distance_transform_edt(~inside, return_distances=False, return_indices=True)
-    out = np.where(drawn, label[tuple(nearest)], 0).astype(label.dtype)
-    return out
+    return np.where(drawn, label[tuple(nearest)], 0).astype(label.dtype)
 
 
 def _rigid_resample(volume: np.ndarray, rotation: np.ndarray, shift_vox: np.ndarray) -> np.ndarray:

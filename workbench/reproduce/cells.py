@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from workbench.data.synthetic import BUILTIN_FOLDER_NAME
 from workbench.errors import DataError
 from workbench.reproduce.grid import PRETRAIN_FROM_CELL, Grid, GridDataset, GridMethod
 
 __all__ = ["Cell", "CellResult", "plan_cells"]
 
 #: config fields that may differ between a run folder and the grid (where, not what, was run)
-#: the name of a built-in dataset's folder (:func:`workbench.data.synthetic.dataset_folder_name`)
-BUILTIN_FOLDER = re.compile(r"data-(brats|hecktor)-p\d+-s\d+(-[\w-]+)?")
 IGNORED_IN_COMPARISON = ("data", "init", "device", "eval_batch_size")
 
 
@@ -123,7 +121,7 @@ def _config_diff(saved: Mapping[str, Any], expected: Mapping[str, Any]) -> list[
         if k in expected and k not in IGNORED_IN_COMPARISON and _normal(saved[k]) != _normal(expected[k])
     ]
     there, here = (Path(str(c.get("data", ""))).name for c in (saved, expected))
-    if BUILTIN_FOLDER.fullmatch(here) and there != here:
+    if BUILTIN_FOLDER_NAME.fullmatch(here) and there != here:
         diff.insert(0, f"data: built-in {there!r} there, {here!r} in the grid")
     return diff
 

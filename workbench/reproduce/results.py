@@ -95,17 +95,21 @@ def collect_rows(cells: Sequence[Cell]) -> pd.DataFrame:
         path = cell.run_dir / "metrics.json"
         if not path.is_file():
             continue
-        frame = read_per_patient(cell.run_dir)
-        frame.insert(0, "seed", cell.seed)
-        frame.insert(0, "labeled", cell.labeled)
-        frame.insert(0, "method", cell.method.label)
-        frame.insert(0, "dataset", cell.dataset.name)
+        frame = _with_cell_keys(read_per_patient(cell.run_dir), cell)
         protocol = run_protocol(cell.run_dir, read_metrics(path))
         frame["selection"] = protocol.get("selection") if protocol else None
-        frames.append(frame[ROW_KEYS + [c for c in frame.columns if c not in ROW_KEYS]])
+        frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=ROW_KEYS + ["dsc", "sens", "selection"])
     return pd.concat(frames, ignore_index=True)
+
+
+def _with_cell_keys(frame: pd.DataFrame, cell: Cell) -> pd.DataFrame:
+    """A run's per-patient rows led by the cell's dataset, method, labeled fraction and seed."""
+    keys = {"dataset": cell.dataset.name, "method": cell.method.label, "labeled": cell.labeled, "seed": cell.seed}
+    return pd.concat([pd.DataFrame(keys, index=frame.index), frame], axis=1)[
+        ROW_KEYS + [c for c in frame.columns if c not in ROW_KEYS]
+    ]
 
 
 #: where :func:`collect_val_rows` keeps a finished run's validation scores
@@ -131,11 +135,7 @@ def collect_val_rows(cells: Sequence[Cell], progress: bool = False) -> pd.DataFr
         else:
             per_patient = open_run(cell.run_dir).evaluate(progress=progress, patients="val")["per_patient"]
             atomic_write_text(json.dumps({"per_patient": per_patient}, indent=2, default=float), cached)
-        frame = pd.DataFrame(per_patient)
-        for key, value in (("seed", cell.seed), ("labeled", cell.labeled), ("method", cell.method.label)):
-            frame.insert(0, key, value)
-        frame.insert(0, "dataset", cell.dataset.name)
-        frames.append(frame[ROW_KEYS + [c for c in frame.columns if c not in ROW_KEYS]])
+        frames.append(_with_cell_keys(pd.DataFrame(per_patient), cell))
     if not frames:
         return pd.DataFrame(columns=ROW_KEYS + ["dsc", "sens"])
     return pd.concat(frames, ignore_index=True)
