@@ -254,6 +254,12 @@ def _add_train(sub: Any, common: list[argparse.ArgumentParser]) -> None:
         f"reads the unlabeled patients' labels) (default: {_train_default('unlabeled_slices')})",
     )
     train.add_argument(
+        "--augment",
+        metavar="SPEC",
+        help="training augmentation: method (the paper's, as the method declares it), none, or a comma "
+        f"list of crop, flip, rotate (default: {_train_default('augment')})",
+    )
+    train.add_argument(
         "--set",
         action="append",
         default=[],
@@ -514,6 +520,7 @@ def _train_config(args: argparse.Namespace):
         "selection",
         "val_fraction",
         "unlabeled_slices",
+        "augment",
     ):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)

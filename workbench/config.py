@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from workbench.augment import parse_augment
 from workbench.data.slices import UNLABELED_SLICES, PreprocessConfig, check_split_fractions
 from workbench.device import PRECISIONS, autocast_context, resolve_device, resolve_precision, set_tf32
 from workbench.errors import ConfigError
@@ -84,6 +85,9 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | tf32 (CUDA) | bf16 (autocast)
     eval_batch_size: int = 64
     test_slices: str = "all"  # all: every slice of the test volumes | tumour: the paper's protocol
+    # the training batches' augmentation (workbench.augment): method (the paper's, as the method
+    # declares it) | none | a comma list of crop, flip, rotate
+    augment: str = "method"
     options: dict[str, Any] = field(default_factory=dict)  # method-specific options
     init: str | None = None  # a `workbench pretrain` run folder the U-Nets start from (Multi-ConDoS)
 
@@ -134,6 +138,7 @@ class TrainConfig:
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr}: must be > 0")
         PreprocessConfig(self.crop, self.size)
+        parse_augment(self.augment, get_method(self.method).augmentation)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":

@@ -53,6 +53,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench import distributed
+from workbench.augment import Augmentation, parse_augment
 from workbench.config import (
     EARLIER_PROTOCOL,
     PRECISIONS,
@@ -212,6 +213,8 @@ class Trainer:
         self._last_losses: dict[str, float] = {}  # mean losses of the last epoch trained
         self.checkpoint_epoch: int | None = None  # epoch of the checkpoint on disk, None before the first
         self._data_on_device(method_cls)
+        #: the training batches' augmentation: the method's declared set unless ``augment`` says otherwise
+        self.augmentation = Augmentation(parse_augment(config.augment, method_cls.augmentation), config.seed)
         if self._folder is not None and self.world.is_main:
             self.run_dir = self._folder.open(leftovers=RUN_FILES)
             shutil.rmtree(self.run_dir / SAMPLES, ignore_errors=True)  # an earlier failed start's
@@ -407,9 +410,14 @@ class Trainer:
         if self.method.training_data == "images":  # distinct slices in each batch, no label
             size = min(cfg.batch_size, self._x_l.shape[0])
             idx = _distinct_batches(self._x_l.shape[0], size, n, gen).to(self.device)
+            pos = distributed.shard(torch.arange(size), self.world).tolist()
             for i in range(n):
                 il = distributed.shard(idx[i], self.world)
-                yield [Batch(self._x_l[il[j::parts]], None) for j in range(parts)]
+                step = (epoch - 1) * n + i
+                yield [
+                    Batch(self.augmentation(self._x_l[il[j::parts]], None, step, pos[j::parts], 0)[0], None)
+                    for j in range(parts)
+                ]
             return
         # index tensors go to the device once per epoch: no host-to-device copy per step
         idx_l = _epoch_indices(self._x_l.shape[0], n * cfg.batch_size, gen).view(n, cfg.batch_size).to(self.device)
@@ -417,17 +425,21 @@ class Trainer:
         if self.method.uses_unlabeled and self._x_u is not None:
             k = cfg.unlabeled_batch_size
             idx_u = _epoch_indices(self._x_u.shape[0], n * k, gen).view(n, k).to(self.device)
+        # the samples' positions in the global batch: they seed the augmentation (workbench.augment)
+        pos_l = distributed.shard(torch.arange(cfg.batch_size), self.world).tolist()
+        pos_u = distributed.shard(torch.arange(cfg.unlabeled_batch_size), self.world).tolist()
         for i in range(n):
+            step = (epoch - 1) * n + i
             il = distributed.shard(idx_l[i], self.world)
             iu = distributed.shard(idx_u[i], self.world) if idx_u is not None else None
-            yield [
-                Batch(
-                    self._x_l[il[j::parts]],
-                    self._y_l[il[j::parts]],
-                    self._x_u[iu[j::parts]] if iu is not None else None,
-                )
-                for j in range(parts)
-            ]
+            parts_of_step = []
+            for j in range(parts):
+                x_l, y_l = self.augmentation(self._x_l[il[j::parts]], self._y_l[il[j::parts]], step, pos_l[j::parts], 0)
+                x_u = None
+                if iu is not None:
+                    x_u, _ = self.augmentation(self._x_u[iu[j::parts]], None, step, pos_u[j::parts], 1)
+                parts_of_step.append(Batch(x_l, y_l, x_u))
+            yield parts_of_step
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.config

@@ -16,7 +16,8 @@ from workbench.methods.cross_view import (
     paper_sup_loss,
     partner,
     pseudo_labels,
-    zero_centred_mask,
+    random_block_mask,
+    zero_block_mask,
 )
 from workbench.nets import CrossViewPair
 from workbench.train import Trainer
@@ -105,8 +106,8 @@ def test_paper_supervised_loss_is_half_bce_plus_dice_per_pixel():
     "h, w, beta, zh, zw",
     [(96, 96, 2 / 3, 64, 64), (64, 64, 2 / 3, 42, 42), (32, 48, 0.5, 16, 24), (160, 160, 2 / 3, 106, 106)],
 )
-def test_mask_is_zero_centred_with_the_paper_ratio(h, w, beta, zh, zw):
-    mask = zero_centred_mask(h, w, beta)[0, 0]
+def test_centred_mask_has_the_paper_ratio_and_equal_margins(h, w, beta, zh, zw):
+    mask = zero_block_mask(h, w, beta)[0, 0]
     assert mask.shape == (h, w) and set(mask.unique().tolist()) == {0.0, 1.0}
     rows, cols = torch.nonzero(mask == 0, as_tuple=True)
     top, bottom, left, right = rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()
@@ -120,7 +121,7 @@ def test_mask_is_zero_centred_with_the_paper_ratio(h, w, beta, zh, zw):
 def test_cutmix_and_heterogeneous_targets_pixel_by_pixel():
     torch.manual_seed(0)
     x = torch.randn(3, 2, 8, 8)
-    mask = zero_centred_mask(8, 8, 0.5)
+    mask = zero_block_mask(8, 8, 0.5)
     mixed = cutmix(x, partner(x), mask)  # eq. 5 / 8: X_u outside the block, its partner X_v inside
     hat0, hat1 = (torch.rand(3, 1, 8, 8) > 0.5).float(), (torch.rand(3, 1, 8, 8) > 0.5).float()
     targets = heterogeneous_targets(hat0, hat1, mask)
@@ -135,6 +136,77 @@ def test_cutmix_and_heterogeneous_targets_pixel_by_pixel():
                 for i in (0, 1):  # eq. 9: the other subnet's labels of X_p outside, own labels of X_q inside
                     expected = hat[i][(k - s) % 3, 0, r, c] if inside else hat[1 - i][k, 0, r, c]
                     assert targets[i][k, 0, r, c] == expected
+
+
+def _block(mask):
+    """(top, left, height, width) of the zero block of a (1, 1, H, W) mask."""
+    rows, cols = torch.nonzero(mask[0, 0] == 0, as_tuple=True)
+    top, left = rows.min().item(), cols.min().item()
+    return top, left, rows.max().item() - top + 1, cols.max().item() - left + 1
+
+
+def test_random_mask_moves_at_every_draw_and_covers_the_image():
+    torch.manual_seed(0)
+    seen, union = set(), torch.zeros(64, 64, dtype=torch.bool)
+    for _ in range(3000):  # seeded: a corner pixel is in 1 of the 529 positions
+        mask = random_block_mask(64, 64, 2 / 3)
+        top, left, zh, zw = _block(mask)
+        assert (zh, zw) == (42, 42) and int((mask == 0).sum()) == 42 * 42  # one whole block, always inside
+        seen.add((top, left))
+        union |= mask[0, 0] == 0
+    assert len(seen) > 500  # 23 x 23 = 529 positions: the draws spread over them
+    assert union.all()  # every pixel lies in some block
+    tops = [t for t, _ in seen]
+    assert min(tops) == 0 and max(tops) == 64 - 42  # both extremes reached
+
+
+def test_step_draws_new_masks_for_labeled_and_unlabeled_batches():
+    """The labeled batch's block moves from step to step and differs from the unlabeled one's."""
+    method, _ = _method(pretrain_epochs=0)
+    method.epoch = 1
+    draws = []
+    original = random_block_mask
+
+    def recording(*args, **kwargs):
+        mask = original(*args, **kwargs)
+        draws.append(_block(mask)[:2])
+        return mask
+
+    import workbench.methods.cross_view as cv
+
+    cv.random_block_mask, saved = recording, cv.random_block_mask
+    try:
+        batch = _batch()  # (seeds the RNG itself)
+        for step in range(4):
+            method.training_step(batch, step=step)
+    finally:
+        cv.random_block_mask = saved
+    assert len(draws) == 8  # labeled, unlabeled at each of 4 steps
+    labeled, unlabeled = draws[0::2], draws[1::2]
+    assert len(set(labeled)) > 1 and any(a != b for a, b in zip(labeled, unlabeled))
+
+
+def test_cfl_and_cps_are_eq3_on_unmixed_images():
+    """variant cfl: eq. 4 with eq. 3 (each subnet learns the other's argmax on the same images);
+    cps: the same without L_dis."""
+    for variant, lambda2 in (("cfl", 0.3), ("cps", 0.0)):
+        method, _ = _method(variant=variant, lambda1=0.7, lambda2=0.3, pretrain_epochs=0)
+        method.eval()
+        method.epoch = 1
+        batch = _batch()
+        losses = method.training_step(batch, step=0)
+        expected = 0.0
+        for i, m in enumerate(["t1", "flair"]):
+            pair = method.nets[m]
+            logits, feats = pair.forward_pair(batch.x_l[:, i : i + 1])  # no CutMix
+            sup_l = sum(paper_sup_loss(out, batch.y_l) for out in logits)
+            dis_l = feature_discrepancy_loss(feats[0], feats[1]) + feature_discrepancy_loss(feats[1], feats[0])
+            logits, feats = pair.forward_pair(batch.x_u[:, i : i + 1])
+            tilde = [(torch.sigmoid(out) > 0.5).float() for out in logits]  # argmax, no NMS
+            sup_u = paper_sup_loss(logits[0], tilde[1]) + paper_sup_loss(logits[1], tilde[0])
+            dis_u = feature_discrepancy_loss(feats[0], feats[1]) + feature_discrepancy_loss(feats[1], feats[0])
+            expected = expected + sup_l + 0.7 * sup_u + lambda2 * (dis_l + dis_u)
+        assert torch.allclose(losses["loss"], expected, atol=1e-5), variant
 
 
 def test_partner_never_pairs_an_image_with_itself():
@@ -186,7 +258,7 @@ def _mix(x, k_partner, box):
 
 
 def test_pretraining_is_eq11_and_ignores_unlabeled_data():
-    method, _ = _method(lambda2=0.3)
+    method, _ = _method(lambda2=0.3, cutmix_position="centre")
     method.eval()  # no dropout: recompute exactly
     method.epoch = 1
     batch = _batch()
@@ -207,7 +279,7 @@ def test_pretraining_is_eq11_and_ignores_unlabeled_data():
 
 
 def test_self_training_is_eq4_with_heterogeneous_pseudo_labels():
-    method, _ = _method(lambda1=0.7, lambda2=0.3, pretrain_epochs=1)
+    method, _ = _method(lambda1=0.7, lambda2=0.3, pretrain_epochs=1, cutmix_position="centre")
     method.eval()
     method.epoch = 2
     batch = _batch(k=4)

@@ -66,6 +66,9 @@ class Method(nn.Module):
     #: whether the method segments (:meth:`predict`); a pre-training does not: the loop
     #: neither validates nor tests it
     segments: ClassVar[bool] = True
+    #: the training batches' augmentation the method's paper uses, a subset of
+    #: :data:`workbench.augment.AUGMENTATIONS` (the run's ``augment`` setting can override it)
+    augmentation: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__()

@@ -15,7 +15,8 @@ Equations (f_i = E_i(X), P_i = D_i(E_i(X)), bar f = f without gradient):
     (4)  L = L_sup^l + lambda1 L_sup^u + lambda2 L_dis,   L_dis = L_dis^u + L_dis^l
     (5)  X_mix^l = X_u^l * M + X_v^l * (1 - M)                              CutMix, labeled
     (6)  Y_mix^l = Y_u^l * M + Y_v^l * (1 - M)
-         M: zero-centred mask, zero region beta H x beta W (x beta L in 3D), beta in (0, 1)
+         M: the "zero-centred mask" of BCP, ones with a block of zeros beta H x beta W
+            (x beta L in 3D), beta in (0, 1), pasted at a random position ("a random crop")
     (7)  L_sup^l = L_sup,0^l(P_mix,0^l, Y_mix^l) + L_sup,1^l(P_mix,1^l, Y_mix^l)
     (8)  X_mix^u = X_p^u * M + X_q^u * (1 - M)                              CutMix, unlabeled
     (9)  Y_mix,i^u = ^Y_p,(1-i)^u * M + ^Y_q,i^u * (1 - M)                  heterogeneous labels
@@ -29,11 +30,23 @@ Equations (f_i = E_i(X), P_i = D_i(E_i(X)), bar f = f without gradient):
 Hyper-parameters (section 4.2, 4.5): lambda1 = 1, lambda2 = 0.2, beta = 2/3 for LA and
 BraTS2019 (3D V-Net, 96^3 patches); lambda1 = 0.5, lambda2 = 0.1, beta = 1/2 for ACDC
 (2D U-Net, 256^2); pre-training / self-training iterations 2k / 15k (LA), 10k / 30k
-(BraTS2019, ACDC); SGD, lr 0.01; batch 8 = 4 labeled + 4 unlabeled (LA, BraTS), 24 (ACDC).
+(BraTS2019, ACDC); SGD, lr 0.01; batch 8 = 4 labeled + 4 unlabeled (LA, BraTS), 24 (ACDC);
+"random cropping, flipping, and rotation" (section 4.2): ``augmentation = crop, flip,
+rotate`` (:mod:`workbench.augment`; the loop applies it before CutMix).
 Defaults here: the BraTS2019 values (our task is the brain-tumour one; 2D slices of it),
 lambda1 = 1, lambda2 = 0.2, beta = 2/3 (``--set options.beta=0.5`` etc. for ACDC's), and
 pre-training for 25% of the epochs (10k of 10k + 30k). The optimiser, learning rate and
 its schedule belong to the training loop (Adam there), not to this method.
+
+Variants (``variant``), the three rungs of Fig. 6 (section 4.6), all with the same stages:
+    * ``cml`` (default): eq. 4 with eqs. 7 and 10 (CutMix, heterogeneous pseudo-labels);
+      pre-training eq. 11 on CutMix-ed labeled batches.
+    * ``cfl``: eq. 4 with eq. 2 and eq. 3 on the unmixed images (cross pseudo-supervision,
+      ~Y_i = argmax(P_i), no NMS) plus L_dis; pre-training eq. 11 without CutMix.
+    * ``cps``: ``cfl`` without L_dis (lambda2 is not used).
+    Table 4's rows are ``cml`` with ``lambda2 = 0`` (no L_dis) or ``lambda1 = 0`` (no L_sup^u).
+    Fig. 6 does not say whether CPS and CFL were pre-trained; they share CML's stages here so
+    that the three rungs differ only by their losses and CutMix.
 
 How the modalities enter (``input`` option). The paper's inputs are single images (LA,
 ACDC are single-modality; its BraTS2019 setting follows URPC and does not say which of
@@ -63,9 +76,15 @@ Choices where the paper is silent, or where our binary setting needs a reading:
     * Pairs for CutMix: image k of a batch is mixed with image ``(k - s) mod B``,
       ``s = max(1, B // 2)`` (a roll; batches are already random draws), so the mixed
       batch has B items and no image is paired with itself when B >= 2. The same pairing
-      and mask serve eqs. 5-6 (labeled batch) and 8-9 (unlabeled batch).
-    * M is exactly centred: the zero block's side is the integer nearest beta * H with the
-      parity of H (so equal margins), likewise for W; its area is about beta^2 H W.
+      serves eqs. 5-6 (labeled batch) and 8-9 (unlabeled batch).
+    * M: the zero block's side is the integer nearest beta * H with the parity of H,
+      likewise for W (area about beta^2 H W). Its position is drawn uniformly among those
+      where the block fits, at every step, once for the labeled and once for the
+      unlabeled batch (one block per batch), from the run's torch RNG (exact resume), as
+      the authors' code (after BCP) does; "paste a random crop" (section 3.2).
+      ``cutmix_position="centre"`` keeps it at the centre of the slice (equal margins),
+      where on the built-in data nearly all of the unlabeled tumour falls inside the block
+      and eq. 9 then gives each subnet mostly its own labels.
     * Pseudo-labels: the unmixed X_p, X_q go through both subnets without gradient, in the
       current (train) mode, as a separate forward pass; labeled, unlabeled-mixed and
       pseudo-label passes are separate (BatchNorm batch statistics per pass, as in
@@ -99,7 +118,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CrossView",
     "CrossViewOptions",
-    "zero_centred_mask",
+    "zero_block_mask",
+    "random_block_mask",
+    "VARIANTS",
     "cutmix",
     "partner",
     "largest_component",
@@ -110,36 +131,63 @@ __all__ = [
 ]
 
 PRETRAIN_FRACTION = 10 / (10 + 30)  # BraTS2019 and ACDC: 10k pre-training, 30k self-training iterations
+#: the rungs of Fig. 6 (module docstring)
+VARIANTS = ("cml", "cfl", "cps")
+#: where M's zero block sits: drawn at every step (the paper) or at the centre
+CUTMIX_POSITIONS = ("random", "centre")
 
 
 @dataclass
 class CrossViewOptions:
+    variant: str = "cml"  # cml (eqs. 4, 7, 10) | cfl (eqs. 3, 4) | cps (eq. 3, no L_dis): Fig. 6
     input: str = "single"  # single: one pair per modality | both: modalities stacked into one pair
     lambda1: float = 1.0  # eq. 4, weight of L_sup^u (LA, BraTS2019; ACDC 0.5)
     lambda2: float = 0.2  # eqs. 4, 11, weight of L_dis (LA, BraTS2019; ACDC 0.1)
     beta: float = 2 / 3  # side ratio of M's zero block (LA, BraTS2019; ACDC 1/2)
     pretrain_epochs: int = -1  # P: epochs 1..P pre-train (eq. 11); < 0: 25% of the epochs
+    cutmix_position: str = "random"  # random: M's block drawn at every step (section 3.2) | centre
 
 
 # ---------------------------------------------------------------------- building blocks
-def zero_centred_mask(
-    height: int, width: int, beta: float, device: torch.device | None = None, dtype: torch.dtype = torch.float32
-) -> Tensor:
-    """M of eqs. 5-9: ones, with a centred block of zeros about ``beta H x beta W``.
+def block_side(n: int, beta: float) -> int:
+    """The zero block's side on an axis of ``n`` voxels: the integer nearest ``beta * n`` with
+    the parity of ``n`` (so that a centred block has equal margins)."""
+    z = int(round(beta * n))
+    if (n - z) % 2:  # move to the neighbour with the right parity that is closer to beta * n
+        z = z + 1 if beta * n > z else z - 1
+    return min(max(z, 0), n)
 
-    Each side of the block is the integer nearest ``beta * side`` that has the parity of
-    ``side`` (so the margins are equal: exactly centred). Returns ``(1, 1, H, W)``.
-    """
+
+def zero_block_mask(
+    height: int,
+    width: int,
+    beta: float,
+    top: int | None = None,
+    left: int | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """M of eqs. 5-9: ones, with a block of zeros about ``beta H x beta W`` whose top-left
+    corner is ``(top, left)`` (None: centred, equal margins). Returns ``(1, 1, H, W)``."""
+    zh, zw = block_side(height, beta), block_side(width, beta)
+    top = (height - zh) // 2 if top is None else top
+    left = (width - zw) // 2 if left is None else left
+    if not (0 <= top <= height - zh and 0 <= left <= width - zw):
+        raise ValueError(f"a {zh}x{zw} block at ({top}, {left}) does not fit in {height}x{width}")
     mask = torch.ones(1, 1, height, width, device=device, dtype=dtype)
-    sides = []
-    for n in (height, width):
-        z = int(round(beta * n))
-        if (n - z) % 2:  # move to the neighbour with the right parity that is closer to beta * n
-            z = z + 1 if beta * n > z else z - 1
-        sides.append(min(max(z, 0), n))
-    (zh, zw), top, left = sides, (height - sides[0]) // 2, (width - sides[1]) // 2
     mask[..., top : top + zh, left : left + zw] = 0
     return mask
+
+
+def random_block_mask(
+    height: int, width: int, beta: float, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """:func:`zero_block_mask` with the block's corner drawn uniformly among the positions
+    where it fits, from the global torch RNG (CPU stream: saved in the checkpoint)."""
+    zh, zw = block_side(height, beta), block_side(width, beta)
+    top = int(torch.randint(0, height - zh + 1, (1,)))
+    left = int(torch.randint(0, width - zw + 1, (1,)))
+    return zero_block_mask(height, width, beta, top, left, device, dtype)
 
 
 def partner(x: Tensor) -> Tensor:
@@ -195,12 +243,15 @@ class CrossView(Method):
 
     name = "cross-view"
     uses_unlabeled = True
+    augmentation = ("crop", "flip", "rotate")  # section 4.2
     options_class = CrossViewOptions
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
         o = self.opts
         check_choice("input", o.input, INPUTS)
+        check_choice("variant", o.variant, VARIANTS)
+        check_choice("cutmix_position", o.cutmix_position, CUTMIX_POSITIONS)
         if not 0.0 < o.beta < 1.0:
             raise ConfigError(f"beta={o.beta}: the zero block's side ratio must be in (0, 1), e.g. 0.667")
         if o.lambda1 < 0 or o.lambda2 < 0:
@@ -237,18 +288,32 @@ class CrossView(Method):
             lambda2=self.opts.lambda2,
             beta=self.opts.beta,
             input=self.opts.input,
+            variant=self.opts.variant,
+            cutmix_position=self.opts.cutmix_position,
         )
 
     # ------------------------------------------------------------------ the step
+    def _mask(self, images: Tensor) -> Tensor:
+        """M for one batch (eqs. 5-9): at a new random position, or at the centre."""
+        h, w = images.shape[-2:]
+        if self.opts.cutmix_position == "centre":
+            return zero_block_mask(h, w, self.opts.beta, device=images.device, dtype=images.dtype)
+        return random_block_mask(h, w, self.opts.beta, images.device, images.dtype)
+
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         self._announce_stage(step)
         self_training = self.stage(self.epoch) == "self-training"
         if self_training and batch.x_u is None:
             raise ValueError("cross-view self-training needs an unlabeled batch (batch.x_u)")
-        mask = zero_centred_mask(*batch.x_l.shape[-2:], self.opts.beta, batch.x_l.device, batch.x_l.dtype)
-        x_l = cutmix(batch.x_l, partner(batch.x_l), mask)  # eq. 5
-        y_l = cutmix(batch.y_l, partner(batch.y_l), mask)  # eq. 6
-        x_u = cutmix(batch.x_u, partner(batch.x_u), mask) if self_training else None  # eq. 8
+        mixing = self.opts.variant == "cml"
+        x_l, y_l, x_u, mask_u = batch.x_l, batch.y_l, batch.x_u, None
+        if mixing:
+            mask_l = self._mask(batch.x_l)
+            x_l, y_l = cutmix(batch.x_l, partner(batch.x_l), mask_l), cutmix(batch.y_l, partner(batch.y_l), mask_l)
+            if self_training:  # eqs. 5, 6; eq. 8 with a mask of its own
+                mask_u = self._mask(batch.x_u)
+                x_u = cutmix(batch.x_u, partner(batch.x_u), mask_u)
+        lambda2 = 0.0 if self.opts.variant == "cps" else self.opts.lambda2
         losses: dict[str, Tensor] = {}
         total = torch.zeros((), device=batch.x_l.device)
         for key, channels in self.streams():
@@ -258,18 +323,23 @@ class CrossView(Method):
             dis_l = feature_discrepancy_loss(feats[0], feats[1]) + feature_discrepancy_loss(feats[1], feats[0])  # eq. 1
             losses[f"sup_l_{key}"], losses[f"dis_l_{key}"] = sup_l, dis_l
             if not self_training:
-                total = total + sup_l + self.opts.lambda2 * dis_l  # eq. 11
+                total = total + sup_l + lambda2 * dis_l  # eq. 11
                 continue
             assert batch.x_u is not None and x_u is not None
-            with torch.no_grad():  # ^Y_i on the unmixed images (X_p = x_u, X_q = partner(x_u))
-                hat = [pseudo_labels(out) for out in pair.forward_pair(batch.x_u[:, channels])[0]]
-            targets = heterogeneous_targets(hat[0], hat[1], mask)  # eq. 9
-            logits, feats = pair.forward_pair(x_u[:, channels])
-            sup_u = paper_sup_loss(logits[0], targets[0]) + paper_sup_loss(logits[1], targets[1])  # eq. 10
+            if mixing:
+                with torch.no_grad():  # ^Y_i on the unmixed images (X_p = x_u, X_q = partner(x_u))
+                    hat = [pseudo_labels(out) for out in pair.forward_pair(batch.x_u[:, channels])[0]]
+                targets = heterogeneous_targets(hat[0], hat[1], mask_u)  # eq. 9
+                logits, feats = pair.forward_pair(x_u[:, channels])
+            else:  # eq. 3: each subnet learns the other's argmax on the same unmixed images
+                logits, feats = pair.forward_pair(x_u[:, channels])
+                hat = [(out.detach() > 0).float() for out in logits]
+                targets = [hat[1], hat[0]]
+            sup_u = paper_sup_loss(logits[0], targets[0]) + paper_sup_loss(logits[1], targets[1])  # eqs. 3 / 10
             dis_u = feature_discrepancy_loss(feats[0], feats[1]) + feature_discrepancy_loss(feats[1], feats[0])  # eq. 1
             losses[f"sup_u_{key}"], losses[f"dis_u_{key}"] = sup_u, dis_u
             losses[f"pseudo_fg_{key}"] = (hat[0].mean() + hat[1].mean()) / 2
-            total = total + sup_l + self.opts.lambda1 * sup_u + self.opts.lambda2 * (dis_l + dis_u)  # eq. 4
+            total = total + sup_l + self.opts.lambda1 * sup_u + lambda2 * (dis_l + dis_u)  # eq. 4
         losses["loss"] = total
         return losses
 

@@ -102,6 +102,7 @@ class MengFusion(Method):
 
     name = "meng-fusion"
     uses_unlabeled = True
+    augmentation = ("crop",)  # implementation details: "the input images were randomly cropped"
     options_class = MengOptions
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
