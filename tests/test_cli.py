@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from workbench.cli import main
 
@@ -450,3 +451,47 @@ def test_out_naming_a_file_is_one_line(command, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"error: --out {out} is a file, not a folder"
     assert out.read_text() == "not a folder" and not (tmp_path / "data").exists()
+
+
+def test_eval_shift_and_drop_change_only_the_inputs_they_name(tiny_cli_run, tmp_path, capsys, monkeypatch):
+    """What reaches the network under --shift / --drop: the named modality changed, the
+    other modality and the labels exactly as without them; the JSON says what was done."""
+    import workbench.inference as inference
+
+    seen = {}
+    original = inference.evaluate_volumes
+
+    def recording(method, volumes, *args, **kwargs):
+        seen[tag] = [(v.images.clone(), v.label.clone()) for v in volumes]
+        return original(method, volumes, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "evaluate_volumes", recording)
+    results = {}
+    for tag, extra in [("plain", []), ("shifted", ["--shift", "flair=6,4,20"]), ("dropped", ["--drop", "flair"])]:
+        out = tmp_path / f"{tag}.json"
+        assert main(["eval", str(tiny_cli_run), *extra, "--json", str(out), "--quiet"]) == 0
+        results[tag] = json.loads(out.read_text())
+        if tag == "shifted":
+            assert "shift flair by (6, 4) voxels, 20 degrees" in capsys.readouterr().out
+    assert results["plain"]["perturbation"] == {"shifts": {}, "drops": []}
+    assert results["shifted"]["perturbation"] == {"shifts": {"flair": [6.0, 4.0, 20.0]}, "drops": []}
+    assert results["dropped"]["perturbation"] == {"shifts": {}, "drops": ["flair"]}
+    for tag in ("shifted", "dropped"):
+        for (x, y), (x0, y0) in zip(seen[tag], seen["plain"]):
+            assert torch.equal(x[:, 0], x0[:, 0]) and torch.equal(y, y0), tag  # t1 and labels untouched
+            assert not torch.equal(x[:, 1], x0[:, 1]), tag  # flair changed
+    assert (seen["dropped"][0][0][:, 1] == 0).all()
+    assert "perturbation" not in json.loads((tiny_cli_run / "metrics.json").read_text())  # the run's own file stays
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--shift", "flair=1"], "--shift 'flair=1': expected MODALITY=DX,DY"),
+        (["--drop", "PT"], "modality 'PT' is not"),
+    ],
+)
+def test_eval_bad_shift_or_drop_is_one_line(tiny_cli_run, extra, words, capsys):
+    assert main(["eval", str(tiny_cli_run), *extra, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1

@@ -81,16 +81,17 @@ def _parameters(run: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if v.is_floating_point() and "running_" not in k}
 
 
-def test_two_processes_equal_one_process_with_two_micro_batches(brats_dir, tmp_path):
+@pytest.mark.parametrize("method", ["semi-cml", "cmc"])
+def test_two_processes_equal_one_process_with_two_micro_batches(method, brats_dir, tmp_path):
     ddp = tmp_path / "ddp"
-    proc = _torchrun(tmp_path, brats_dir, ddp, "semi-cml")
+    proc = _torchrun(tmp_path, brats_dir, ddp, method)
     assert proc.stdout.count("run folder:") == 1  # rank 0 reports, rank 1 is silent
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1): the same reduction order
     try:
         reference = Trainer(
-            tiny_config(brats_dir, method="semi-cml", unlabeled_batch_size=4, micro_batches=2),
+            tiny_config(brats_dir, method=method, unlabeled_batch_size=4, micro_batches=2),
             tmp_path / "one",
             quiet=True,
         )
@@ -104,7 +105,7 @@ def test_two_processes_equal_one_process_with_two_micro_batches(brats_dir, tmp_p
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
     # the DDP run really trained: its parameters moved away from the initialisation
-    init = Trainer(tiny_config(brats_dir, method="semi-cml", unlabeled_batch_size=4), tmp_path / "init", quiet=True)
+    init = Trainer(tiny_config(brats_dir, method=method, unlabeled_batch_size=4), tmp_path / "init", quiet=True)
     moved = max((a[k] - init.method.state_dict()[k]).abs().max().item() for k in a)
     assert moved > 1e-3
 

@@ -5,7 +5,7 @@
     workbench train --resume RUN [--data DIR] [--device DEV]   (continue; only where and on what)
     workbench pretrain --method multi-condos --data DIR [--epochs E] [--out RUN]
     workbench train --method supervised --data DIR --init RUN   (fine-tune a pre-training)
-    workbench eval RUN [--test-slices tumour] [--data DIR] [--device DEV]
+    workbench eval RUN [--test-slices tumour] [--shift M=DX,DY[,ROT]] [--drop M] [--data DIR] [--device DEV]
     workbench view RUN [--patient ID] [--screenshot PNG] [--data DIR] [--device DEV]
     workbench methods [NAME]   (every method; NAME: its options, defaults, allowed values)
     workbench demo [--device DEV]
@@ -361,6 +361,21 @@ def _add_eval_and_view(sub: Any, common: list[argparse.ArgumentParser]) -> None:
         default="test",
         help="score the test patients (default) or the validation patients (every slice), "
         "e.g. to calibrate or choose a setting without looking at the test set",
+    )
+    ev.add_argument(
+        "--shift",
+        action="append",
+        default=[],
+        metavar="MODALITY=DX,DY[,ROT]",
+        help="misalign one modality at test time: move it DX, DY voxels (rows, columns) and rotate it ROT "
+        "degrees about the slice centre; labels and other modalities stay; repeatable (default: none)",
+    )
+    ev.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="MODALITY",
+        help="set this modality's input to zero at test time; repeatable (default: none)",
     )
     ev.add_argument("--data", metavar="FOLDER", help=moved)
     ev.add_argument("--device", choices=DEVICES, help="where to evaluate (default: the run's device)")
@@ -836,12 +851,13 @@ def _overrides(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from workbench.inference import open_run
+    from workbench.inference import Perturbation, open_run
 
     run = Path(args.run)
+    perturbation = Perturbation.parse(args.shift, args.drop)  # a malformed --shift fails before loading
     overrides = _overrides(args, "test_slices", "data", "device")
     opened = open_run(run, overrides or None, progress=not args.quiet)
-    scores = opened.evaluate(progress=not args.quiet, patients=args.patients)
+    scores = opened.evaluate(progress=not args.quiet, patients=args.patients, perturbation=perturbation)
     slices = opened.config.test_slices if args.patients == "test" else "all"
     result = {
         "epoch": opened.epoch,
@@ -849,10 +865,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         "protocol": opened.protocol,
         "patients": args.patients,
         "test_slices": opened.config.test_slices,
+        "perturbation": {"shifts": perturbation.shifts, "drops": list(perturbation.drops)},
     }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=float))
     where = f"{args.patients} patients, slices: {slices}, device {opened.device}"
+    if perturbation:
+        where += f"; {perturbation.describe()}"
     print(f"run folder: {run} (epoch {result['epoch']}, {where})")
     print(format_summary(result))
     return 0

@@ -10,13 +10,19 @@ A volume is predicted slice by slice (2D networks) in batches of ``batch_size``,
 precision, and returned per modality as probabilities on the CPU. :func:`evaluate_volumes`
 thresholds them at 0.5 and scores each test patient's 3D volume: DSC, sensitivity, HD95,
 ASD (mm, at the volume's spacing) and Boundary IoU (:mod:`workbench.metrics`).
+
+:class:`Perturbation` (``workbench eval --shift / --drop``) misaligns or removes one modality
+of the scored volumes at test time, the labels and the other modalities untouched: CMC's
+robustness-to-misalignment test, and a modality-dropout test for any method.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -41,6 +47,7 @@ __all__ = [
     "checkpoint_config",
     "open_run",
     "OpenRun",
+    "Perturbation",
 ]
 
 BOUNDARY_WIDTH = {"brats": 5, "hecktor": 4}  # Boundary IoU d (Semi-CML section 4.6.1); 4 elsewhere
@@ -119,6 +126,78 @@ def evaluate_volumes(
     return {"per_patient": acc.rows(), "summary": acc.aggregate()}
 
 
+@dataclass(frozen=True)
+class Perturbation:
+    """Test-time changes to named modalities of a volume; the label and every other modality
+    stay as they are.
+
+    ``shifts``: modality -> ``(dx, dy, degrees)``. The modality's every slice is moved by
+    ``dx`` voxels along the slice's first axis (rows, H) and ``dy`` along its second (W) and
+    rotated by ``degrees`` about the slice centre (positive: clockwise with rows drawn
+    downwards), bilinear, zeros coming in at the border (the background value of the
+    preprocessed slices); MONAI's ``Affine``. Integer shifts move voxels exactly.
+    ``drops``: modalities whose channel is set to 0 (as :mod:`workbench.methods.mm_supervised`
+    does for its single-modality predictions).
+    """
+
+    shifts: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    drops: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.shifts or self.drops)
+
+    @classmethod
+    def parse(cls, shifts: Iterable[str] = (), drops: Iterable[str] = ()) -> "Perturbation":
+        """From ``MODALITY=DX,DY[,ROT]`` strings and modality names (one-line ConfigError)."""
+        parsed: dict[str, tuple[float, float, float]] = {}
+        for item in shifts:
+            name, sep, numbers = item.partition("=")
+            try:
+                values = [float(v) for v in numbers.split(",")] if sep else []
+            except ValueError:
+                values = []
+            if not name or len(values) not in (2, 3) or not all(math.isfinite(v) for v in values):
+                raise ConfigError(f"--shift {item!r}: expected MODALITY=DX,DY or MODALITY=DX,DY,ROT (numbers)")
+            parsed[name] = (values[0], values[1], values[2] if len(values) == 3 else 0.0)
+        return cls(parsed, tuple(drops))
+
+    def check(self, modalities: list[str]) -> None:
+        """ConfigError naming a modality the run does not have."""
+        for name in [*self.shifts, *self.drops]:
+            if name not in modalities:
+                raise ConfigError(f"modality {name!r} is not one of the run's: {', '.join(modalities)}")
+
+    def describe(self) -> str:
+        """``shift PET by (2, 0) voxels, 5 degrees; drop CT`` (empty when nothing changes)."""
+        parts = [f"shift {m} by ({dx:g}, {dy:g}) voxels, {r:g} degrees" for m, (dx, dy, r) in self.shifts.items()]
+        parts += [f"drop {m}" for m in self.drops]
+        return "; ".join(parts)
+
+    def apply(self, volume: Volume, modalities: list[str]) -> Volume:
+        """The volume with the named modalities changed (a new Volume; ``volume`` is untouched)."""
+        if not self:
+            return volume
+        from monai.transforms import Affine
+
+        self.check(modalities)
+        images = volume.images.clone()
+        for name, (dx, dy, degrees) in self.shifts.items():
+            c = modalities.index(name)
+            # MONAI's Affine samples the input at A x: moving the content by +d translates by -d
+            move = Affine(
+                rotate_params=math.radians(degrees),
+                translate_params=(-dx, -dy),
+                padding_mode="zeros",
+                mode="bilinear",
+                image_only=True,
+            )
+            moved = move(images[:, c])  # the Z slices as channels: every slice moved alike
+            images[:, c] = moved.as_tensor() if hasattr(moved, "as_tensor") else moved
+        for name in self.drops:
+            images[:, modalities.index(name)] = 0
+        return dataclasses.replace(volume, images=images)
+
+
 def _check_same_data(run_dir: Path, data: str) -> None:
     """A moved data folder must hold the data the run was trained on: its SHA-256 against the
     one in the run's config.json (runs made before the protocol card have none to check)."""
@@ -193,15 +272,21 @@ class OpenRun:
         """The test volumes as the run scores them (:func:`scored_test_volumes`)."""
         return scored_test_volumes(self.splits, self.config.test_slices)
 
-    def evaluate(self, progress: bool = False, patients: str = "test") -> dict[str, Any]:
+    def evaluate(
+        self, progress: bool = False, patients: str = "test", perturbation: Perturbation | None = None
+    ) -> dict[str, Any]:
         """The per-patient metrics of the run, in its precision (:func:`evaluate_volumes`), on
         its test patients (as it scores them, ``test_slices``) or on its validation patients
-        (``patients="val"``, every slice: what a choice made before testing may read)."""
+        (``patients="val"``, every slice: what a choice made before testing may read); with a
+        :class:`Perturbation`, on volumes whose named modalities it shifted or dropped."""
         if patients not in ("test", "val"):
             raise ConfigError(f"patients {patients!r}: choose test or val")
         volumes = self.test_volumes if patients == "test" else self.splits.val
         if not volumes:
             raise ConfigError(f"{self.run_dir}: the run has no {patients} patients")
+        if perturbation:
+            perturbation.check(self.splits.modalities)
+            volumes = [perturbation.apply(v, self.splits.modalities) for v in volumes]
         autocast = autocast_context(self.precision, self.device)
         return evaluate_volumes(
             self.method,

@@ -286,13 +286,13 @@ class CMC(Method):
                 ds_a, ds_b = torch.cat([ds_a, out_u.ds[0]]), torch.cat([ds_b, out_u.ds[1]])
             losses["csc"] = csc_loss(ds_a, ds_b, o.csc_temperature, o.denominator)  # eq. 1
             alpha = self.alpha(step)
-            losses["alpha"] = torch.tensor(alpha)
+            losses["alpha"] = torch.tensor(alpha, device=total.device)  # all_mean stacks it with the losses
             total = total + alpha * losses["csc"]
         if o.cac and out_u is not None:
             p_a, p_b = (torch.sigmoid(z.float()) for z in out_u.logits)
             losses["cac"] = cac_loss(p_a, p_b, o.denominator)  # eq. 3
             beta = self.beta(step)
-            losses["beta"] = torch.tensor(beta)
+            losses["beta"] = torch.tensor(beta, device=total.device)
             total = total + beta * losses["cac"]
         losses["loss"] = total
         return losses
