@@ -132,7 +132,10 @@ def all_mean(values: dict[str, Tensor], world: World) -> dict[str, Tensor]:
     if not world.distributed or not values:
         return values
     names = sorted(values)
-    stacked = torch.stack([values[n].detach().float().reshape(()) for n in names])
+    # one device for the collective: the accelerator's where any value lives there (a method may
+    # log a schedule weight as a CPU scalar)
+    device = next((v.device for v in values.values() if v.device.type != "cpu"), torch.device("cpu"))
+    stacked = torch.stack([values[n].detach().float().reshape(()).to(device) for n in names])
     dist.all_reduce(stacked)
     stacked /= world.size
     return dict(zip(names, stacked.unbind()))

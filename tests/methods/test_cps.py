@@ -110,7 +110,12 @@ def test_optional_rampup_of_lambda():
 
 
 @pytest.mark.parametrize(
-    ("input_", "rows"), [("single", {"t1", "flair"}), ("both", {"fused", "t1 only", "flair only"})]
+    ("input_", "rows"),
+    [
+        ("single", {"t1", "flair"}),
+        ("both", {"fused", "t1 only", "flair only"}),
+        ("concat", {"fused", "t1 only", "flair only"}),
+    ],
 )
 def test_tiny_run_end_to_end(brats_dir, tmp_path, input_, rows):
     config = tiny_config(brats_dir, method="cps", unlabeled_batch_size=2, options={"input": input_})
@@ -148,7 +153,7 @@ def test_predict_with_mean_averages_the_pair(input_):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"input": "fused"}, "unknown input 'fused'; choose one of: single, both"),
+        ({"input": "fused"}, "unknown input 'fused'; choose one of: single, both, concat"),
         ({"predict_with": "teacher"}, "unknown predict_with 'teacher'; choose one of: first, mean"),
         ({"lambda": 2.0}, "has no option 'lambda'"),
     ],
@@ -157,3 +162,17 @@ def test_bad_options_are_one_line_config_errors(options, message):
     with pytest.raises(ConfigError, match=message) as info:
         _method(**options)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("method_name", ["mean-teacher", "ua-mt", "cps"])
+def test_concat_input_is_one_unet_on_the_stacked_modalities(method_name):
+    """Meng et al.'s input for the single-modal baselines: a plain U-Net whose first layer
+    reads both modalities as channels."""
+    from workbench.methods import get_method
+    from workbench.nets import UNet
+
+    config = tiny_config("unused", method=method_name, options={"input": "concat"})
+    method = get_method(method_name)(["t1", "flair"], config)
+    assert type(method.net) is UNet
+    first = next(m for m in method.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == 2

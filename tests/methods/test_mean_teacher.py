@@ -152,7 +152,12 @@ def test_input_noise_is_relative_to_each_channel():
 
 
 @pytest.mark.parametrize(
-    ("input_", "rows"), [("single", {"t1", "flair"}), ("both", {"fused", "t1 only", "flair only"})]
+    ("input_", "rows"),
+    [
+        ("single", {"t1", "flair"}),
+        ("both", {"fused", "t1 only", "flair only"}),
+        ("concat", {"fused", "t1 only", "flair only"}),
+    ],
 )
 def test_tiny_run_end_to_end(brats_dir, tmp_path, input_, rows):
     config = tiny_config(brats_dir, method="mean-teacher", unlabeled_batch_size=2, options={"input": input_})
@@ -191,7 +196,7 @@ def test_resume_mid_run_gives_the_same_final_metrics(brats_dir, tmp_path):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"input": "triple"}, "unknown input 'triple'; choose one of: single, both"),
+        ({"input": "triple"}, "unknown input 'triple'; choose one of: single, both, concat"),
         ({"consistency_on": "labeled"}, "unknown consistency_on 'labeled'; choose one of: all, unlabeled"),
         ({"predict_with": "ema"}, "unknown predict_with 'ema'"),
         ({"ema_decay": 1.5}, "ema_decay=1.5: must be in"),

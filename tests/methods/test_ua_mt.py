@@ -129,7 +129,12 @@ def test_step_is_sup_plus_weighted_masked_consistency_over_t_passes():
 
 
 @pytest.mark.parametrize(
-    ("input_", "rows"), [("single", {"t1", "flair"}), ("both", {"fused", "t1 only", "flair only"})]
+    ("input_", "rows"),
+    [
+        ("single", {"t1", "flair"}),
+        ("both", {"fused", "t1 only", "flair only"}),
+        ("concat", {"fused", "t1 only", "flair only"}),
+    ],
 )
 def test_tiny_run_end_to_end(brats_dir, tmp_path, input_, rows):
     config = tiny_config(brats_dir, method="ua-mt", unlabeled_batch_size=2, options={"input": input_, "mc_passes": 2})
@@ -151,7 +156,7 @@ def test_tiny_run_end_to_end(brats_dir, tmp_path, input_, rows):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"input": "mm"}, "unknown input 'mm'; choose one of: single, both"),
+        ({"input": "mm"}, "unknown input 'mm'; choose one of: single, both, concat"),
         ({"mc_passes": 0}, "mc_passes=0: must be >= 1"),
         ({"threshold_start": 1.5}, "threshold_start=1.5"),
         ({"T": 8}, "has no option 'T'"),

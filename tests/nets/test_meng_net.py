@@ -3,7 +3,7 @@ import torch
 
 from workbench.errors import ConfigError
 from workbench.nets import MengNet
-from workbench.nets.meng import ModalityAwareEnhancement, StageFusion
+from workbench.nets.meng import CrossModalityEnhancement, ModalityAwareEnhancement, StageFusion
 
 
 def _net(**kwargs):
@@ -123,3 +123,36 @@ def test_bad_inputs_are_clear():
         net(torch.randn(1, 1, 32, 32))
     with pytest.raises(ConfigError, match="spatial_dims=1"):
         MengNet(spatial_dims=1)
+
+
+def test_cross_modality_mae_is_eq2_with_the_softmax_over_the_modalities():
+    """W^a + W^b = 1 for every channel; branch m gets W^m * (psi_1^m + psi_2^m)(F^m), by hand."""
+    torch.manual_seed(0)
+    mae = CrossModalityEnhancement(4).eval()
+    fa, fb = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    w, _ = mae.weights([fa, fb])
+    assert w.shape == (2, 2, 4) and torch.allclose(w.sum(dim=1), torch.ones(2, 4)) and (w > 0).all()
+    out = mae([fa, fb])
+    for m, f in enumerate((fa, fb)):
+        u = mae.psi[m][0](f) + mae.psi[m][1](f)
+        logits = torch.stack(
+            [
+                mae.fc[k](uk.mean(dim=(2, 3)))
+                for k, uk in enumerate([mae.psi[0][0](fa) + mae.psi[0][1](fa), mae.psi[1][0](fb) + mae.psi[1][1](fb)])
+            ],
+            dim=1,
+        )
+        weight = torch.exp(logits[:, m]) / torch.exp(logits).sum(dim=1)
+        torch.testing.assert_close(out[m], weight[:, :, None, None] * u)
+    # each branch's enhanced map depends on the other modality (through the softmax)
+    fb2 = fb + 1.0
+    assert not torch.equal(mae([fa, fb2])[0], out[0])
+
+
+def test_meng_net_takes_either_reading_of_eq2():
+    x = torch.randn(2, 2, 32, 32)
+    net = _net(mae_softmax="modalities")
+    assert net.enhance is None and len(net.enhance_across) == 4
+    assert [y.shape for y in net(x)] == [(2, 1, 32, 32)] * 2
+    with pytest.raises(ConfigError, match="unknown mae_softmax 'channels'"):
+        _net(mae_softmax="channels")

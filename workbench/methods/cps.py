@@ -16,8 +16,9 @@ uses 1.5 on VOC, 6 on Cityscapes; ``cps_weight``), no ramp-up by default (as in 
 
 Options: ``input`` (``single``: one network pair per modality, each on its own channel,
 one result row per modality; ``both``: a pair of dual-encoder networks, rows ``fused``
-and ``<m> only``), ``cps_weight``, ``rampup_epochs``, ``consistency_on`` (``all``:
-L_cps^l + L_cps^u | ``unlabeled``: L_cps^u only), ``predict_with``.
+and ``<m> only``; ``concat``: a pair of U-Nets on the modalities stacked as input channels,
+Meng et al.'s input for the single-modal baselines, the same rows), ``cps_weight``,
+``rampup_epochs``, ``consistency_on`` (``all``: L_cps^l + L_cps^u | ``unlabeled``: L_cps^u only), ``predict_with``.
 
 Choices of this implementation, each with why (the CPS paper, written for natural images,
 is not among the seed papers in ../shared/seeds):
@@ -40,7 +41,7 @@ from torch import Tensor, nn
 
 from workbench.losses import bce_loss
 from workbench.methods.base import Batch, Method, fused_and_single_modality
-from workbench.methods.options import INPUTS, check_choice
+from workbench.methods.options import BASELINE_INPUTS, check_choice
 from workbench.methods.registry import register
 from workbench.nets import DualEncoderUNet, UNet
 from workbench.schedules import sigmoid_rampup
@@ -53,7 +54,8 @@ __all__ = ["CPS", "CPSOptions", "cps_loss", "hard_pseudo_labels"]
 
 @dataclass
 class CPSOptions:
-    input: str = "single"  # single: one network pair per modality | both: dual-encoder pair (MM-)
+    # single: one network pair per modality | both: dual-encoder pair (MM-) | concat: U-Nets on stacked channels
+    input: str = "single"
     cps_weight: float = 1.0  # lambda
     rampup_epochs: float = 0.0  # sigmoid ramp-up of lambda over this many epochs; 0: none (paper)
     consistency_on: str = "all"  # all: labeled + unlabeled slices | unlabeled
@@ -93,15 +95,16 @@ class CPS(Method):
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
-        check_choice("input", self.opts.input, INPUTS)
+        check_choice("input", self.opts.input, BASELINE_INPUTS)
         check_choice("consistency_on", self.opts.consistency_on, ("all", "unlabeled"))
         check_choice("predict_with", self.opts.predict_with, ("first", "mean"))
         if self.opts.input == "single":
             self.nets = nn.ModuleDict({m: UNet(1, 1, config.base_channels) for m in self.modalities})
             self.peers = nn.ModuleDict({m: UNet(1, 1, config.base_channels) for m in self.modalities})
         else:
-            self.net = DualEncoderUNet(len(self.modalities), 1, config.base_channels)
-            self.peer = DualEncoderUNet(len(self.modalities), 1, config.base_channels)
+            net_class = DualEncoderUNet if self.opts.input == "both" else UNet
+            self.net = net_class(len(self.modalities), 1, config.base_channels)
+            self.peer = net_class(len(self.modalities), 1, config.base_channels)
 
     def pairs(self) -> list[Pair]:
         """The co-trained network pairs: one per modality, or the dual-encoder pair."""
@@ -129,7 +132,7 @@ class CPS(Method):
                 cps = cps + cps_loss(l1_l, l2_l)  # + L_cps^l
             losses["sup" + p.suffix], losses["sup_peer" + p.suffix], losses["cps" + p.suffix] = sup_1, sup_2, cps
             total = total + sup_1 + sup_2 + lam * cps
-        losses["lambda"] = torch.tensor(lam)
+        losses["lambda"] = torch.tensor(lam, device=total.device)
         losses["loss"] = total
         return losses
 
@@ -138,7 +141,7 @@ class CPS(Method):
         return p if self.opts.predict_with == "first" else (p + torch.sigmoid(pair.net_2(images))) / 2
 
     def predict(self, images: Tensor) -> dict[str, Tensor]:
-        if self.opts.input == "both":
+        if self.opts.input != "single":
             if self.opts.predict_with == "first":
                 return fused_and_single_modality(self.net, images, self.modalities)
             a = fused_and_single_modality(self.net, images, self.modalities)

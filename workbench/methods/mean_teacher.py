@@ -16,7 +16,9 @@ Options (``--set options.NAME=VALUE``):
       per modality, each on its own channel, and reports one row per modality; ``both``
       (Table 2's MM-MT) trains one :class:`~workbench.nets.DualEncoderUNet` on both
       modalities and reports ``fused`` and ``<m> only`` (the other inputs zeroed), like
-      :mod:`workbench.methods.mm_supervised`.
+      :mod:`workbench.methods.mm_supervised`; ``concat`` trains one :class:`~workbench.nets.UNet`
+      on the modalities stacked as input channels (Meng et al.'s multi-modal input for the
+      single-modal baselines of their Table 1), reported the same way.
     * ``consistency`` (w), ``rampup_epochs`` (T), ``ema_decay`` (a), ``ema_warmup``,
       ``noise_std``, ``student_noise_std``, ``consistency_on``, ``predict_with``.
 
@@ -56,7 +58,7 @@ from torch import Tensor, nn
 from workbench.errors import ConfigError
 from workbench.losses import mse_consistency
 from workbench.methods.base import Batch, Method, fused_and_single_modality
-from workbench.methods.options import INPUTS, check_choice
+from workbench.methods.options import BASELINE_INPUTS, INPUTS, check_choice
 from workbench.methods.registry import register
 from workbench.nets import DualEncoderUNet, UNet
 from workbench.schedules import sigmoid_rampup
@@ -81,7 +83,8 @@ __all__ = [
 
 @dataclass
 class MeanTeacherOptions:
-    input: str = "single"  # single: one model per modality (MT) | both: dual encoder (MM-MT)
+    # single: one model per modality (MT) | both: dual encoder (MM-MT) | concat: one U-Net on stacked channels
+    input: str = "single"
     consistency: float = 1.0  # w after the ramp-up
     rampup_epochs: float = -1.0  # T of the sigmoid ramp-up; < 0: 40% of the epochs
     ema_decay: float = 0.99  # a
@@ -151,7 +154,7 @@ class MeanTeacher(Method):
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
         o = self.opts
-        check_choice("input", o.input, INPUTS)
+        check_choice("input", o.input, BASELINE_INPUTS)
         check_choice("consistency_on", o.consistency_on, ("all", "unlabeled"))
         check_choice("predict_with", o.predict_with, ("student", "teacher"))
         if not 0.0 <= o.ema_decay <= 1.0:
@@ -163,7 +166,8 @@ class MeanTeacher(Method):
             # teachers live in the module (checkpointed) but have requires_grad=False (never optimised)
             self.teachers = nn.ModuleDict({m: frozen_copy(self.nets[m]) for m in self.modalities})
         else:
-            self.net = DualEncoderUNet(len(self.modalities), 1, config.base_channels)
+            net_class = DualEncoderUNet if o.input == "both" else UNet
+            self.net = net_class(len(self.modalities), 1, config.base_channels)
             self.teacher = frozen_copy(self.net)
 
     # ------------------------------------------------------------------ helpers
@@ -209,7 +213,7 @@ class MeanTeacher(Method):
             losses["sup" + s.suffix], losses["cons" + s.suffix] = sup, cons
             losses.update({k + s.suffix: v for k, v in extras.items()})
             total = total + sup + w * cons
-        losses["w"] = torch.tensor(w)
+        losses["w"] = torch.tensor(w, device=total.device)
         losses["loss"] = total
         return losses
 
@@ -221,7 +225,7 @@ class MeanTeacher(Method):
 
     def predict(self, images: Tensor) -> dict[str, Tensor]:
         use_teacher = self.opts.predict_with == "teacher"
-        if self.opts.input == "both":
+        if self.opts.input != "single":
             return fused_and_single_modality(self.teacher if use_teacher else self.net, images, self.modalities)
         return {
             m: torch.sigmoid((self.teachers[m] if use_teacher else self.nets[m])(images[:, i : i + 1]))

@@ -37,7 +37,9 @@ Choices:
       (BatchNorm statistics per pass), as in Semi-CML (see ``semi_cml.py`` for the
       measurement behind this).
     * Options ``mmf``, ``mae``, ``mcml`` switch the three components of Table 2 (baseline =
-      all off: two separate U-Net-like branches trained on L_sup). ``rampup_epochs`` > 0
+      all off: two separate U-Net-like branches trained on L_sup). ``mae_softmax`` chooses
+      the reading of eq. 2 (softmax over the two kernels, default, or over the two
+      modalities; :mod:`workbench.nets.meng` argues the default). ``rampup_epochs`` > 0
       adds Semi-CML's sigmoid ramp-up to alpha (off by default: the paper has none).
 
 Predictions are keyed by modality: branch i (fed channel i) -> ``modalities[i]``. Unlike
@@ -57,7 +59,7 @@ from workbench.errors import ConfigError
 from workbench.methods.base import Batch, Method
 from workbench.methods.options import check_choice
 from workbench.methods.registry import register
-from workbench.nets.meng import MengNet
+from workbench.nets.meng import MAE_SOFTMAX, MengNet
 from workbench.schedules import sigmoid_rampup
 
 if TYPE_CHECKING:
@@ -73,6 +75,7 @@ class MengOptions:
     sup_weights: str = "paper"  # paper: CE + Dice (eq. 4) | run: config bce_weight*BCE + dice_weight*Dice
     mmf: bool = True  # multi-stage multi-modal fusion (eq. 3; Table 2)
     mae: bool = True  # modality-aware enhancement (eq. 2; Table 2)
+    mae_softmax: str = "kernels"  # eq. 2's softmax over the two kernels | over the two modalities (nets/meng.py)
     mcml: bool = True  # contrastive mutual learning (eq. 6; Table 2)
     dropout: float = 0.5  # on each branch's bottleneck (section 3.1: 0.5)
 
@@ -112,8 +115,14 @@ class MengFusion(Method):
         check_choice("sup_weights", self.opts.sup_weights, ("paper", "run"))
         if not 0.0 <= self.opts.dropout < 1.0:
             raise ConfigError(f"option dropout={self.opts.dropout}: must be in [0, 1)")
+        check_choice("mae_softmax", self.opts.mae_softmax, MAE_SOFTMAX)
         self.net = MengNet(
-            1, config.base_channels, dropout=self.opts.dropout, fusion=self.opts.mmf, enhancement=self.opts.mae
+            1,
+            config.base_channels,
+            dropout=self.opts.dropout,
+            fusion=self.opts.mmf,
+            enhancement=self.opts.mae,
+            mae_softmax=self.opts.mae_softmax,
         )
 
     def alpha(self, step: int) -> float:
@@ -132,7 +141,7 @@ class MengFusion(Method):
             losses[f"mse_{a}"], losses[f"mse_{b}"] = mutual_mse_terms(probs_a, probs_b)  # eqs. 5-6
             losses["unsup"] = losses[f"mse_{a}"] + losses[f"mse_{b}"]
             alpha = self.alpha(step)
-            losses["alpha"] = torch.tensor(alpha)
+            losses["alpha"] = torch.tensor(alpha, device=total.device)
             total = total + alpha * losses["unsup"]
         losses["loss"] = total
         return losses

@@ -8,10 +8,14 @@ from typing import Any, TypeVar
 from workbench.errors import ConfigError
 from workbench.fields import field_types, typed_value
 
-__all__ = ["parse_options", "check_choice", "INPUTS"]
+__all__ = ["parse_options", "check_choice", "INPUTS", "BASELINE_INPUTS"]
 
 #: how the modalities enter a single-modality method: one model per modality, or all as channels (MM-)
 INPUTS = ("single", "both")
+#: the semi-supervised baselines' inputs (MT, UA-MT, CPS): one model per modality, Semi-CML
+#: Table 2's dual-encoder U-Net (``both``), or one U-Net on the modalities concatenated as
+#: input channels (``concat``: how Meng et al. feed the single-modal baselines they compare)
+BASELINE_INPUTS = ("single", "both", "concat")
 
 T = TypeVar("T")
 

@@ -181,7 +181,7 @@ class SemiCML(Method):
         if "mse" in self.terms:
             losses["mse"] = mse_consistency(probs_u[a], probs_u[b])  # eq. 5
             w1 = self.w1(step)
-            losses["w1"] = torch.tensor(w1)
+            losses["w1"] = torch.tensor(w1, device=total.device)
             total = total + w1 * losses["mse"]
         if "asc" in self.terms:
             losses["asc"], matrix = asc_loss(probs_u[a], probs_u[b], return_matrix=True)  # eqs. 6-10

@@ -13,7 +13,7 @@ ln 2 is the largest entropy of a binary prediction, so H ramps from 0.75 u_max t
 Hyper-parameters (paper): T = 8, EMA decay 0.99, w(t) a sigmoid ramp-up to 0.1 (here 1.0,
 see the mean-teacher module: our supervised loss weights BCE by 10).
 
-Options: everything of mean teacher (``input`` single | both, ...), plus ``mc_passes``
+Options: everything of mean teacher (``input`` single | both | concat, ...), plus ``mc_passes``
 (T), ``threshold_start`` (0.75) and ``threshold_rampup_epochs`` (length of r; < 0: all
 epochs, as the authors' code ramps over the whole training).
 
@@ -108,5 +108,5 @@ class UAMeanTeacher(MeanTeacher):
         mask = binary_entropy(mean) < threshold
         return masked_mse(student_probs, mean, mask), {
             "certain": mask.float().mean(),
-            "threshold": torch.tensor(threshold),
+            "threshold": torch.tensor(threshold, device=mean.device),
         }

@@ -40,6 +40,13 @@ Choices (the paper does not say; Fig. 1 is not in our text copy):
       sum to 1, ``W^a`` has shape ``(B, 2, C)``, and the enhanced feature is
       ``W^a_1 * psi_1(h) + W^a_2 * psi_2(h)`` (channel-wise). A softmax over the C channels
       instead would give every channel a weight near 1/C and enhance nothing.
+    * ``mae_softmax="modalities"``, the other reading of "adjust the weights of various
+      modalities" (:class:`CrossModalityEnhancement`): each modality m has its own psi_1,
+      psi_2 and FC (C -> C); the softmax runs over the two modalities for every channel, so
+      ``W^a + W^b = 1`` channel by channel, and branch m gets ``W^m * (psi_1 + psi_2)(h^m)``
+      (equal weights give the mean of the two kernels, as the default reading does). The
+      default stays ``kernels``: eq. 2 computes W^a from F^a alone, which a softmax across
+      modalities could not do; this variant needs F^b's logits too.
     * MAE is applied, per branch and per stage s = 1..4 (F^a as the paper defines it), to
       the fused features h_s^m on their way to that branch's decoder (skip connections);
       the encoder itself continues with the un-enhanced h_s^m. The bottleneck goes to the
@@ -63,7 +70,19 @@ from torch import Tensor, nn
 
 from workbench.errors import ConfigError
 
-__all__ = ["MengNet", "StageFusion", "ModalityAwareEnhancement", "BranchDecoder", "ConvBlock", "layers_for"]
+__all__ = [
+    "MengNet",
+    "StageFusion",
+    "ModalityAwareEnhancement",
+    "CrossModalityEnhancement",
+    "MAE_SOFTMAX",
+    "BranchDecoder",
+    "ConvBlock",
+    "layers_for",
+]
+
+#: what eq. 2's softmax normalises over (module docstring)
+MAE_SOFTMAX = ("kernels", "modalities")
 
 _N_LEVELS = 5  # 4 fused stages + the bottleneck
 
@@ -144,6 +163,37 @@ class ModalityAwareEnhancement(nn.Module):
         return w[:, 0][expand] * branches[0] + w[:, 1][expand] * branches[1]
 
 
+class CrossModalityEnhancement(nn.Module):
+    """Eq. 2 with the softmax across the modalities: ``U^m = psi_1^m(F^m) + psi_2^m(F^m)``,
+    ``[W^a, W^b] = softmax_m(FC^m(GAP(U^m)))`` per channel, output ``W^m * U^m`` per modality.
+
+    Shapes: a list of M maps ``(B, C, *spatial)`` -> a list of M maps of the same shapes;
+    weights ``(B, M, C)`` summing to 1 over axis 1."""
+
+    def __init__(
+        self, channels: int, spatial_dims: int = 2, kernel_sizes: tuple[int, int] = (3, 5), n_modalities: int = 2
+    ) -> None:
+        super().__init__()
+        if len(kernel_sizes) != 2 or any(k % 2 == 0 for k in kernel_sizes):
+            raise ConfigError(f"kernel_sizes={kernel_sizes}: need two odd kernel sizes")
+        self.psi = nn.ModuleList(
+            nn.ModuleList(ConvBlock(channels, channels, spatial_dims, k, repeats=1) for k in kernel_sizes)
+            for _ in range(n_modalities)
+        )
+        self.fc = nn.ModuleList(nn.Linear(channels, channels) for _ in range(n_modalities))
+
+    def weights(self, features: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """``W`` ``(B, M, C)`` (softmax over the modalities) and each modality's ``U^m``."""
+        summed = [psi[0](f) + psi[1](f) for psi, f in zip(self.psi, features)]
+        logits = [fc(u.mean(dim=tuple(range(2, u.ndim)))) for fc, u in zip(self.fc, summed)]  # (B, C) each
+        return torch.softmax(torch.stack(logits, dim=1), dim=1), summed
+
+    def forward(self, features: list[Tensor]) -> list[Tensor]:
+        w, summed = self.weights(features)
+        expand = (...,) + (None,) * (summed[0].ndim - 2)
+        return [w[:, m][expand] * u for m, u in enumerate(summed)]
+
+
 class BranchDecoder(nn.Module):
     """One branch's expanding path: 4 transposed convs, double convs on [up, skip], 1x1 head.
 
@@ -180,6 +230,7 @@ class MengNet(nn.Module):
         fusion: multi-stage multi-modal fusion (MMF of Table 2); False: two separate encoders.
         enhancement: modality-aware enhancement (MAE of Table 2) on the skip features.
         kernel_sizes: the kernels of psi_1 and psi_2 in eq. 2.
+        mae_softmax: eq. 2's softmax over the two ``kernels`` (default) or the two ``modalities``.
 
     Shapes:
         input ``(B, 2, *spatial)`` (channel i = modality of branch i), every spatial size
@@ -198,10 +249,14 @@ class MengNet(nn.Module):
         fusion: bool = True,
         enhancement: bool = True,
         kernel_sizes: tuple[int, int] = (3, 5),
+        mae_softmax: str = "kernels",
     ) -> None:
         super().__init__()
+        if mae_softmax not in MAE_SOFTMAX:
+            raise ConfigError(f"unknown mae_softmax {mae_softmax!r}; choose one of: {', '.join(MAE_SOFTMAX)}")
         nd = layers_for(spatial_dims)
         self.spatial_dims = spatial_dims
+        self.mae_softmax = mae_softmax
         self.fusion = fusion
         self.enhancement = enhancement
         self.widths = [base_channels * 2**i for i in range(_N_LEVELS)]
@@ -214,14 +269,17 @@ class MengNet(nn.Module):
         self.pool = nd.pool(2)
         stages = self.widths[:-1]  # s = 1..4
         self.fusions = nn.ModuleList(StageFusion(w, spatial_dims) for w in stages) if fusion else None
-        self.enhance = (
-            nn.ModuleList(
+        self.enhance = None  # per branch, per stage (softmax over kernels)
+        self.enhance_across = None  # per stage, both branches (softmax over modalities)
+        if enhancement and mae_softmax == "kernels":
+            self.enhance = nn.ModuleList(
                 nn.ModuleList(ModalityAwareEnhancement(w, spatial_dims, kernel_sizes) for w in stages)
                 for _ in range(self.n_branches)
             )
-            if enhancement
-            else None
-        )
+        elif enhancement:
+            self.enhance_across = nn.ModuleList(
+                CrossModalityEnhancement(w, spatial_dims, kernel_sizes, self.n_branches) for w in stages
+            )
         self.drop = nd.dropout(dropout) if dropout > 0 else nn.Identity()
         self.decoders = nn.ModuleList(
             BranchDecoder(self.widths, out_channels, spatial_dims) for _ in range(self.n_branches)
@@ -256,9 +314,15 @@ class MengNet(nn.Module):
                 out["fused"].append(fused)
                 f = [fi + fused for fi in f]  # transmitted to the next stage of each encoder
             h = f
+            if self.enhance is not None:  # eq. 2
+                skips = [self.enhance[i][level](f[i]) for i in range(self.n_branches)]
+            elif self.enhance_across is not None:
+                skips = self.enhance_across[level](f)
+            else:
+                skips = f
             for i in range(self.n_branches):
                 out["stages"][i].append(f[i])
-                out["skips"][i].append(self.enhance[i][level](f[i]) if self.enhance is not None else f[i])  # eq. 2
+                out["skips"][i].append(skips[i])
         return out
 
     def forward_with_features(self, x: Tensor) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
