@@ -131,3 +131,18 @@ def test_bad_encoder_state_dicts_are_one_line_errors():
     partial = dict(list(net.encoders[0].state_dict().items())[:-1])
     with pytest.raises(ConfigError, match="missing key"):
         net.load_encoder_state(partial, "'p.pt'")
+
+
+def test_fusion_at_every_level_lets_each_decoder_see_the_other_modality_through_its_skips():
+    net = _net(fusion_levels="all").train()
+    assert len(net.skip_mia) == 4 and [m.convs[0].block[0].in_channels for m in net.skip_mia] == [4, 8, 16, 32]
+    x = torch.randn(2, 2, 32, 32)
+    y = x.clone()
+    y[:, 1] = torch.randn(2, 32, 32)
+    out = net.forward_with_features(x)
+    assert [z.shape for z in out.logits] == [(2, 1, 32, 32)] * 2
+    net.mia = None  # no bottleneck fusion left: only the skips couple the modalities
+    assert not torch.allclose(net(x)[0], net(y)[0])
+    assert _net().skip_mia is None  # the paper's default: the bottleneck only
+    with pytest.raises(ConfigError, match="unknown fusion_levels 'skips'"):
+        _net(fusion_levels="skips")

@@ -66,6 +66,8 @@ Choices (where the paper is vague or our setting differs):
     * Options ``specific_encoders``, ``mia``, ``csc``, ``cac`` switch the components of
       Table 2: baseline = shared encoder, no MIA, no CSC, no CAC; then modality-specific
       encoders; then the CMC strategy (MIA + CSC); then the CCL module (CAC).
+    * ``fusion_levels``: the MIA module at the bottleneck only (the paper's fused feature
+      comes from the encoders' output embedding) or at every level (:mod:`workbench.nets.cmc`).
 
 Predictions: one row per modality (``predict`` keyed by modality name, decoder i <-> channel
 i), as the paper evaluates (Table 1, Fig. 2: a score per modality). Inference needs both
@@ -88,7 +90,7 @@ from workbench.errors import ConfigError
 from workbench.methods.base import Batch, Method
 from workbench.methods.options import check_choice
 from workbench.methods.registry import register
-from workbench.nets.cmc import CMCNet
+from workbench.nets.cmc import FUSION_LEVELS, CMCNet
 
 if TYPE_CHECKING:
     from workbench.config import TrainConfig
@@ -119,6 +121,7 @@ class CMCOptions:
     sup_weights: str = "paper"  # paper: CE + Dice per modality (eq. 2) | run: config bce/dice weights
     specific_encoders: bool = True  # Table 2: modality-specific encoders (False: one shared)
     mia: bool = True  # Table 2 (CMC strategy): MIA module + fusion layer
+    fusion_levels: str = "bottleneck"  # MIA at the bottleneck (the paper) | all: at every level (nets/cmc.py)
     csc: bool = True  # Table 2 (CMC strategy): eq. 1
     cac: bool = True  # Table 2 (CCL module): eq. 3
     encoder_weights: str = ""  # path to a torch state dict for the encoders ("" = from scratch)
@@ -236,7 +239,10 @@ class CMC(Method):
                 f"cmc's CAC loss (eq. 3) needs unlabeled_batch_size >= 2, got "
                 f"{config.unlabeled_batch_size} (or --set options.cac=false)"
             )
-        self.net = CMCNet(1, config.base_channels, specific_encoders=o.specific_encoders, mia=o.mia)
+        check_choice("fusion_levels", o.fusion_levels, FUSION_LEVELS)
+        self.net = CMCNet(
+            1, config.base_channels, specific_encoders=o.specific_encoders, mia=o.mia, fusion_levels=o.fusion_levels
+        )
         if o.encoder_weights:
             self.load_encoder_weights(o.encoder_weights)
 

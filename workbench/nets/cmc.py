@@ -35,6 +35,12 @@ Choices (the paper gives no widths, kernels, normalisation or wiring of the fuse
       skips): 4 transposed convs (kernel 2, stride 2), each followed by a double conv on
       [upsampled, skip], and a 1x1 head. Without MIA (``mia=False``) decoder m sees
       ``F_ds^m``: two independent U-Nets.
+    * ``fusion_levels="all"`` adds one MIA module (same layout, that level's width) at each
+      of the four skip levels too: decoder m then gets ``skip_l^m + F_fused,l`` at every
+      level, so a modality's decoder also sees the other modality at full resolution.
+      The default ``bottleneck`` follows the paper, whose fused feature comes out of the
+      encoders' final embedding (F_ds); on the built-in HECKTOR data the weak modality's
+      decoder is then blind to the other except through a 4x4 map (docs/results.md).
     * ``specific_encoders=False`` (the "baseline" row of Table 2) uses one encoder for
       both modalities; ``self.encoders`` then has one entry.
 
@@ -57,7 +63,10 @@ from torch import Tensor, nn
 from workbench.errors import ConfigError
 from workbench.nets.meng import BranchDecoder, ConvBlock, layers_for
 
-__all__ = ["CMCNet", "CMCOutput", "CMCEncoder", "MIAModule"]
+__all__ = ["CMCNet", "CMCOutput", "CMCEncoder", "MIAModule", "FUSION_LEVELS"]
+
+#: where the MIA module fuses the modalities: the bottleneck only (the paper) or every level
+FUSION_LEVELS = ("bottleneck", "all")
 
 _N_LEVELS = 5  # 4 max-pools
 
@@ -130,6 +139,7 @@ class CMCNet(nn.Module):
         spatial_dims: 2 (slices, the workbench default) or 3 (the paper's volumes).
         specific_encoders: one encoder per modality (True) or one shared (Table 2 baseline).
         mia: the MIA module and its fusion layer; False: each decoder sees only its encoder.
+        fusion_levels: MIA at the ``bottleneck`` only (default) or at ``all`` five levels.
 
     Shapes:
         input ``(B, 2, *spatial)`` (channel i = modality i), every spatial size divisible
@@ -146,14 +156,22 @@ class CMCNet(nn.Module):
         spatial_dims: int = 2,
         specific_encoders: bool = True,
         mia: bool = True,
+        fusion_levels: str = "bottleneck",
     ) -> None:
         super().__init__()
         layers_for(spatial_dims)  # ConfigError for anything but 2 or 3
+        if fusion_levels not in FUSION_LEVELS:
+            raise ConfigError(f"unknown fusion_levels {fusion_levels!r}; choose one of: {', '.join(FUSION_LEVELS)}")
         self.spatial_dims = spatial_dims
         n_encoders = self.n_modalities if specific_encoders else 1
         self.encoders = nn.ModuleList(CMCEncoder(1, base_channels, spatial_dims) for _ in range(n_encoders))
         self.widths = self.encoders[0].widths
         self.mia = MIAModule(self.widths[-1], spatial_dims) if mia else None
+        self.skip_mia = (  # one per skip level, finest first (fusion_levels="all")
+            nn.ModuleList(MIAModule(w, spatial_dims) for w in self.widths[:-1])
+            if mia and fusion_levels == "all"
+            else None
+        )
         self.decoders = nn.ModuleList(
             BranchDecoder(self.widths, out_channels, spatial_dims)  # D^a, D^b
             for _ in range(self.n_modalities)
@@ -183,9 +201,13 @@ class CMCNet(nn.Module):
         if self.mia is not None:
             mia, fused, attention = self.mia(ds[0], ds[1])  # MIA module + fusion layer
             bottlenecks = [f + fused for f in ds]
+        skips = [f[:-1] for f in levels]
+        if self.skip_mia is not None:
+            fused_skips = [mia_l(levels[0][l], levels[1][l])[1] for l, mia_l in enumerate(self.skip_mia)]
+            skips = [[s + fs for s, fs in zip(skips[i], fused_skips)] for i in range(self.n_modalities)]
         logits, last = [], []
         for i in range(self.n_modalities):
-            out, feat = self.decoders[i](levels[i][:-1], bottlenecks[i])
+            out, feat = self.decoders[i](skips[i], bottlenecks[i])
             logits.append(out)
             last.append(feat)
         return CMCOutput(logits, ds, mia, fused, attention, last)
