@@ -203,7 +203,7 @@ class CMCNet(nn.Module):
             bottlenecks = [f + fused for f in ds]
         skips = [f[:-1] for f in levels]
         if self.skip_mia is not None:
-            fused_skips = [mia_l(levels[0][l], levels[1][l])[1] for l, mia_l in enumerate(self.skip_mia)]
+            fused_skips = [mia(a, b)[1] for mia, a, b in zip(self.skip_mia, levels[0][:-1], levels[1][:-1])]
             skips = [[s + fs for s, fs in zip(skips[i], fused_skips)] for i in range(self.n_modalities)]
         logits, last = [], []
         for i in range(self.n_modalities):
