@@ -383,3 +383,17 @@ def test_too_few_patients_names_the_skipped_folders(brats_dir, tmp_path):
     with pytest.raises(DataError, match="need at least 3 patients; skipped 1 folder without images: BraTS-SYN-00099"):
         Trainer(tiny_config(data), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_steps_per_epoch_zero_is_one_pass_over_the_labeled_slices(brats_dir, tmp_path):
+    trainer = Trainer(tiny_config(brats_dir, steps_per_epoch=0, epochs=1), tmp_path / "pass", quiet=True)
+    n = trainer._x_l.shape[0]
+    assert trainer.steps_per_epoch == n // 4 >= 1 and trainer.method.steps_per_epoch == trainer.steps_per_epoch
+    assert trainer.total_steps == trainer.steps_per_epoch
+    trainer.fit()
+    trainer.close()
+    assert trainer.step == n // 4
+    start = read_events(tmp_path / "pass", "run_start")[0]
+    assert start["steps_per_epoch"] == n // 4
+    with pytest.raises(ConfigError, match="steps_per_epoch=-1: must be >= 1, or 0"):
+        tiny_config(brats_dir, steps_per_epoch=-1).validate()

@@ -67,7 +67,7 @@ class TrainConfig:
     size: int | None = 64
     seed: int = 0
     epochs: int = 30  # paper: t_max = 81 (5%, 10%), 121 (1%)
-    steps_per_epoch: int = 20
+    steps_per_epoch: int = 20  # 0: one pass over the training slices, floor(N / batch_size) (the paper's epoch)
     batch_size: int = 8  # paper: 20 (BraTS), 30 (HECKTOR) labeled slices
     unlabeled_batch_size: int = 4  # paper: K = 4 (BraTS), 26 (HECKTOR)
     # gradient accumulation: each step's batches split into this many strided chunks (what as
@@ -123,9 +123,10 @@ class TrainConfig:
                 f"unknown unlabeled_slices {self.unlabeled_slices!r}; choose one of: {', '.join(UNLABELED_SLICES)}"
             )
         resolve_precision(self.precision, resolve_device(self.device))
+        if self.steps_per_epoch < 0:
+            raise ConfigError(f"steps_per_epoch={self.steps_per_epoch}: must be >= 1, or 0 for one pass over the data")
         for name in (
             "epochs",
-            "steps_per_epoch",
             "batch_size",
             "unlabeled_batch_size",
             "base_channels",

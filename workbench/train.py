@@ -206,13 +206,16 @@ class Trainer:
         self.protocol = self._protocol()
 
         method_cls = self._build_method(pretraining)
-        self.total_steps = config.epochs * config.steps_per_epoch
-        self.warmup_steps = config.warmup_epochs * config.steps_per_epoch
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps completed
         self._last_losses: dict[str, float] = {}  # mean losses of the last epoch trained
         self.checkpoint_epoch: int | None = None  # epoch of the checkpoint on disk, None before the first
         self._data_on_device(method_cls)
+        #: optimiser steps per epoch: ``steps_per_epoch``, or one pass over the slices when it is 0
+        self.steps_per_epoch = config.steps_per_epoch or self._one_pass()
+        self.method.steps_per_epoch = self.steps_per_epoch
+        self.total_steps = config.epochs * self.steps_per_epoch
+        self.warmup_steps = config.warmup_epochs * self.steps_per_epoch
         #: the training batches' augmentation: the method's declared set unless ``augment`` says otherwise
         self.augmentation = Augmentation(parse_augment(config.augment, method_cls.augmentation), config.seed)
         if self._folder is not None and self.world.is_main:
@@ -235,6 +238,7 @@ class Trainer:
                 device=str(self.device),
                 precision=self.precision,
                 processes=self.world.size,
+                steps_per_epoch=self.steps_per_epoch,
             )
             if self.init_info is not None:
                 self.events.write("init", epoch=0, step=0, **self.init_info)
@@ -282,6 +286,12 @@ class Trainer:
             self._x_u = self.splits.train_unlabeled.images.to(self.device) if len(self.splits.train_unlabeled) else None
         if method_cls.uses_unlabeled and self._x_u is None:
             raise DataError(f"method {config.method!r} needs unlabeled data but every training patient is labeled")
+
+    def _one_pass(self) -> int:
+        """Steps in one pass over the training slices: floor(N / batch) of the labeled slices
+        (or, for a pre-training, of every non-blank slice), at least 1."""
+        n = self._x_l.shape[0]
+        return max(1, n // min(self.config.batch_size, n))
 
     # ----------------------------------------------------------------- bookkeeping
     def _emit(self, event: str, **fields: Any) -> None:
@@ -405,7 +415,7 @@ class Trainer:
         which ``micro_batches`` then splits the same way."""
         cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        n = cfg.steps_per_epoch
+        n = self.steps_per_epoch
         parts = cfg.micro_batches
         if self.method.training_data == "images":  # distinct slices in each batch, no label
             size = min(cfg.batch_size, self._x_l.shape[0])
@@ -459,7 +469,7 @@ class Trainer:
             self.step += 1
             self.method.after_optimizer_step(self.step)
         sums = distributed.all_mean(sums, self.world)  # one collective per epoch
-        means = {name: float(total) / cfg.steps_per_epoch for name, total in sums.items()}
+        means = {name: float(total) / self.steps_per_epoch for name, total in sums.items()}
         if not all(math.isfinite(v) for v in means.values()):
             raise DataError(f"training diverged at epoch {epoch}: non-finite loss {means} (try a smaller --lr)")
         return means

@@ -75,6 +75,9 @@ class Method(nn.Module):
         self.modalities = list(modalities)
         self.config = config
         self.opts = parse_options(self.options_class, dict(config.options), self.name)
+        #: optimiser steps per epoch; the loop sets it when ``steps_per_epoch=0`` (one pass) is
+        #: resolved against the data
+        self.steps_per_epoch = max(config.steps_per_epoch, 1)
         self._emit: Callable[..., None] | None = None
         self.epoch = 0  # set by the loop before each epoch
 
@@ -97,7 +100,7 @@ class Method(nn.Module):
     def epoch_time(self, step: int) -> float:
         """Training time in (fractional) epochs after ``step`` optimiser steps: what the
         ramps of :mod:`workbench.schedules` read."""
-        return step / self.config.steps_per_epoch
+        return step / self.steps_per_epoch
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """Named losses for one batch; key ``loss`` is what the loop back-propagates."""

@@ -277,7 +277,7 @@ class CrossView(Method):
 
     def _announce_stage(self, step: int) -> None:
         """A ``stage`` event at the first step of each stage (derived from epoch and step: resumes exactly)."""
-        first = (self.epoch - 1) * self.config.steps_per_epoch  # the epoch's first step
+        first = (self.epoch - 1) * self.steps_per_epoch  # the epoch's first step
         if step != first or self.epoch not in (1, self.pretrain_epochs + 1):
             return
         self.emit(

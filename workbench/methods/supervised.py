@@ -8,10 +8,16 @@ The lower bound of every table in the seed papers (with 1/5/10% labels) and, wit
 with beta = 10, gamma = 7 (``bce_weight``, ``dice_weight``). The networks share nothing:
 summing the losses and using one Adam optimiser is the same as training them apart
 (Adam's update is per parameter).
+
+Option ``dropout`` (default true): the Semi-CML U-Net's dropout (0.05 ... 0.5 over the five
+encoder levels, :class:`~workbench.nets.UNet`). ``false`` removes it: the Multi-ConDoS
+fine-tuning (``--init``) starts from DSGAN weights that were pre-trained without dropout, and
+its paper's U-Net has none.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,16 +30,26 @@ from workbench.nets import UNet
 if TYPE_CHECKING:
     from workbench.config import TrainConfig
 
-__all__ = ["Supervised"]
+__all__ = ["Supervised", "SupervisedOptions"]
+
+#: the U-Net's dropout with ``dropout=false``
+NO_DROPOUT = (0.0,) * 5
+
+
+@dataclass
+class SupervisedOptions:
+    dropout: bool = True  # the Semi-CML U-Net's dropout; false: none (Multi-ConDoS fine-tuning)
 
 
 @register
 class Supervised(Method):
     name = "supervised"
+    options_class = SupervisedOptions
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
-        self.nets = nn.ModuleDict({m: UNet(1, 1, config.base_channels) for m in self.modalities})
+        extra = {} if self.opts.dropout else {"dropout": NO_DROPOUT}
+        self.nets = nn.ModuleDict({m: UNet(1, 1, config.base_channels, **extra) for m in self.modalities})
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         losses: dict[str, Tensor] = {}
