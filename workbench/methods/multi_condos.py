@@ -66,9 +66,10 @@ Choices (where the paper is vague or silent):
       patients include the run's validation or test patients.
     * An epoch is ``steps_per_epoch`` batches; the CPU-scale default is 20, the paper's epoch
       is one pass, floor(N / B) batches: ``steps_per_epoch=0`` (the paper's 200 epochs are
-      ``--epochs 200 --steps-per-epoch 0``; the run_start event records the resolved count). Each batch is drawn without replacement
-      from a permutation seeded by (seed, epoch) and never holds a slice twice (eq. 2
-      would make it its own negative; the loop's ``training_data = "images"``).
+      ``--epochs 200 --steps-per-epoch 0``; the run_start event records the resolved count).
+      Each batch is drawn without replacement from a permutation seeded by (seed, epoch) and
+      never holds a slice twice (eq. 2 would make it its own negative; the loop's
+      ``training_data = "images"``).
     * Each of the generator's four passes (x, y, y', x') is its own BatchNorm batch.
     * Transfer (section IV-D): see :func:`workbench.nets.dsgan.transfer_rows`. With
       SL_1 and 3 decoder layers every tensor of G_a except the 1x1 output layer goes to
