@@ -72,6 +72,13 @@ Choices (where the paper is vague or our setting differs):
 Predictions: one row per modality (``predict`` keyed by modality name, decoder i <-> channel
 i), as the paper evaluates (Table 1, Fig. 2: a score per modality). Inference needs both
 modalities: each decoder sees the fused feature.
+
+Remaining deviations from the paper, each with why:
+    * CNN encoders trained from scratch instead of SAM-Med3D's fine-tuned ViT (weights not
+      available here; see Choices), in 2D instead of 3D 96^3 crops.
+    * The run's learning rate and schedule instead of Adam at 1e-5: the paper's rate is for
+      fine-tuning a pre-trained encoder, far too small for one trained from scratch.
+    * Eqs. 1 and 3 read as InfoNCE (see Choices; ``denominator=literal`` gives the printed form).
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ the four sequences it feeds); nothing in CML depends on the channel count, so:
     ``fused`` -> pair); a pair's ``forward_with_features`` gives both subnets' bottleneck and
     decoder maps concatenated along channels, so :meth:`features` (t-SNE) sees both views.
 
-Choices where the paper is silent, or where our binary setting needs a reading:
+Readings and choices, each where the text leaves a detail open (train or eval mode, pairing) or our
+binary 2D setting needs a reading of it (argmax, NMS, eq. 1 on 2D maps):
     * Binary sigmoid outputs: L_ce is BCE on logits and L_dice the batch-pooled soft Dice of
       :func:`~workbench.losses.soft_dice_loss`; eq. 2 is ``(BCE + Dice) / 2``, i.e.
       ``supervised_loss(logits, y, 0.5, 0.5)``. This is the paper's loss, not the run's
@@ -93,6 +94,15 @@ Choices where the paper is silent, or where our binary setting needs a reading:
       self-train (eq. 4); ``pretrain_epochs`` P, default round(0.25 * epochs). A ``stage``
       event marks the first step of each stage. The network simply continues (the loop's
       optimiser and schedule are not reset).
+
+Remaining deviations from the paper, each with why:
+    * 2D slices and the workbench U-Net pair (:class:`~workbench.nets.cross_view.CrossViewPair`)
+      instead of the 3D V-Net on 96^3 patches: the workbench trains on 2D slices (the 3D
+      setting is the volumetric issue).
+    * Adam with the loop's warm-up multi-step schedule instead of SGD at lr 0.01, and epochs of
+      ``steps_per_epoch`` steps instead of 10k + 30k iterations: one loop for every method.
+    * ``crop`` is a random shift of the whole slice (:mod:`workbench.augment`), not a patch
+      crop: the slices are already the network's input size.
 """
 
 from __future__ import annotations

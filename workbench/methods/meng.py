@@ -45,6 +45,14 @@ Choices:
 Predictions are keyed by modality: branch i (fed channel i) -> ``modalities[i]``. Unlike
 Semi-CML, inference needs both modalities: every branch's output depends on both inputs
 through the fusion layers.
+
+Remaining deviations from the paper, each with why:
+    * 2D slices (the paper: 3D crops of 96^3 / 112x112x96); the net is dimension-agnostic
+      (``spatial_dims=3``), the 2D default keeps it comparable with the other rows.
+    * Adam with the loop's schedule instead of SGD at lr 1e-2 for 60k iterations, and the
+      run's batch sizes instead of 4: one loop for every method.
+    * ``crop`` is a random shift of the whole slice (:mod:`workbench.augment`): the slices are
+      already the network's input size.
 """
 
 from __future__ import annotations

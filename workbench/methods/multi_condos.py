@@ -37,7 +37,7 @@ t = 0.1; Adam, lr 2e-4; batch 36 (BraTS) / 48 (HECKTOR); 200 epochs. Fine-tuning
 lr 2e-4, weight decay 1e-4, warm-up cosine schedule, 70 epochs (batch sizes 31-90).
 Defaults here are CPU-scale (:data:`PRETRAIN_DEFAULTS`, 10 epochs); the paper's values are in comments.
 
-Choices (where the paper is vague or silent):
+Choices, each with the part of section IV or V it reads (widths and layer details are Table I's):
     * Eq. 2's sum over negatives is printed over Gamma+ (a typo); the text defines the
       dissimilar pairs as ``{F_xi, F_yj}, i != j``: cross-modal negatives only. So
       l(x_i, y_i) is the cross-entropy of row i of the N x N matrix sim(F_x, F_y)/t with
@@ -83,6 +83,14 @@ Choices (where the paper is vague or silent):
 
 Why one long module: the paper's losses, the DSGAN method and the transfer into a U-Net
 (``--init``) belong to one method; the loop that trains it is the workbench loop.
+
+Remaining deviations from the paper, each with why:
+    * CPU-scale defaults (10 epochs of 20 steps, batch 8): the paper's 200 passes are
+      ``--epochs 200 --steps-per-epoch 0`` with its batch size (36 / 48).
+    * Fine-tuning uses the loop's warm-up multi-step schedule instead of warm-up cosine and
+      the run's epochs instead of 70; ``--lr 2e-4`` and ``--set options.dropout=false`` give
+      the paper's rate and its dropout-free U-Net (:mod:`workbench.methods.supervised`).
+    * 2D slices as in the paper; the built-in data's two modalities as X and Y.
 """
 
 from __future__ import annotations

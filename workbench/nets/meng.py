@@ -20,7 +20,7 @@ What the paper says (section 2.1) and the equations implemented here:
     * Section 3.1: dropout rate 0.5. The experiments are 3D (crops 96^3 BraTS, 112x112x96
       NPC); widths, kernel sizes, depth and normalisation are not given.
 
-Choices (the paper does not say; Fig. 1 is not in our text copy):
+Choices (section 2.1 gives no widths, kernel sizes, depth or normalisation; Fig. 1 is not in our text copy):
     * Backbone: the workbench U-Net layout (unet.py) per branch, so the method compares with
       the other rows: 5 levels of (conv3 - BN - LeakyReLU(0.01)) x 2 with widths
       ``base * (1, 2, 4, 8, 16)``, 2x max-pools between them, decoder of 4 transposed
