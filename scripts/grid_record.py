@@ -1,8 +1,10 @@
 """Keep a grid's finished cells without their weights, and put them back: a grid resumes on
 another machine, or in a fresh checkout, with its finished cells skipped.
 
-    python scripts/grid_record.py save    --grid semi-cml-paper-cpu --out runs/paper-cpu --to docs/results/semi-cml-paper-cpu/cells
-    python scripts/grid_record.py restore --grid semi-cml-paper-cpu --out runs/paper-cpu --to docs/results/semi-cml-paper-cpu/cells
+    python scripts/grid_record.py save --grid semi-cml-paper-cpu --out runs/paper-cpu \
+        --to docs/results/semi-cml-paper-cpu/cells
+    python scripts/grid_record.py restore --grid semi-cml-paper-cpu --out runs/paper-cpu \
+        --to docs/results/semi-cml-paper-cpu/cells
 
 ``save`` copies each finished cell's record (config.json, metrics.json, per_patient.csv and,
 where the validation patients were scored, val_metrics.json) into ``TO/<cell folder>/``; the
