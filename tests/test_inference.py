@@ -61,3 +61,49 @@ def test_drop_zeros_one_channel():
     out = Perturbation.parse(drops=["t1"]).apply(volume, MODALITIES)
     assert torch.equal(out.images[:, 0], torch.zeros_like(out.images[:, 0]))
     assert torch.equal(out.images[:, 1], volume.images[:, 1])
+
+
+class _Conv3dMethod(torch.nn.Module):
+    """A stand-in 3D method: ``predict`` maps (B, 2, X, Y, Z) to per-modality probabilities."""
+
+    def __init__(self, constant=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv3d(2, 2, kernel_size=3, padding=1)
+        self.constant = constant
+
+    def predict(self, x):
+        if self.constant is not None:
+            return {"a": torch.full_like(x[:, :1], self.constant), "b": torch.full_like(x[:, 1:], self.constant)}
+        p = torch.sigmoid(self.conv(x))
+        return {"a": p[:, :1], "b": p[:, 1:]}
+
+
+def test_one_window_covering_the_volume_equals_a_whole_volume_forward():
+    from workbench.inference import sliding_window_probabilities
+
+    method = _Conv3dMethod()
+    x = torch.randn(1, 2, 12, 10, 8)
+    out = sliding_window_probabilities(method, x, (12, 10, 8), overlap=0.0, blend="constant")
+    whole = method.predict(x)
+    for key in ("a", "b"):
+        torch.testing.assert_close(out[key], whole[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("blend", ["constant", "gaussian"])
+def test_overlapping_windows_agree_on_a_constant_net(blend):
+    from workbench.inference import sliding_window_probabilities
+
+    x = torch.randn(1, 2, 20, 17, 9)
+    out = sliding_window_probabilities(_Conv3dMethod(constant=0.3), x, (8, 8, 8), overlap=0.5, blend=blend)
+    assert out["a"].shape == (1, 1, 20, 17, 9)
+    torch.testing.assert_close(out["a"], torch.full_like(out["a"], 0.3), atol=1e-5, rtol=0)
+
+
+def test_bad_window_settings_are_one_line():
+    from workbench.inference import sliding_window_probabilities
+
+    with pytest.raises(ConfigError, match="unknown blend 'max'"):
+        sliding_window_probabilities(_Conv3dMethod(), torch.randn(1, 2, 8, 8, 8), (8, 8, 8), blend="max")
+    with pytest.raises(ConfigError, match="overlap=1.0"):
+        sliding_window_probabilities(_Conv3dMethod(), torch.randn(1, 2, 8, 8, 8), (8, 8, 8), overlap=1.0)

@@ -48,7 +48,12 @@ __all__ = [
     "open_run",
     "OpenRun",
     "Perturbation",
+    "sliding_window_probabilities",
+    "BLEND_MODES",
 ]
+
+#: how overlapping windows are blended (MONAI's ``BlendMode``)
+BLEND_MODES = ("constant", "gaussian")
 
 BOUNDARY_WIDTH = {"brats": 5, "hecktor": 4}  # Boundary IoU d (Semi-CML section 4.6.1); 4 elsewhere
 
@@ -86,6 +91,43 @@ def predict_volume(
     finally:
         method.train(was_training)
     return {m: torch.cat(ps) for m, ps in outputs.items()}
+
+
+@torch.no_grad()
+def sliding_window_probabilities(
+    method: Method,
+    images: torch.Tensor,
+    roi_size: tuple[int, ...],
+    overlap: float = 0.5,
+    blend: str = "gaussian",
+    sw_batch_size: int = 4,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per-modality probabilities of whole volumes ``(B, M, X, Y, Z)`` from windows of
+    ``roi_size`` (MONAI ``sliding_window_inference``): ``overlap`` between neighbouring
+    windows, blended ``constant`` (mean) or ``gaussian`` (centre-weighted); the volume is
+    zero-padded where it is smaller than a window. Returns ``(B, 1, X, Y, Z)`` per key of
+    ``method.predict``, on the input's device, in float32."""
+    from monai.inferers import sliding_window_inference
+
+    if blend not in BLEND_MODES:
+        raise ConfigError(f"unknown blend {blend!r}; choose one of: {', '.join(BLEND_MODES)}")
+    if not 0.0 <= overlap < 1.0:
+        raise ConfigError(f"overlap={overlap}: must be in [0, 1)")
+
+    def predictor(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with autocast or contextlib.nullcontext():
+            return {k: v.float() for k, v in method.predict(x).items()}
+
+    was_training = method.training
+    method.eval()
+    try:
+        out = sliding_window_inference(
+            images, roi_size, sw_batch_size, predictor, overlap=overlap, mode=blend, padding_mode="constant"
+        )
+    finally:
+        method.train(was_training)
+    return {k: (v.as_tensor() if hasattr(v, "as_tensor") else v) for k, v in out.items()}
 
 
 def score_volumes(
