@@ -63,12 +63,11 @@ modules 6,272,640. With ``base_channels=16``: 6,042,178.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 from torch import Tensor, nn
 
 from workbench.errors import ConfigError
+from workbench.nets.layers import layers_for
 
 __all__ = [
     "MengNet",
@@ -85,19 +84,6 @@ __all__ = [
 MAE_SOFTMAX = ("kernels", "modalities")
 
 _N_LEVELS = 5  # 4 fused stages + the bottleneck
-
-
-def layers_for(spatial_dims: int) -> SimpleNamespace:
-    """The conv / norm / pool / dropout classes for 2D or 3D inputs."""
-    if spatial_dims == 2:
-        return SimpleNamespace(
-            conv=nn.Conv2d, norm=nn.BatchNorm2d, pool=nn.MaxPool2d, up=nn.ConvTranspose2d, dropout=nn.Dropout2d
-        )
-    if spatial_dims == 3:
-        return SimpleNamespace(
-            conv=nn.Conv3d, norm=nn.BatchNorm3d, pool=nn.MaxPool3d, up=nn.ConvTranspose3d, dropout=nn.Dropout3d
-        )
-    raise ConfigError(f"spatial_dims={spatial_dims}: must be 2 or 3")
 
 
 class ConvBlock(nn.Module):

@@ -13,6 +13,9 @@ Choices (not in the paper):
       increasing with depth, ``(0.05, 0.1, 0.2, 0.3, 0.5)`` by default; the decoder has none.
     * ``base_channels`` scales the widths (32 in the paper; 16 for quick CPU runs).
     * The input spatial size must be divisible by 16 (checked, with a clear error).
+    * ``spatial_dims=3`` builds the same layout with 3D convolutions, BatchNorm, pools and
+      transposed convolutions (the volumetric papers' setting); 2 is the default, and its
+      modules and parameter names are the 2D U-Net's.
 """
 
 from __future__ import annotations
@@ -21,22 +24,24 @@ import torch
 from torch import Tensor, nn
 
 from workbench.errors import ConfigError
+from workbench.nets.layers import layers_for
 
 __all__ = ["UNet", "UNetEncoder", "UNetDecoder", "DoubleConv"]
 
 
 class DoubleConv(nn.Module):
-    """(conv3x3 -> BN -> LeakyReLU) x 2, with optional dropout between the two convs."""
+    """(conv3 -> BN -> LeakyReLU) x 2, with optional dropout between the two convs."""
 
-    def __init__(self, in_ch: int, out_ch: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_ch: int, out_ch: int, dropout: float = 0.0, spatial_dims: int = 2) -> None:
         super().__init__()
+        nd = layers_for(spatial_dims)
         self.block = nn.Sequential(
-            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_ch),
+            nd.conv(in_ch, out_ch, 3, padding=1, bias=False),
+            nd.norm(out_ch),
             nn.LeakyReLU(0.01, inplace=True),
-            nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
-            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_ch),
+            nd.dropout(dropout) if dropout > 0 else nn.Identity(),
+            nd.conv(out_ch, out_ch, 3, padding=1, bias=False),
+            nd.norm(out_ch),
             nn.LeakyReLU(0.01, inplace=True),
         )
 
@@ -50,22 +55,27 @@ class UNetEncoder(nn.Module):
     Returns the feature map of every level, finest first; the last is the bottleneck
     ``(B, 16 * base, H/16, W/16)``."""
 
-    def __init__(self, in_channels: int, base_channels: int, dropout: tuple[float, ...]) -> None:
+    def __init__(self, in_channels: int, base_channels: int, dropout: tuple[float, ...], spatial_dims: int = 2) -> None:
         super().__init__()
         if len(dropout) != 5:
             raise ConfigError(f"UNet dropout needs 5 rates (one per level), got {len(dropout)}")
+        self.spatial_dims = spatial_dims
         self.widths = [base_channels * 2**i for i in range(5)]
         self.levels = nn.ModuleList()
         prev = in_channels
         for width, p in zip(self.widths, dropout):
-            self.levels.append(DoubleConv(prev, width, p))
+            self.levels.append(DoubleConv(prev, width, p, spatial_dims))
             prev = width
-        self.pool = nn.MaxPool2d(2)
+        self.pool = layers_for(spatial_dims).pool(2)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        h, w = x.shape[-2:]
-        if h % 16 or w % 16:
-            raise ConfigError(f"UNet input size {h}x{w} must be divisible by 16 (4 max-pools)")
+        if x.ndim != self.spatial_dims + 2:
+            raise ConfigError(
+                f"a {self.spatial_dims}D UNet needs (B, C, {self.spatial_dims} sizes), got {tuple(x.shape)}"
+            )
+        if any(size % 16 for size in x.shape[2:]):
+            sizes = "x".join(str(size) for size in x.shape[2:])
+            raise ConfigError(f"UNet input size {sizes} must be divisible by 16 (4 max-pools)")
         features = []
         for i, level in enumerate(self.levels):
             x = level(x if i == 0 else self.pool(x))
@@ -78,16 +88,17 @@ class UNetDecoder(nn.Module):
     [upsampled, skip]. ``streams`` encoders feed it (1 for a U-Net; 2 for the MM- dual
     encoder), their features concatenated channel-wise at every level."""
 
-    def __init__(self, widths: list[int], out_channels: int, streams: int = 1) -> None:
+    def __init__(self, widths: list[int], out_channels: int, streams: int = 1, spatial_dims: int = 2) -> None:
         super().__init__()
+        nd = layers_for(spatial_dims)
         self.ups = nn.ModuleList()
         self.blocks = nn.ModuleList()
         prev = widths[-1] * streams
         for width in reversed(widths[:-1]):
-            self.ups.append(nn.ConvTranspose2d(prev, width, kernel_size=2, stride=2))
-            self.blocks.append(DoubleConv(width + width * streams, width))
+            self.ups.append(nd.up(prev, width, kernel_size=2, stride=2))
+            self.blocks.append(DoubleConv(width + width * streams, width, spatial_dims=spatial_dims))
             prev = width
-        self.head = nn.Conv2d(prev, out_channels, kernel_size=1)
+        self.head = nd.conv(prev, out_channels, kernel_size=1)
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Logits and the last decoder feature map, from per-level features (finest first)."""
@@ -98,17 +109,18 @@ class UNetDecoder(nn.Module):
 
 
 class UNet(nn.Module):
-    """2D U-Net: 5 double-conv levels (32..512), 4 max-pools, 4 transposed convs.
+    """U-Net: 5 double-conv levels (32..512), 4 max-pools, 4 transposed convs; 2D or 3D.
 
     Args:
         in_channels: image channels (1 for one modality).
         out_channels: logit channels (1 for the binary whole-tumour task, sigmoid outside).
         base_channels: width of the first level; level i has ``base_channels * 2**i``.
         dropout: dropout rate per encoder level (5 values).
+        spatial_dims: 2 (slices, default) or 3 (volumes / patches).
 
     Shapes:
-        input ``(B, in_channels, H, W)`` with H, W divisible by 16;
-        output logits ``(B, out_channels, H, W)``.
+        input ``(B, in_channels, *spatial)`` with every spatial size divisible by 16;
+        output logits ``(B, out_channels, *spatial)``.
     """
 
     def __init__(
@@ -117,11 +129,12 @@ class UNet(nn.Module):
         out_channels: int = 1,
         base_channels: int = 32,
         dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5),
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
-        self.encoder = UNetEncoder(in_channels, base_channels, dropout)
+        self.encoder = UNetEncoder(in_channels, base_channels, dropout, spatial_dims)
         self.widths = self.encoder.widths
-        self.decoder = UNetDecoder(self.widths, out_channels)
+        self.decoder = UNetDecoder(self.widths, out_channels, spatial_dims=spatial_dims)
 
     def forward_with_features(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits plus features: ``bottleneck`` (B, 16*base, H/16, W/16) and
