@@ -27,6 +27,11 @@ the two stay aligned voxel for voxel:
       as UA-MT's ``RandomRotFlip`` that the cross-view line uses; with ``flip`` every one of
       the 8 symmetries of the square is drawn.
 
+In 3D (samples ``(C, X, Y, Z)``, the patches of :mod:`workbench.data.patches`) the random
+patch *is* the crop, so ``crop`` adds nothing; ``flip`` flips each of the three axes with
+probability 1/2 and ``rotate`` turns the axial (x, y) plane by k * 90 degrees, as UA-MT's
+``RandomRotFlip`` does on its patches.
+
 Randomness: each sample's transform is seeded by ``(run seed, step, the sample's position in
 the step's global batch, labeled or unlabeled)``. A resumed run therefore draws exactly what
 an uninterrupted one draws, and W processes (each augmenting its shard) draw what one process
@@ -72,7 +77,8 @@ def parse_augment(value: str, declared: Sequence[str]) -> tuple[str, ...]:
 
 
 class Augmentation:
-    """The transforms ``names`` on 2D slices ``(B, C, H, W)`` and their labels ``(B, 1, H, W)``.
+    """The transforms ``names`` on slices ``(B, C, H, W)`` or patches ``(B, C, X, Y, Z)`` and
+    their labels ``(B, 1, ...)``.
 
     ``augmentation(images, labels, step, positions, stream)`` returns new tensors on the
     input's device; ``positions`` are the samples' indices in the step's global batch and
@@ -86,19 +92,20 @@ class Augmentation:
     def __bool__(self) -> bool:
         return bool(self.names)
 
-    def _transforms(self, height: int, width: int, with_label: bool) -> Compose:
-        key = (height, width, with_label)
+    def _transforms(self, spatial: tuple[int, ...], with_label: bool) -> Compose:
+        key = (spatial, with_label)
         if key not in self._compose:
             keys = ["image", "label"] if with_label else ["image"]
             steps = []
-            if "crop" in self.names:
+            if "crop" in self.names and len(spatial) == 2:  # in 3D the random patch is the crop
+                height, width = spatial
                 pad = (height + 2 * round(height * CROP_PAD_FRACTION), width + 2 * round(width * CROP_PAD_FRACTION))
                 steps += [
                     SpatialPadd(keys, spatial_size=pad, mode="constant"),
                     RandSpatialCropd(keys, roi_size=(height, width), random_size=False),
                 ]
             if "flip" in self.names:
-                steps += [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in (0, 1)]
+                steps += [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(len(spatial))]
             if "rotate" in self.names:
                 steps.append(RandRotate90d(keys, prob=1.0, max_k=3, spatial_axes=(0, 1)))
             self._compose[key] = Compose(steps)
@@ -115,7 +122,7 @@ class Augmentation:
             return images, labels
         if len(positions) != images.shape[0]:
             raise ValueError(f"{len(positions)} positions for a batch of {images.shape[0]} images")
-        transforms = self._transforms(images.shape[-2], images.shape[-1], labels is not None)
+        transforms = self._transforms(tuple(images.shape[2:]), labels is not None)
         out_x, out_y = [], []
         with torch.no_grad():
             for k, position in enumerate(positions):

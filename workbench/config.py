@@ -85,6 +85,13 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | tf32 (CUDA) | bf16 (autocast)
     eval_batch_size: int = 64
     test_slices: str = "all"  # all: every slice of the test volumes | tumour: the paper's protocol
+    # 2: slices (the default) | 3: volumes, trained on random patches and predicted by sliding
+    # windows (the volumetric papers' setting; methods that allow it: `workbench methods`)
+    spatial_dims: int = 2
+    patch: list[int] = field(default_factory=lambda: [32, 32, 32])  # 3D patch (x, y, z); paper: 96^3, LA 112x112x80
+    patch_foreground: float = 0.0  # 3D: fraction of patches centred on the tumour (0: uniform crops, as UA-MT)
+    sw_overlap: float = 0.5  # 3D: overlap of the sliding windows at inference
+    sw_blend: str = "gaussian"  # 3D: how overlapping windows are blended: gaussian | constant
     # the training batches' augmentation (workbench.augment): method (the paper's, as the method
     # declares it) | none | a comma list of crop, flip, rotate
     augment: str = "method"
@@ -140,6 +147,27 @@ class TrainConfig:
             raise ConfigError(f"lr={self.lr}: must be > 0")
         PreprocessConfig(self.crop, self.size)
         parse_augment(self.augment, get_method(self.method).augmentation)
+        self._validate_3d()
+
+    def _validate_3d(self) -> None:
+        if self.spatial_dims not in (2, 3):
+            raise ConfigError(f"spatial_dims={self.spatial_dims}: must be 2 (slices) or 3 (volumes)")
+        method = get_method(self.method)
+        if self.spatial_dims not in method.spatial_dims_supported:
+            raise ConfigError(
+                f"method {self.method!r} trains in {' or '.join(f'{d}D' for d in method.spatial_dims_supported)} "
+                f"only, not with spatial_dims={self.spatial_dims}"
+            )
+        if self.spatial_dims == 2:
+            return
+        if len(self.patch) != 3 or any(p < 16 or p % 16 for p in self.patch):
+            raise ConfigError(f"patch={self.patch}: need three sizes (x, y, z), each a multiple of 16 (4 max-pools)")
+        if not 0.0 <= self.patch_foreground <= 1.0:
+            raise ConfigError(f"patch_foreground={self.patch_foreground}: must be in [0, 1]")
+        if not 0.0 <= self.sw_overlap < 1.0:
+            raise ConfigError(f"sw_overlap={self.sw_overlap}: must be in [0, 1)")
+        if self.sw_blend not in ("gaussian", "constant"):
+            raise ConfigError(f"unknown sw_blend {self.sw_blend!r}; choose one of: gaussian, constant")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":

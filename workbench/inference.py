@@ -77,7 +77,15 @@ def predict_volume(
     batch_size: int = 64,
     autocast: contextlib.AbstractContextManager | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-modality probabilities ``(Z, 1, H, W)`` on CPU for every slice of a volume."""
+    """Per-modality probabilities ``(Z, 1, H, W)`` on CPU for every slice of a volume. A 3D
+    method (``spatial_dims == 3``) sees the whole volume ``(1, M, X, Y, Z)`` through sliding
+    windows of its run's ``patch`` (:func:`sliding_window_probabilities`, ``sw_overlap``,
+    ``sw_blend``)."""
+    if getattr(method, "spatial_dims", 2) == 3:
+        cfg = method.config
+        x = volume.images.permute(1, 2, 3, 0)[None].to(device)  # (Z, M, H, W) -> (1, M, X, Y, Z)
+        probs = sliding_window_probabilities(method, x, tuple(cfg.patch), cfg.sw_overlap, cfg.sw_blend, 4, autocast)
+        return {m: p[0].permute(3, 0, 1, 2).cpu() for m, p in probs.items()}  # -> (Z, 1, X, Y)
     was_training = method.training
     method.eval()
     outputs: dict[str, list[torch.Tensor]] = {}

@@ -64,6 +64,7 @@ from workbench.config import (
     set_tf32,
 )
 from workbench.data.fingerprint import dataset_fingerprint
+from workbench.data.patches import PatchSampler
 from workbench.data.slices import Volume, load_splits
 from workbench.errors import ConfigError, DataError, TrainingInterrupted, training_interrupted
 from workbench.events import EventLog
@@ -274,6 +275,9 @@ class Trainer:
         patients): labeled slices and labels, unlabeled slices; or, for a method trained on
         ``images``, every non-blank training slice."""
         config = self.config
+        if config.spatial_dims == 3:
+            self._volumes_on_device(method_cls)
+            return
         if method_cls.training_data == "images":  # a pre-training: every non-blank training slice, no label
             self._x_l, self._y_l, self._x_u = self.splits.training_images().to(self.device), None, None
             if self._x_l.shape[0] < 2:
@@ -287,10 +291,36 @@ class Trainer:
         if method_cls.uses_unlabeled and self._x_u is None:
             raise DataError(f"method {config.method!r} needs unlabeled data but every training patient is labeled")
 
+    def _volumes_on_device(self, method_cls: type[Method]) -> None:
+        """3D: the training patients' whole volumes on the device, ``(M, X, Y, Z)``, once, and
+        the samplers that cut the step's random patches from them (:mod:`workbench.data.patches`)."""
+        config = self.config
+
+        def xyz(t: torch.Tensor) -> torch.Tensor:  # a Volume's (Z, C, H, W) -> (C, X, Y, Z)
+            return t.permute(1, 2, 3, 0).contiguous().to(self.device)
+
+        labeled = self.splits.labeled
+        self._patches_l = PatchSampler(
+            [xyz(v.images) for v in labeled],
+            [xyz(v.label) for v in labeled],
+            config.patch,
+            config.patch_foreground,
+            config.seed,
+        )
+        self._patches_u = None
+        if method_cls.uses_unlabeled:
+            if not self.splits.unlabeled:
+                raise DataError(f"method {config.method!r} needs unlabeled data but every training patient is labeled")
+            self._patches_u = PatchSampler(
+                [xyz(v.images) for v in self.splits.unlabeled], None, config.patch, 0.0, config.seed
+            )
+        self._x_l = self._y_l = self._x_u = None
+
     def _one_pass(self) -> int:
-        """Steps in one pass over the training slices: floor(N / batch) of the labeled slices
-        (or, for a pre-training, of every non-blank slice), at least 1."""
-        n = self._x_l.shape[0]
+        """Steps in one pass over the training data: floor(N / batch) of the labeled slices
+        (or, for a pre-training, of every non-blank slice; in 3D, of the labeled volumes), at
+        least 1."""
+        n = len(self._patches_l) if self.config.spatial_dims == 3 else self._x_l.shape[0]
         return max(1, n // min(self.config.batch_size, n))
 
     # ----------------------------------------------------------------- bookkeeping
@@ -417,6 +447,9 @@ class Trainer:
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         n = self.steps_per_epoch
         parts = cfg.micro_batches
+        if cfg.spatial_dims == 3:
+            yield from self._patch_batches(epoch, gen)
+            return
         if self.method.training_data == "images":  # distinct slices in each batch, no label
             size = min(cfg.batch_size, self._x_l.shape[0])
             idx = _distinct_batches(self._x_l.shape[0], size, n, gen).to(self.device)
@@ -448,6 +481,34 @@ class Trainer:
                 x_u = None
                 if iu is not None:
                     x_u, _ = self.augmentation(self._x_u[iu[j::parts]], None, step, pos_u[j::parts], 1)
+                parts_of_step.append(Batch(x_l, y_l, x_u))
+            yield parts_of_step
+
+    def _patch_batches(self, epoch: int, gen: torch.Generator) -> Iterator[list[Batch]]:
+        """3D: each step's batch of random patches, as :meth:`_batches` gives slices: the
+        volumes drawn from a seeded per-epoch permutation, each patch seeded by its step and
+        position in the global batch (so shards and resumes draw the same patches)."""
+        cfg = self.config
+        n, parts = self.steps_per_epoch, cfg.micro_batches
+        idx_l = _epoch_indices(len(self._patches_l), n * cfg.batch_size, gen).view(n, cfg.batch_size)
+        idx_u = None
+        if self._patches_u is not None:
+            k = cfg.unlabeled_batch_size
+            idx_u = _epoch_indices(len(self._patches_u), n * k, gen).view(n, k)
+        pos_l = distributed.shard(torch.arange(cfg.batch_size), self.world).tolist()
+        pos_u = distributed.shard(torch.arange(cfg.unlabeled_batch_size), self.world).tolist()
+        for i in range(n):
+            step = (epoch - 1) * n + i
+            vl = distributed.shard(idx_l[i], self.world).tolist()
+            vu = distributed.shard(idx_u[i], self.world).tolist() if idx_u is not None else None
+            parts_of_step = []
+            for j in range(parts):
+                x_l, y_l = self._patches_l.sample(vl[j::parts], step, pos_l[j::parts], 0)
+                x_l, y_l = self.augmentation(x_l, y_l, step, pos_l[j::parts], 0)
+                x_u = None
+                if vu is not None:
+                    x_u, _ = self._patches_u.sample(vu[j::parts], step, pos_u[j::parts], 1)
+                    x_u, _ = self.augmentation(x_u, None, step, pos_u[j::parts], 1)
                 parts_of_step.append(Batch(x_l, y_l, x_u))
             yield parts_of_step
 

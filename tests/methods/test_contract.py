@@ -138,3 +138,58 @@ def test_state_dict_round_trip(name, tmp_path):
     with torch.no_grad():
         want, got = trained.predict(images), fresh.predict(images)
     assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+# ---------------------------------------------------------------- 3D (spatial_dims=3)
+#: every method whose networks train in 3D (``spatial_dims_supported``)
+METHODS_3D = sorted(n for n, cls in METHODS.items() if 3 in cls.spatial_dims_supported)
+PATCH = [16, 16, 16]
+THREE_D = dict(spatial_dims=3, patch=PATCH, batch_size=2, unlabeled_batch_size=2, steps_per_epoch=2, base_channels=4)
+
+
+def test_the_volumetric_papers_methods_train_in_3d():
+    assert {"supervised", "mean-teacher", "ua-mt", "cps", "meng-fusion", "cmc"} <= set(METHODS_3D)
+    assert "semi-cml" not in METHODS_3D and "multi-condos" not in METHODS_3D  # 2D papers
+
+
+@pytest.mark.parametrize("name_3d", METHODS_3D)
+def test_3d_two_steps_then_exact_resume(name_3d, brats_dir, tmp_path):
+    """A 3D run of every 3D method: finite losses, predictions of whole volumes (sliding
+    windows), and a resumed run that ends bit for bit where an uninterrupted one does."""
+    options = {"mc_passes": 2} if name_3d == "ua-mt" else {}
+
+    def config():
+        return tiny_config(brats_dir, method=name_3d, epochs=2, options=dict(options), **THREE_D)
+
+    full = Trainer(config(), tmp_path / "full", quiet=True)
+    expected = full.fit()
+    full.close()
+    assert all(
+        math.isfinite(v)
+        for record in read_events(tmp_path / "full", "train")
+        for k, v in record.items()
+        if isinstance(v, float)
+    )
+    first = Trainer(config(), tmp_path / "cut", quiet=True)
+    assert first.fit(stop_after=1) is None
+    first.close()
+    resumed = Trainer.resume(tmp_path / "cut", quiet=True)
+    assert resumed.fit()["per_patient"] == expected["per_patient"]
+    resumed.close()
+    for key, value in full.method.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, resumed.method.state_dict()[key]), key
+    volume = full.splits.test[0]
+    from workbench.inference import predict_volume
+
+    probs = predict_volume(full.method, volume, torch.device("cpu"))
+    assert _expected_keys(probs) and all(p.shape == volume.label.shape for p in probs.values())
+
+
+def test_3d_settings_are_checked_in_one_line(brats_dir):
+    with pytest.raises(ConfigError, match="method 'semi-cml' trains in 2D only, not with spatial_dims=3"):
+        tiny_config(brats_dir, method="semi-cml", spatial_dims=3).validate()
+    with pytest.raises(ConfigError, match=r"patch=\[24, 32, 32\]: need three sizes"):
+        tiny_config(brats_dir, spatial_dims=3, patch=[24, 32, 32]).validate()
+    with pytest.raises(ConfigError, match="spatial_dims=4"):
+        tiny_config(brats_dir, spatial_dims=4).validate()

@@ -69,6 +69,8 @@ class Method(nn.Module):
     #: the training batches' augmentation the method's paper uses, a subset of
     #: :data:`workbench.augment.AUGMENTATIONS` (the run's ``augment`` setting can override it)
     augmentation: ClassVar[tuple[str, ...]] = ()
+    #: the ``spatial_dims`` the method trains with: 2 (slices) and, where its networks allow, 3
+    spatial_dims_supported: ClassVar[tuple[int, ...]] = (2,)
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__()
@@ -78,6 +80,9 @@ class Method(nn.Module):
         #: optimiser steps per epoch; the loop sets it when ``steps_per_epoch=0`` (one pass) is
         #: resolved against the data
         self.steps_per_epoch = max(config.steps_per_epoch, 1)
+        #: 2: inputs ``(B, M, H, W)``; 3: ``(B, M, X, Y, Z)`` (patches in training, whole volumes
+        #: through sliding windows at inference)
+        self.spatial_dims = getattr(config, "spatial_dims", 2)
         self._emit: Callable[..., None] | None = None
         self.epoch = 0  # set by the loop before each epoch
 

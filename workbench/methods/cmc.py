@@ -226,6 +226,7 @@ class CMC(Method):
 
     name = "cmc"
     uses_unlabeled = True
+    spatial_dims_supported = (2, 3)
     options_class = CMCOptions
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
@@ -248,7 +249,12 @@ class CMC(Method):
             )
         check_choice("fusion_levels", o.fusion_levels, FUSION_LEVELS)
         self.net = CMCNet(
-            1, config.base_channels, specific_encoders=o.specific_encoders, mia=o.mia, fusion_levels=o.fusion_levels
+            1,
+            config.base_channels,
+            spatial_dims=config.spatial_dims,
+            specific_encoders=o.specific_encoders,
+            mia=o.mia,
+            fusion_levels=o.fusion_levels,
         )
         if o.encoder_weights:
             self.load_encoder_weights(o.encoder_weights)

@@ -91,6 +91,7 @@ class CPS(Method):
 
     name = "cps"
     uses_unlabeled = True
+    spatial_dims_supported = (2, 3)
     options_class = CPSOptions
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
@@ -99,12 +100,13 @@ class CPS(Method):
         check_choice("consistency_on", self.opts.consistency_on, ("all", "unlabeled"))
         check_choice("predict_with", self.opts.predict_with, ("first", "mean"))
         if self.opts.input == "single":
-            self.nets = nn.ModuleDict({m: UNet(1, 1, config.base_channels) for m in self.modalities})
-            self.peers = nn.ModuleDict({m: UNet(1, 1, config.base_channels) for m in self.modalities})
+            width, dims = config.base_channels, config.spatial_dims
+            self.nets = nn.ModuleDict({m: UNet(1, 1, width, spatial_dims=dims) for m in self.modalities})
+            self.peers = nn.ModuleDict({m: UNet(1, 1, width, spatial_dims=dims) for m in self.modalities})
         else:
             net_class = DualEncoderUNet if self.opts.input == "both" else UNet
-            self.net = net_class(len(self.modalities), 1, config.base_channels)
-            self.peer = net_class(len(self.modalities), 1, config.base_channels)
+            self.net = net_class(len(self.modalities), 1, config.base_channels, spatial_dims=config.spatial_dims)
+            self.peer = net_class(len(self.modalities), 1, config.base_channels, spatial_dims=config.spatial_dims)
 
     def pairs(self) -> list[Pair]:
         """The co-trained network pairs: one per modality, or the dual-encoder pair."""

@@ -99,12 +99,12 @@ def add_input_noise(images: Tensor, noise_std: float) -> Tensor:
     """``images + N(0, (noise_std * s)^2)``, s the std of each image channel over its pixels.
 
     Args:
-        images: ``(B, C, H, W)``.
+        images: ``(B, C, *spatial)``.
         noise_std: relative noise level; 0 returns ``images`` unchanged.
     """
     if noise_std == 0:
         return images
-    scale = noise_std * images.flatten(2).std(dim=2)[:, :, None, None]
+    scale = noise_std * images.flatten(2).std(dim=2)[(...,) + (None,) * (images.ndim - 2)]
     return images + scale * torch.randn_like(images)
 
 
@@ -149,6 +149,7 @@ class MeanTeacher(Method):
 
     name = "mean-teacher"
     uses_unlabeled = True
+    spatial_dims_supported = (2, 3)
     options_class = MeanTeacherOptions
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
@@ -162,12 +163,14 @@ class MeanTeacher(Method):
         if o.noise_std < 0 or o.student_noise_std < 0:
             raise ConfigError("options noise_std and student_noise_std must be >= 0")
         if o.input == "single":
-            self.nets = nn.ModuleDict({m: UNet(1, 1, config.base_channels) for m in self.modalities})
+            self.nets = nn.ModuleDict(
+                {m: UNet(1, 1, config.base_channels, spatial_dims=config.spatial_dims) for m in self.modalities}
+            )
             # teachers live in the module (checkpointed) but have requires_grad=False (never optimised)
             self.teachers = nn.ModuleDict({m: frozen_copy(self.nets[m]) for m in self.modalities})
         else:
             net_class = DualEncoderUNet if o.input == "both" else UNet
-            self.net = net_class(len(self.modalities), 1, config.base_channels)
+            self.net = net_class(len(self.modalities), 1, config.base_channels, spatial_dims=config.spatial_dims)
             self.teacher = frozen_copy(self.net)
 
     # ------------------------------------------------------------------ helpers

@@ -113,6 +113,7 @@ class MengFusion(Method):
 
     name = "meng-fusion"
     uses_unlabeled = True
+    spatial_dims_supported = (2, 3)
     augmentation = ("crop",)  # implementation details: "the input images were randomly cropped"
     options_class = MengOptions
 
@@ -131,6 +132,7 @@ class MengFusion(Method):
             fusion=self.opts.mmf,
             enhancement=self.opts.mae,
             mae_softmax=self.opts.mae_softmax,
+            spatial_dims=config.spatial_dims,
         )
 
     def alpha(self, step: int) -> float:

@@ -45,11 +45,14 @@ class SupervisedOptions:
 class Supervised(Method):
     name = "supervised"
     options_class = SupervisedOptions
+    spatial_dims_supported = (2, 3)
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
         extra = {} if self.opts.dropout else {"dropout": NO_DROPOUT}
-        self.nets = nn.ModuleDict({m: UNet(1, 1, config.base_channels, **extra) for m in self.modalities})
+        self.nets = nn.ModuleDict(
+            {m: UNet(1, 1, config.base_channels, spatial_dims=config.spatial_dims, **extra) for m in self.modalities}
+        )
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         losses: dict[str, Tensor] = {}

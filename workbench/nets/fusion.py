@@ -19,8 +19,8 @@ __all__ = ["DualEncoderUNet"]
 class DualEncoderUNet(nn.Module):
     """One encoder per input channel (modality), a shared decoder.
 
-    Shapes: input ``(B, M, H, W)`` (M modalities, H and W divisible by 16) -> logits
-    ``(B, out_channels, H, W)``."""
+    Shapes: input ``(B, M, *spatial)`` (M modalities, 2 or 3 spatial sizes divisible by 16,
+    ``spatial_dims``) -> logits ``(B, out_channels, *spatial)``."""
 
     def __init__(
         self,
@@ -28,10 +28,13 @@ class DualEncoderUNet(nn.Module):
         out_channels: int = 1,
         base_channels: int = 32,
         dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5),
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
-        self.encoders = nn.ModuleList(UNetEncoder(1, base_channels, dropout) for _ in range(n_modalities))
-        self.decoder = UNetDecoder(self.encoders[0].widths, out_channels, streams=n_modalities)
+        self.encoders = nn.ModuleList(UNetEncoder(1, base_channels, dropout, spatial_dims) for _ in range(n_modalities))
+        self.decoder = UNetDecoder(
+            self.encoders[0].widths, out_channels, streams=n_modalities, spatial_dims=spatial_dims
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         per_modality = [enc(x[:, i : i + 1]) for i, enc in enumerate(self.encoders)]
