@@ -807,9 +807,11 @@ def test_pretrain_errors_are_one_line(brats_dir, tmp_path, capsys):
     assert "size=40" in _one_error_line(capsys, with_method + ["--size", "40"])
     assert "no option 'lambda'" in _one_error_line(capsys, with_method + ["--set", "options.lambda=1"])
     assert "betas=[0.5]" in _one_error_line(capsys, with_method + ["--set", "options.betas=[0.5]"])
-    # the earlier `--set samples=2` is now an option; an epoch is at least one step
+    # the earlier `--set samples=2` is now an option; an epoch is at least one step (0: one pass)
     assert "unknown config key 'samples'" in _one_error_line(capsys, with_method + ["--set", "samples=2"])
-    assert "steps_per_epoch=0: must be >= 1" in _one_error_line(capsys, with_method + ["--steps-per-epoch", "0"])
+    assert "steps_per_epoch=-1: must be >= 1, or 0" in _one_error_line(
+        capsys, with_method + ["--steps-per-epoch", "-1"]
+    )
     assert "nowhere" in _one_error_line(
         capsys, ["pretrain", "--method", "multi-condos", "--data", str(tmp_path / "nowhere"), "--quiet"]
     )
