@@ -148,7 +148,7 @@ THREE_D = dict(spatial_dims=3, patch=PATCH, batch_size=2, unlabeled_batch_size=2
 
 
 def test_the_volumetric_papers_methods_train_in_3d():
-    assert {"supervised", "mean-teacher", "ua-mt", "cps", "meng-fusion", "cmc"} <= set(METHODS_3D)
+    assert {"supervised", "mean-teacher", "ua-mt", "cps", "cross-view", "meng-fusion", "cmc"} <= set(METHODS_3D)
     assert "semi-cml" not in METHODS_3D and "multi-condos" not in METHODS_3D  # 2D papers
 
 

@@ -107,7 +107,7 @@ def test_paper_supervised_loss_is_half_bce_plus_dice_per_pixel():
     [(96, 96, 2 / 3, 64, 64), (64, 64, 2 / 3, 42, 42), (32, 48, 0.5, 16, 24), (160, 160, 2 / 3, 106, 106)],
 )
 def test_centred_mask_has_the_paper_ratio_and_equal_margins(h, w, beta, zh, zw):
-    mask = zero_block_mask(h, w, beta)[0, 0]
+    mask = zero_block_mask((h, w), beta)[0, 0]
     assert mask.shape == (h, w) and set(mask.unique().tolist()) == {0.0, 1.0}
     rows, cols = torch.nonzero(mask == 0, as_tuple=True)
     top, bottom, left, right = rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()
@@ -121,7 +121,7 @@ def test_centred_mask_has_the_paper_ratio_and_equal_margins(h, w, beta, zh, zw):
 def test_cutmix_and_heterogeneous_targets_pixel_by_pixel():
     torch.manual_seed(0)
     x = torch.randn(3, 2, 8, 8)
-    mask = zero_block_mask(8, 8, 0.5)
+    mask = zero_block_mask((8, 8), 0.5)
     mixed = cutmix(x, partner(x), mask)  # eq. 5 / 8: X_u outside the block, its partner X_v inside
     hat0, hat1 = (torch.rand(3, 1, 8, 8) > 0.5).float(), (torch.rand(3, 1, 8, 8) > 0.5).float()
     targets = heterogeneous_targets(hat0, hat1, mask)
@@ -149,7 +149,7 @@ def test_random_mask_moves_at_every_draw_and_covers_the_image():
     torch.manual_seed(0)
     seen, union = set(), torch.zeros(64, 64, dtype=torch.bool)
     for _ in range(3000):  # seeded: a corner pixel is in 1 of the 529 positions
-        mask = random_block_mask(64, 64, 2 / 3)
+        mask = random_block_mask((64, 64), 2 / 3)
         top, left, zh, zw = _block(mask)
         assert (zh, zw) == (42, 42) and int((mask == 0).sum()) == 42 * 42  # one whole block, always inside
         seen.add((top, left))
@@ -430,3 +430,15 @@ def test_resume_at_the_stage_switch_equals_an_uninterrupted_run(brats_dir, tmp_p
         assert torch.equal(value, resumed.method.state_dict()[name]), name
     assert read_events(tmp_path / "full", "stage") == read_events(tmp_path / "cut", "stage")
     assert read_events(tmp_path / "full", "train") == read_events(tmp_path / "cut", "train")
+
+
+def test_3d_block_mask_and_26_connected_components():
+    torch.manual_seed(0)
+    mask = random_block_mask((16, 12, 8), 0.5)
+    assert mask.shape == (1, 1, 16, 12, 8) and int((mask == 0).sum()) == 8 * 6 * 4
+    centred = zero_block_mask((16, 12, 8), 0.5)[0, 0]
+    assert torch.equal(centred, centred.flip(0)) and torch.equal(centred, centred.flip(2))
+    m = np.zeros((6, 6, 6), dtype=bool)
+    m[0, 0, 0] = m[1, 1, 1] = m[2, 2, 2] = True  # a corner-touching diagonal: one 26-connected component
+    m[5, 5, 0] = m[5, 4, 0] = True
+    assert largest_component(m).sum() == 3

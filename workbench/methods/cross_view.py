@@ -70,8 +70,9 @@ binary 2D setting needs a reading of it (argmax, NMS, eq. 1 on 2D maps):
       argmax over {background, foreground} is ``sigmoid > 0.5``.
     * "NMS [4]" on the argmax map (eq. 9; [4] is Canny's edge detector, which does not
       apply to a label map) is read as keeping the largest connected component of the
-      foreground, per 2D slice, 8-connected (``scipy.ndimage.label``); an empty map stays
-      empty, ties keep the first component in scan order.
+      foreground, per 2D slice, 8-connected (per 3D patch, 26-connected, with
+      ``spatial_dims=3``; ``scipy.ndimage.label``); an empty map stays empty, ties keep the
+      first component in scan order.
     * eq. 1 on 2D bottlenecks ``(B, C, h, w)``: each item's map is flattened to one vector,
       the cosine is per item, then averaged over the batch.
     * Pairs for CutMix: image k of a batch is mixed with image ``(k - s) mod B``,
@@ -107,6 +108,7 @@ Remaining deviations from the paper, each with why:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -169,35 +171,31 @@ def block_side(n: int, beta: float) -> int:
 
 
 def zero_block_mask(
-    height: int,
-    width: int,
+    spatial: Sequence[int],
     beta: float,
-    top: int | None = None,
-    left: int | None = None,
+    corner: Sequence[int] | None = None,
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """M of eqs. 5-9: ones, with a block of zeros about ``beta H x beta W`` whose top-left
-    corner is ``(top, left)`` (None: centred, equal margins). Returns ``(1, 1, H, W)``."""
-    zh, zw = block_side(height, beta), block_side(width, beta)
-    top = (height - zh) // 2 if top is None else top
-    left = (width - zw) // 2 if left is None else left
-    if not (0 <= top <= height - zh and 0 <= left <= width - zw):
-        raise ValueError(f"a {zh}x{zw} block at ({top}, {left}) does not fit in {height}x{width}")
-    mask = torch.ones(1, 1, height, width, device=device, dtype=dtype)
-    mask[..., top : top + zh, left : left + zw] = 0
+    """M of eqs. 5-9: ones, with a block of zeros about ``beta`` times each side (``beta H x
+    beta W``, ``x beta L`` in 3D) whose first corner is ``corner`` (None: centred, equal
+    margins). Returns ``(1, 1, *spatial)``."""
+    sides = [block_side(n, beta) for n in spatial]
+    corner = [(n - z) // 2 for n, z in zip(spatial, sides)] if corner is None else list(corner)
+    if len(corner) != len(spatial) or any(not 0 <= c <= n - z for c, n, z in zip(corner, spatial, sides)):
+        raise ValueError(f"a {'x'.join(map(str, sides))} block at {tuple(corner)} does not fit in {tuple(spatial)}")
+    mask = torch.ones(1, 1, *spatial, device=device, dtype=dtype)
+    mask[(..., *(slice(c, c + z) for c, z in zip(corner, sides)))] = 0
     return mask
 
 
 def random_block_mask(
-    height: int, width: int, beta: float, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+    spatial: Sequence[int], beta: float, device: torch.device | None = None, dtype: torch.dtype = torch.float32
 ) -> Tensor:
     """:func:`zero_block_mask` with the block's corner drawn uniformly among the positions
     where it fits, from the global torch RNG (CPU stream: saved in the checkpoint)."""
-    zh, zw = block_side(height, beta), block_side(width, beta)
-    top = int(torch.randint(0, height - zh + 1, (1,)))
-    left = int(torch.randint(0, width - zw + 1, (1,)))
-    return zero_block_mask(height, width, beta, top, left, device, dtype)
+    corner = [int(torch.randint(0, n - block_side(n, beta) + 1, (1,))) for n in spatial]
+    return zero_block_mask(spatial, beta, corner, device, dtype)
 
 
 def partner(x: Tensor) -> Tensor:
@@ -211,8 +209,9 @@ def cutmix(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected foreground component of a 2D boolean mask (empty stays empty)."""
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    """The largest foreground component of a boolean mask, 8-connected in 2D and 26-connected
+    in 3D (empty stays empty)."""
+    labels, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
     if count <= 1:
         return labels > 0
     sizes = np.bincount(labels.ravel())[1:]
@@ -220,8 +219,8 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 def pseudo_labels(logits: Tensor) -> Tensor:
-    """^Y of eq. 9 for binary logits ``(B, 1, H, W)``: ``sigmoid > 0.5`` (the 2-class argmax),
-    then the largest connected component of each slice; float ``{0, 1}``, same device."""
+    """^Y of eq. 9 for binary logits ``(B, 1, *spatial)``: ``sigmoid > 0.5`` (the 2-class argmax),
+    then the largest connected component of each slice (or 3D patch); float ``{0, 1}``, same device."""
     hard = (logits.detach().float() > 0).cpu().numpy()
     out = np.zeros_like(hard)
     for b in range(hard.shape[0]):
@@ -254,6 +253,7 @@ class CrossView(Method):
     name = "cross-view"
     uses_unlabeled = True
     augmentation = ("crop", "flip", "rotate")  # section 4.2
+    spatial_dims_supported = (2, 3)
     options_class = CrossViewOptions
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
@@ -270,9 +270,12 @@ class CrossView(Method):
         if self.pretrain_epochs > config.epochs:
             raise ConfigError(f"pretrain_epochs={self.pretrain_epochs}: must be <= epochs={config.epochs}")
         if o.input == "single":
-            self.nets = nn.ModuleDict({m: CrossViewPair(1, 1, config.base_channels) for m in self.modalities})
+            self.nets = nn.ModuleDict(
+                {m: CrossViewPair(1, 1, config.base_channels, config.spatial_dims) for m in self.modalities}
+            )
         else:
-            self.nets = nn.ModuleDict({"fused": CrossViewPair(len(self.modalities), 1, config.base_channels)})
+            pair = CrossViewPair(len(self.modalities), 1, config.base_channels, config.spatial_dims)
+            self.nets = nn.ModuleDict({"fused": pair})
 
     # ------------------------------------------------------------------ helpers
     def stage(self, epoch: int) -> str:
@@ -305,10 +308,10 @@ class CrossView(Method):
     # ------------------------------------------------------------------ the step
     def _mask(self, images: Tensor) -> Tensor:
         """M for one batch (eqs. 5-9): at a new random position, or at the centre."""
-        h, w = images.shape[-2:]
+        spatial = images.shape[2:]
         if self.opts.cutmix_position == "centre":
-            return zero_block_mask(h, w, self.opts.beta, device=images.device, dtype=images.dtype)
-        return random_block_mask(h, w, self.opts.beta, images.device, images.dtype)
+            return zero_block_mask(spatial, self.opts.beta, device=images.device, dtype=images.dtype)
+        return random_block_mask(spatial, self.opts.beta, images.device, images.dtype)
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         self._announce_stage(step)

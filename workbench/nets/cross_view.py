@@ -33,14 +33,20 @@ class CrossViewPair(nn.Module):
         in_channels: image channels (1 for one modality, M for stacked modalities).
         out_channels: logit channels (1 for the binary task, sigmoid outside).
         base_channels: U-Net width of the first level.
+        spatial_dims: 2 (slices) or 3 (patches and volumes; the paper's V-Net setting, here
+            with the workbench U-Net in 3D).
 
     Shapes:
-        input ``(B, in_channels, H, W)`` with H, W divisible by 16.
+        input ``(B, in_channels, *spatial)`` with every spatial size divisible by 16.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 32) -> None:
+    def __init__(
+        self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 32, spatial_dims: int = 2
+    ) -> None:
         super().__init__()
-        self.subnets = nn.ModuleList([UNet(in_channels, out_channels, base_channels) for _ in range(2)])
+        self.subnets = nn.ModuleList(
+            [UNet(in_channels, out_channels, base_channels, spatial_dims=spatial_dims) for _ in range(2)]
+        )
 
     def forward_pair(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Per-subnet logits ``[D_0(E_0(x)), D_1(E_1(x))]`` and bottlenecks ``[f_0, f_1]``.
