@@ -406,6 +406,9 @@ def test_methods_lists_multi_condos_and_prints_options(capsys):
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
     assert "single | both" in rows["input"] and "first | mean" in rows["predict_with"]
     assert main(["methods", "supervised"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert "true | false" in rows["dropout"]
+    assert main(["methods", "mm-supervised"]) == 0
     assert "takes no options" in capsys.readouterr().out
 
 

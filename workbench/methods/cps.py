@@ -54,8 +54,7 @@ __all__ = ["CPS", "CPSOptions", "cps_loss", "hard_pseudo_labels"]
 
 @dataclass
 class CPSOptions:
-    # single: one network pair per modality | both: dual-encoder pair (MM-) | concat: U-Nets on stacked channels
-    input: str = "single"
+    input: str = "single"  # single: a pair per modality | both: dual-encoder pair (MM-) | concat: stacked input
     cps_weight: float = 1.0  # lambda
     rampup_epochs: float = 0.0  # sigmoid ramp-up of lambda over this many epochs; 0: none (paper)
     consistency_on: str = "all"  # all: labeled + unlabeled slices | unlabeled

@@ -83,8 +83,7 @@ __all__ = [
 
 @dataclass
 class MeanTeacherOptions:
-    # single: one model per modality (MT) | both: dual encoder (MM-MT) | concat: one U-Net on stacked channels
-    input: str = "single"
+    input: str = "single"  # single: a model per modality (MT) | both: dual encoder (MM-MT) | concat: stacked input
     consistency: float = 1.0  # w after the ramp-up
     rampup_epochs: float = -1.0  # T of the sigmoid ramp-up; < 0: 40% of the epochs
     ema_decay: float = 0.99  # a
