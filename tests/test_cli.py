@@ -126,7 +126,9 @@ def test_methods_lists_every_registered_method_with_a_description(capsys):
     for name in METHODS:
         listed = [line for line in lines if line.split()[:1] == [name]]
         assert len(listed) == 1, f"{name} is not listed once by `workbench methods`"
-        assert len(listed[0].split()) > 1, f"{name} is listed without a description"
+        assert len(listed[0].split()) > 2, f"{name} is listed without a description"
+        dims = "/".join(f"{d}D" for d in METHODS[name].spatial_dims_supported)
+        assert listed[0].split()[1] == dims, f"{name}: the 2D / 3D column"
 
 
 def test_eval_with_the_papers_tumour_slice_protocol(tiny_cli_run, tmp_path, capsys):

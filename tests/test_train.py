@@ -397,3 +397,12 @@ def test_steps_per_epoch_zero_is_one_pass_over_the_labeled_slices(brats_dir, tmp
     assert start["steps_per_epoch"] == n // 4
     with pytest.raises(ConfigError, match="steps_per_epoch=-1: must be >= 1, or 0"):
         tiny_config(brats_dir, steps_per_epoch=-1).validate()
+
+
+def test_val_every_scores_every_kth_epoch_and_the_last(brats_dir, tmp_path):
+    trainer = Trainer(tiny_config(brats_dir, epochs=5, val_every=2), tmp_path / "v", quiet=True)
+    trainer.fit()
+    trainer.close()
+    assert [e["epoch"] for e in read_events(tmp_path / "v", "val")] == [2, 4, 5]
+    with pytest.raises(ConfigError, match="val_every=2: method 'semi-cml-prel' reads the validation scores"):
+        tiny_config(brats_dir, method="semi-cml-prel", val_every=2).validate()

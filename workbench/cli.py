@@ -922,8 +922,9 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     for name, cls in sorted(METHODS.items()):
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
         after = " (pre-training: workbench pretrain; then train --init)" if name in PRETRAIN_METHODS else ""
-        print(f"{name:<16} {doc}{after}")
-    print("\noptions of one method: workbench methods NAME")
+        dims = "/".join(f"{d}D" for d in cls.spatial_dims_supported)
+        print(f"{name:<16} {dims:<6} {doc}{after}")
+    print("\n2D / 3D: --set spatial_dims=3 trains on 3D patches; options of one method: workbench methods NAME")
     return 0
 
 

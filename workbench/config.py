@@ -63,6 +63,7 @@ class TrainConfig:
     test_curve: bool = False  # also score the test patients after each epoch (plots only, never training)
     val_scores: str = "always"  # always: score the selection patients every epoch | if_used: only for methods
     #                             that read the scores (PReL); the others train bit for bit the same
+    val_every: int = 1  # score the selection patients every this many epochs (and after the last)
     crop: int | None = None  # paper: 160 (BraTS), 144 (HECKTOR)
     size: int | None = 64
     seed: int = 0
@@ -130,6 +131,13 @@ class TrainConfig:
                 f"unknown unlabeled_slices {self.unlabeled_slices!r}; choose one of: {', '.join(UNLABELED_SLICES)}"
             )
         resolve_precision(self.precision, resolve_device(self.device))
+        if self.val_every < 1:
+            raise ConfigError(f"val_every={self.val_every}: must be >= 1")
+        if self.val_every > 1 and get_method(self.method).reads_validation:
+            raise ConfigError(
+                f"val_every={self.val_every}: method {self.method!r} reads the validation scores after every "
+                "epoch (its teachers); use val_every=1"
+            )
         if self.steps_per_epoch < 0:
             raise ConfigError(f"steps_per_epoch={self.steps_per_epoch}: must be >= 1, or 0 for one pass over the data")
         for name in (

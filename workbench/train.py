@@ -621,7 +621,8 @@ class Trainer:
         self.events.write("train", epoch=epoch, step=self.step, lr=self.optimizer.param_groups[0]["lr"], **losses)
         scores: dict[str, float] = {}
         segments = self.method.segments
-        if segments and (cfg.val_scores == "always" or self.method.reads_validation):
+        due = epoch % cfg.val_every == 0 or epoch == cfg.epochs  # every val_every-th epoch, and the last
+        if segments and due and (cfg.val_scores == "always" or self.method.reads_validation):
             # rank 0 validates; every rank's teacher sees the same scores
             scores = distributed.broadcast(self.validate() if self.world.is_main else None, self.world)
             self.events.write("val", epoch=epoch, step=self.step, dsc=scores, on=cfg.selection)
