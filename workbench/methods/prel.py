@@ -49,6 +49,13 @@ Choices where the paper is vague:
       Every teacher is frozen in stage 2. If the BMA teacher was never initialised before
       L1 (m+p+1 >= L1), G is copied at L1 and an event says so.
     * Stage 2 keeps the Semi-CML ASC matrix logging (``asc_rel_matrix``: F vs P_s).
+
+Remaining deviations from the paper, each with why:
+    * Acc_t of eq. 12 and the high-modality choice read the validation patients, not the test
+      patients the paper read: the test patients only judge.
+    * m, p, L1 default to fractions of the run's epochs (above) because a CPU epoch is 20 steps,
+      not a pass; the paper-scale grids set m, p, L1, r from the paper's search sets.
+    * Everything Semi-CML's docstring lists for stage 1 (:mod:`workbench.methods.semi_cml`).
 """
 
 from __future__ import annotations

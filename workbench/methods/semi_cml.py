@@ -39,6 +39,17 @@ Choice: labeled and unlabeled slices go through each network in two separate for
 passes (BatchNorm batch statistics per pass). ``joint_forward=true`` concatenates them into
 one pass instead, which alone (every unsupervised weight at 0) cost the built-in HECKTOR
 data most of its supervised DSC (docs/results.md, section E7).
+
+Remaining deviations from the paper, each with why:
+    * The validation patients steer (``selection=val``); the paper, with no validation set,
+      read its test set (``selection=test`` does that, stamped): the test patients only judge.
+    * Unlabeled slices are chosen without labels (``unlabeled_slices=body``); the paper kept
+      tumour slices, which reads the unlabeled patients' labels (``unlabeled_slices=label``).
+    * Every slice of a test volume is scored (``test_slices=all``); the paper scored tumour
+      slices only (``--test-slices tumour``).
+    * The CPU-scale defaults (width 16 in the grids, 64x64 slices, 20 x 20 steps) are smaller
+      than the paper's (width 32, 160 / 144 crops, 81 epochs); the ``*-gpu`` grids set the
+      paper's values.
 """
 
 from __future__ import annotations
