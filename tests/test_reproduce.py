@@ -880,9 +880,10 @@ def test_the_ported_grids_keep_the_rows_of_the_grid_script():
         return [(m.method, m.options, m.pretrain) for m in grid.methods]
 
     single = {"input": "single"}
+    w2 = {"w2": 0.5}  # the default these grids' tables were made with, pinned since w2 = 3.0
     assert rows("methods-cpu") == [
         ("supervised", {}, None),
-        ("semi-cml-prel", {"teacher": "bma"}, None),
+        ("semi-cml-prel", {**w2, "teacher": "bma"}, None),
         ("mean-teacher", single, None),
         ("ua-mt", single, None),
         ("cps", single, None),
@@ -894,25 +895,25 @@ def test_the_ported_grids_keep_the_rows_of_the_grid_script():
     ]
     joint = {"variant": "sup+mse+asc", "joint_forward": True}
     assert rows("w-sweep-cpu") == [
-        ("semi-cml", joint, None),
-        ("semi-cml", {**joint, "w1": 0.1}, None),
+        ("semi-cml", {**w2, **joint}, None),
+        ("semi-cml", {**w2, **joint, "w1": 0.1}, None),
         ("semi-cml", {**joint, "w2": 3.0}, None),
     ]
     assert rows("diagnostic-cpu") == [
         ("supervised", {}, None),
-        ("semi-cml", {"variant": "sup+mse", "w1": 0.0, "joint_forward": True}, None),
-        ("semi-cml", {"variant": "sup+mse", "w1": 0.0}, None),
-        ("semi-cml", {"variant": "sup+mse+asc"}, None),
-        ("semi-cml-prel", {"teacher": "bma"}, None),
+        ("semi-cml", {**w2, "variant": "sup+mse", "w1": 0.0, "joint_forward": True}, None),
+        ("semi-cml", {**w2, "variant": "sup+mse", "w1": 0.0}, None),
+        ("semi-cml", {**w2, "variant": "sup+mse+asc"}, None),
+        ("semi-cml-prel", {**w2, "teacher": "bma"}, None),
     ]
     assert rows("semi-cml-joint-cpu")[1:] == [
-        ("semi-cml", {"variant": v, "joint_forward": True}, None) for v in ("sup+mse", "sup+mse+asc")
-    ] + [("semi-cml-prel", {"teacher": t, "joint_forward": True}, None) for t in ("base", "ema", "bma")]
+        ("semi-cml", {**w2, "variant": v, "joint_forward": True}, None) for v in ("sup+mse", "sup+mse+asc")
+    ] + [("semi-cml-prel", {**w2, "teacher": t, "joint_forward": True}, None) for t in ("base", "ema", "bma")]
     assert rows("semi-cml-table3-extra-cpu") == [
         ("supervised", {}, None),
         ("mm-supervised", {}, None),
-        ("semi-cml-prel", {"teacher": "bma"}, None),
-        ("semi-cml-prel", {"teacher": "bma", "m": 2}, None),
+        ("semi-cml-prel", {**w2, "teacher": "bma"}, None),
+        ("semi-cml-prel", {**w2, "teacher": "bma", "m": 2}, None),
     ]
 
 
