@@ -49,12 +49,23 @@ from torch import Tensor
 
 from workbench.errors import ConfigError
 
-__all__ = ["AUGMENTATIONS", "CROP_PAD_FRACTION", "Augmentation", "parse_augment"]
+__all__ = ["AUGMENTATIONS", "CROP_PAD_FRACTION", "Augmentation", "parse_augment", "plain_tensor", "sample_seed"]
 
 #: the transforms, in the order they are applied
 AUGMENTATIONS = ("crop", "flip", "rotate")
 #: ``crop`` pads each side by this fraction of the slice's side before the random crop
 CROP_PAD_FRACTION = 1 / 8
+
+
+def sample_seed(*keys: int) -> int:
+    """A 32-bit seed (what MONAI's RandomState takes) from integer keys such as (run seed, step,
+    position in the global batch, stream): the same keys give the same seed on every process."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+def plain_tensor(t: Tensor) -> Tensor:
+    """A MONAI MetaTensor as a plain tensor (no metadata travels into the loss or the metrics)."""
+    return t.as_tensor() if hasattr(t, "as_tensor") else t
 
 
 def parse_augment(value: str, declared: Sequence[str]) -> tuple[str, ...]:
@@ -87,7 +98,7 @@ class Augmentation:
     def __init__(self, names: Sequence[str], seed: int) -> None:
         self.names = tuple(names)
         self.seed = seed
-        self._compose: dict[tuple[int, int, bool], Compose] = {}
+        self._compose: dict[tuple[tuple[int, ...], bool], Compose] = {}
 
     def __bool__(self) -> bool:
         return bool(self.names)
@@ -111,10 +122,6 @@ class Augmentation:
             self._compose[key] = Compose(steps)
         return self._compose[key]
 
-    def sample_seed(self, step: int, position: int, stream: int) -> int:
-        """The seed of one sample's transforms (a 32-bit integer, as MONAI's RandomState takes)."""
-        return int(np.random.SeedSequence([self.seed, step, position, stream]).generate_state(1)[0])
-
     def __call__(
         self, images: Tensor, labels: Tensor | None, step: int, positions: Sequence[int], stream: int
     ) -> tuple[Tensor, Tensor | None]:
@@ -126,19 +133,14 @@ class Augmentation:
         out_x, out_y = [], []
         with torch.no_grad():
             for k, position in enumerate(positions):
-                transforms.set_random_state(seed=self.sample_seed(step, int(position), stream))
+                transforms.set_random_state(seed=sample_seed(self.seed, step, position, stream))
                 sample = {"image": images[k]}
                 if labels is not None:
                     sample["label"] = labels[k]
                 result = transforms(sample)
-                out_x.append(_plain(result["image"]))
+                out_x.append(plain_tensor(result["image"]))
                 if labels is not None:
-                    out_y.append(_plain(result["label"]))
+                    out_y.append(plain_tensor(result["label"]))
         x = torch.stack(out_x).to(images.dtype).contiguous()
         y = torch.stack(out_y).to(labels.dtype).contiguous() if labels is not None else None
         return x, y
-
-
-def _plain(t: Tensor) -> Tensor:
-    """A MONAI MetaTensor as a plain tensor (no metadata travels into the loss)."""
-    return t.as_tensor() if hasattr(t, "as_tensor") else t

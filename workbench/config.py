@@ -37,6 +37,8 @@ __all__ = [
     "set_tf32",
 ]
 
+#: how overlapping sliding windows are blended at 3D inference (MONAI's ``BlendMode``)
+BLEND_MODES = ("gaussian", "constant")
 #: what may steer training (module docstring)
 SELECTIONS = ("val", "train", "test")
 #: how runs made before the validation split were trained (80/20 train / test, the test patients
@@ -174,8 +176,8 @@ class TrainConfig:
             raise ConfigError(f"patch_foreground={self.patch_foreground}: must be in [0, 1]")
         if not 0.0 <= self.sw_overlap < 1.0:
             raise ConfigError(f"sw_overlap={self.sw_overlap}: must be in [0, 1)")
-        if self.sw_blend not in ("gaussian", "constant"):
-            raise ConfigError(f"unknown sw_blend {self.sw_blend!r}; choose one of: gaussian, constant")
+        if self.sw_blend not in BLEND_MODES:
+            raise ConfigError(f"unknown sw_blend {self.sw_blend!r}; choose one of: {', '.join(BLEND_MODES)}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":

@@ -29,7 +29,15 @@ from typing import Any, Iterable
 import torch
 from tqdm.auto import tqdm
 
-from workbench.config import EARLIER_PROTOCOL, TrainConfig, autocast_context, resolve_device, resolve_precision
+from workbench.augment import plain_tensor
+from workbench.config import (
+    BLEND_MODES,
+    EARLIER_PROTOCOL,
+    TrainConfig,
+    autocast_context,
+    resolve_device,
+    resolve_precision,
+)
 from workbench.data.fingerprint import dataset_fingerprint
 from workbench.data.slices import DataSplits, Volume, load_splits
 from workbench.errors import ConfigError, DataError
@@ -52,8 +60,6 @@ __all__ = [
     "BLEND_MODES",
 ]
 
-#: how overlapping windows are blended (MONAI's ``BlendMode``)
-BLEND_MODES = ("constant", "gaussian")
 
 BOUNDARY_WIDTH = {"brats": 5, "hecktor": 4}  # Boundary IoU d (Semi-CML section 4.6.1); 4 elsewhere
 
@@ -135,7 +141,7 @@ def sliding_window_probabilities(
         )
     finally:
         method.train(was_training)
-    return {k: (v.as_tensor() if hasattr(v, "as_tensor") else v) for k, v in out.items()}
+    return {k: plain_tensor(v) for k, v in out.items()}
 
 
 def score_volumes(
@@ -242,7 +248,7 @@ class Perturbation:
                 image_only=True,
             )
             moved = move(images[:, c])  # the Z slices as channels: every slice moved alike
-            images[:, c] = moved.as_tensor() if hasattr(moved, "as_tensor") else moved
+            images[:, c] = plain_tensor(moved)
         for name in self.drops:
             images[:, modalities.index(name)] = 0
         return dataclasses.replace(volume, images=images)
@@ -334,8 +340,7 @@ class OpenRun:
         volumes = self.test_volumes if patients == "test" else self.splits.val
         if not volumes:
             raise ConfigError(f"{self.run_dir}: the run has no {patients} patients")
-        if perturbation:
-            perturbation.check(self.splits.modalities)
+        if perturbation:  # apply checks the modality names
             volumes = [perturbation.apply(v, self.splits.modalities) for v in volumes]
         autocast = autocast_context(self.precision, self.device)
         return evaluate_volumes(

@@ -277,8 +277,7 @@ class Trainer:
         config = self.config
         if config.spatial_dims == 3:
             self._volumes_on_device(method_cls)
-            return
-        if method_cls.training_data == "images":  # a pre-training: every non-blank training slice, no label
+        elif method_cls.training_data == "images":  # a pre-training: every non-blank training slice, no label
             self._x_l, self._y_l, self._x_u = self.splits.training_images().to(self.device), None, None
             if self._x_l.shape[0] < 2:
                 raise DataError(
@@ -288,7 +287,8 @@ class Trainer:
             self._x_l = self.splits.train_labeled.images.to(self.device)
             self._y_l = self.splits.train_labeled.labels.to(self.device)
             self._x_u = self.splits.train_unlabeled.images.to(self.device) if len(self.splits.train_unlabeled) else None
-        if method_cls.uses_unlabeled and self._x_u is None:
+        unlabeled = self._patches_u if config.spatial_dims == 3 else self._x_u
+        if method_cls.uses_unlabeled and unlabeled is None:
             raise DataError(f"method {config.method!r} needs unlabeled data but every training patient is labeled")
 
     def _volumes_on_device(self, method_cls: type[Method]) -> None:
@@ -308,9 +308,7 @@ class Trainer:
             config.seed,
         )
         self._patches_u = None
-        if method_cls.uses_unlabeled:
-            if not self.splits.unlabeled:
-                raise DataError(f"method {config.method!r} needs unlabeled data but every training patient is labeled")
+        if method_cls.uses_unlabeled and self.splits.unlabeled:
             self._patches_u = PatchSampler(
                 [xyz(v.images) for v in self.splits.unlabeled], None, config.patch, 0.0, config.seed
             )

@@ -23,19 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from monai.transforms import RandCropByPosNegLabel, RandSpatialCrop, SpatialPad
 from monai.transforms.utils import map_binary_to_indices
 from torch import Tensor
 
+from workbench.augment import plain_tensor, sample_seed
 from workbench.errors import ConfigError
 
 __all__ = ["PatchSampler"]
-
-
-def _plain(t: Tensor) -> Tensor:
-    return t.as_tensor() if hasattr(t, "as_tensor") else t
 
 
 class PatchSampler:
@@ -68,8 +64,8 @@ class PatchSampler:
             raise ValueError("no volumes to sample patches from")
         self.foreground, self.seed = foreground, seed
         pad = SpatialPad(self.patch)
-        self.images = [_plain(pad(x)) for x in images]
-        self.labels = [_plain(pad(y)) for y in labels] if labels is not None else None
+        self.images = [plain_tensor(pad(x)) for x in images]
+        self.labels = [plain_tensor(pad(y)) for y in labels] if labels is not None else None
         for i, x in enumerate(self.images):
             if x.ndim != 4:
                 raise ValueError(f"volume {i}: expected (M, X, Y, Z), got {tuple(x.shape)}")
@@ -81,10 +77,7 @@ class PatchSampler:
     def __len__(self) -> int:
         return len(self.images)
 
-    def sample_seed(self, step: int, position: int, stream: int) -> int:
-        return int(np.random.SeedSequence([self.seed, step, position, stream, 3]).generate_state(1)[0])
-
-    def _pos_neg(self, v: int, seed: int) -> RandCropByPosNegLabel:
+    def _pos_neg(self, v: int, seed: int) -> RandCropByPosNegLabel | None:
         if self._indices[v] is None:
             fg, bg = map_binary_to_indices(self.labels[v] > 0)
             self._indices[v] = (fg, bg)
@@ -106,16 +99,16 @@ class PatchSampler:
             raise ValueError(f"{len(volumes)} volumes for {len(positions)} positions")
         xs, ys = [], []
         for v, position in zip(volumes, positions):
-            seed = self.sample_seed(step, int(position), stream)
+            seed = sample_seed(self.seed, step, position, stream, 3)  # 3: not the augmentation's seed
             x = self.images[int(v)]
             y = self.labels[int(v)] if self.labels is not None else None
             crop = self._pos_neg(int(v), seed) if y is not None and self.foreground > 0 else None
             if crop is not None:
                 both = torch.cat([x, y.to(x.dtype)])  # one crop for image and label together
-                patch = _plain(crop(both, label=y)[0])
+                patch = plain_tensor(crop(both, label=y)[0])
             else:
                 self._uniform.set_random_state(seed=seed)
-                patch = _plain(self._uniform(torch.cat([x, y.to(x.dtype)]) if y is not None else x))
+                patch = plain_tensor(self._uniform(torch.cat([x, y.to(x.dtype)]) if y is not None else x))
             xs.append(patch[: x.shape[0]])
             if y is not None:
                 ys.append(patch[x.shape[0] :].to(y.dtype))
