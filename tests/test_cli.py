@@ -128,7 +128,8 @@ def test_methods_lists_every_registered_method_with_a_description(capsys):
         assert len(listed) == 1, f"{name} is not listed once by `workbench methods`"
         assert len(listed[0].split()) > 2, f"{name} is listed without a description"
         dims = "/".join(f"{d}D" for d in METHODS[name].spatial_dims_supported)
-        assert listed[0].split()[1] == dims, f"{name}: the 2D / 3D column"
+        dims += "+vnet" if "vnet" in METHODS[name].backbones_supported else ""
+        assert listed[0].split()[1] == dims, f"{name}: the 2D / 3D (and V-Net) column"
 
 
 def test_eval_with_the_papers_tumour_slice_protocol(tiny_cli_run, tmp_path, capsys):
@@ -500,3 +501,11 @@ def test_eval_bad_shift_or_drop_is_one_line(tiny_cli_run, extra, words, capsys):
     assert main(["eval", str(tiny_cli_run), *extra, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1
+
+
+def test_the_format_choices_are_the_configs():
+    from workbench import cli, config
+
+    assert cli.FORMATS == list(config.FORMATS)
+    args = cli.build_parser().parse_args(["train", "--method", "supervised", "--data", "d", "--split", "shipped"])
+    assert args.split == "shipped"

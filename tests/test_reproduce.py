@@ -785,8 +785,12 @@ def test_shipped_grids_validate():
     assert "Sup < Semi-CML < Semi-CML + PReL" in table1.claims
     for name in ("semi-cml-table1-gpu", "semi-cml-table3-gpu"):
         grid = load_grid(name, check_paths=False, check_device=False)
-        assert all(d.path is not None for d in grid.datasets)
         assert grid.claims == (table3.claims if "table3" in name else table1.claims)
+    gpu_grids = [name for name in shipped_grids() if name.endswith("-gpu")]
+    assert {"cross-view-la-gpu", "cross-view-brats2019-gpu", "meng-brats2019-gpu"} <= set(gpu_grids)
+    for name in gpu_grids:  # every paper-scale grid: only its placeholder paths (and the GPU) keep it from running
+        grid = load_grid(name, check_paths=False, check_device=False)
+        assert all(d.path is not None for d in grid.datasets)
         with pytest.raises(GridError) as info:
             load_grid(name)
         paths = [p for p in info.value.problems if ".path: '/EDIT/" in p]
@@ -915,6 +919,40 @@ def test_the_ported_grids_keep_the_rows_of_the_grid_script():
         ("semi-cml-prel", {**w2, "teacher": "bma"}, None),
         ("semi-cml-prel", {**w2, "teacher": "bma", "m": 2}, None),
     ]
+
+
+def test_the_volumetric_grids_run_the_papers_settings_and_cite_their_tables():
+    """The 3D paper-scale grids: V-Net, SGD 0.01, the papers' patches and iterations, the paper
+    rows they cite present in paper_values.yaml."""
+    papers = load_paper_values()
+    la, brats, meng = (
+        load_grid(n, check_paths=False, check_device=False)
+        for n in ("cross-view-la-gpu", "cross-view-brats2019-gpu", "meng-brats2019-gpu")
+    )
+    for grid, patch, iterations in ((la, [112, 112, 80], 17_000), (brats, [96, 96, 96], 40_000)):
+        s = grid.settings
+        assert (s["spatial_dims"], s["backbone"], s["optimizer"], s["lr"]) == (3, "vnet", "sgd", 0.01)
+        assert s["patch"] == patch and s["epochs"] * s["steps_per_epoch"] == iterations
+        assert (s["batch_size"], s["unlabeled_batch_size"]) == (4, 4)
+        cml = next(m for m in grid.methods if m.label == "CML")
+        assert cml.options["pretrain_epochs"] * s["steps_per_epoch"] == (2_000 if grid is la else 10_000)
+    assert la.labeled == [0.05, 0.1] and brats.labeled == [0.1, 0.2] and meng.labeled == [0.05, 0.1]
+    assert meng.settings["epochs"] * meng.settings["steps_per_epoch"] == 60_000 and meng.settings["patch"] == [96] * 3
+    assert round(meng.settings["test_fraction"] * 335) == 60 and round(meng.settings["val_fraction"] * 335) == 25
+    for grid in (la, brats, meng):
+        for method in grid.methods:
+            if method.paper is None:
+                continue
+            table_id, row = method.paper
+            fractions = method.labeled or grid.labeled
+            assert any(papers[table_id].get(grid.datasets[0].paper, f, row) for f in fractions), (grid.name, row)
+    assert papers["cross-view/table1"].get("la", 0.1, "Ours")["mri"][0] == 0.9036
+    # Table 2's full row is Table 1's "Ours" at 5% (the T1ce branch)
+    full, ours = (
+        papers[t].get("brats2019", 0.05, r)["t1ce"][0]
+        for t, r in (("meng/table2", "+MMF+MAE+MCML"), ("meng/table1", "Ours"))
+    )
+    assert full == ours == 0.8516
 
 
 def test_paper_values_agree_with_the_papers_text():

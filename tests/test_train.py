@@ -17,6 +17,23 @@ def test_lr_warmup_then_multistep():
     assert factors[50] == pytest.approx(0.1) and factors[80] == pytest.approx(0.01)
 
 
+def test_poly_schedule_and_sgd_the_volumetric_papers_optimiser(brats_dir, tmp_path):
+    factors = [lr_factor(s, 100, 0, [], 0.1, schedule="poly") for s in range(100)]
+    assert factors[0] == 1.0 and factors[50] == pytest.approx(0.5**0.9) and factors[99] == pytest.approx(0.01**0.9)
+    assert lr_factor(2, 100, 5, [], 0.1, schedule="poly") == pytest.approx(3 / 5)  # the warm-up first
+    config = tiny_config(brats_dir, optimizer="sgd", lr=0.01, lr_schedule="poly", warmup_epochs=0, epochs=2)
+    trainer = Trainer(config, tmp_path / "run", quiet=True)
+    trainer.fit()
+    assert isinstance(trainer.optimizer, torch.optim.SGD) and trainer.optimizer.defaults["momentum"] == 0.9
+    steps = trainer.total_steps
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * (1 - (steps - 1) / steps) ** 0.9)
+    trainer.close()
+    with pytest.raises(ConfigError, match="unknown optimizer 'lion'; choose one of: adam, sgd"):
+        tiny_config(brats_dir, optimizer="lion").validate()
+    with pytest.raises(ConfigError, match="unknown lr_schedule 'cosine'"):
+        tiny_config(brats_dir, lr_schedule="cosine").validate()
+
+
 def test_supervised_run_writes_a_complete_run_folder(brats_dir, tmp_path):
     trainer = Trainer(tiny_config(brats_dir), tmp_path / "run", quiet=True)
     result = trainer.fit()

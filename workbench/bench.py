@@ -219,7 +219,7 @@ def step_benchmark(
     if channels_last:
         set_tf32(resolved == "tf32")
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config.lr, config.weight_decay, dev)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay, dev, kind=config.optimizer)
 
     gen = torch.Generator().manual_seed(seed)
     x_l = torch.randn(batch, len(MODALITIES), size, size, generator=gen)

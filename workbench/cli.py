@@ -131,7 +131,7 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-FORMATS = ["auto", "brats", "hecktor", "generic"]
+FORMATS = ["auto", "brats", "hecktor", "generic", "la", "brats2019-h5"]  # config.FORMATS (a test checks)
 DEVICES = ["auto", "cpu", "cuda"]
 
 
@@ -246,6 +246,12 @@ def _add_train(sub: Any, common: list[argparse.ArgumentParser]) -> None:
         "--val-fraction",
         type=float,
         help=f"fraction of patients for validation (default: {_train_default('val_fraction')})",
+    )
+    train.add_argument(
+        "--split",
+        choices=["auto", "seeded", "shipped"],
+        help="how patients are split: auto (a benchmark layout's published lists, la / brats2019-h5; "
+        f"seeded otherwise), seeded or shipped (default: {_train_default('split')})",
     )
     train.add_argument(
         "--unlabeled-slices",
@@ -544,6 +550,7 @@ def _train_config(args: argparse.Namespace):
         "init",
         "selection",
         "val_fraction",
+        "split",
         "unlabeled_slices",
         "augment",
     ):
@@ -720,7 +727,11 @@ def format_protocol(protocol: dict[str, Any] | None) -> str:
         f"  data: {source}, sha256 {data['sha256'][:12]}",
         "  patients: "
         + ", ".join(f"{n} {k}" for k, n in protocol["patients"].items())
-        + f" (split seed {protocol['split_seed']})",
+        + (
+            f" (split seed {protocol['split_seed']})"
+            if isinstance(protocol["split_seed"], int)
+            else f" ({protocol['split_seed']} split)"
+        ),
         f"  steered training: {steer}",
         f"  unlabeled slices: {protocol['unlabeled_slices']}; test slices: {protocol['test_slices']}",
         f"  empty masks: {protocol['empty_mask_rule']}",
@@ -923,8 +934,12 @@ def _cmd_methods(args: argparse.Namespace) -> int:
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
         after = " (pre-training: workbench pretrain; then train --init)" if name in PRETRAIN_METHODS else ""
         dims = "/".join(f"{d}D" for d in cls.spatial_dims_supported)
-        print(f"{name:<16} {dims:<6} {doc}{after}")
-    print("\n2D / 3D: --set spatial_dims=3 trains on 3D patches; options of one method: workbench methods NAME")
+        dims += "+vnet" if "vnet" in cls.backbones_supported else ""
+        print(f"{name:<16} {dims:<11} {doc}{after}")
+    print(
+        "\n2D / 3D: --set spatial_dims=3 trains on 3D patches; +vnet: --set backbone=vnet builds the papers' "
+        "3D V-Net; options of one method: workbench methods NAME"
+    )
     return 0
 
 

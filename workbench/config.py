@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.augment import parse_augment
-from workbench.data.slices import UNLABELED_SLICES, PreprocessConfig, check_split_fractions
+from workbench.data.benchmarks import BENCHMARKS
+from workbench.data.slices import SPLITS, UNLABELED_SLICES, PreprocessConfig, check_split_fractions
 from workbench.device import PRECISIONS, autocast_context, resolve_device, resolve_precision, set_tf32
 from workbench.errors import ConfigError
 from workbench.fields import config_from_dict, field_types, typed_value
 from workbench.methods import get_method
+from workbench.nets.backbones import BACKBONES
 
 __all__ = [
     "TrainConfig",
@@ -37,6 +39,11 @@ __all__ = [
     "set_tf32",
 ]
 
+#: the data formats a run reads (``auto``: detected from the folder)
+FORMATS = ("auto", "brats", "hecktor", "generic", *BENCHMARKS)
+#: the optimisers and learning-rate schedules of the loop (workbench.train.make_optimizer, lr_factor)
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("multistep", "poly")
 #: how overlapping sliding windows are blended at 3D inference (MONAI's ``BlendMode``)
 BLEND_MODES = ("gaussian", "constant")
 #: what may steer training (module docstring)
@@ -54,10 +61,12 @@ class TrainConfig:
 
     method: str = "supervised"
     data: str = ""
-    fmt: str = "auto"  # auto | brats | hecktor | generic
+    fmt: str = "auto"  # auto | brats | hecktor | generic | la | brats2019-h5 (the h5 benchmark layouts)
     modalities: list[str] | None = None  # None: DEFAULT_MODALITIES of the format
     labeled: float = 0.1  # fraction of training patients with labels (paper: 0.01/0.05/0.1)
     split_seed: int = 0
+    # auto: a benchmark layout's published split (la, brats2019-h5), seeded otherwise | seeded | shipped
+    split: str = "auto"
     test_fraction: float = 0.2  # paper: 80/20 by patient
     val_fraction: float = 0.1  # of all patients; the paper has no validation set (see selection)
     selection: str = "val"  # what steers training: val | train (training accuracy) | test (paper protocol)
@@ -76,11 +85,13 @@ class TrainConfig:
     # gradient accumulation: each step's batches split into this many strided chunks (what as
     # many DDP processes compute; see workbench.distributed). Batch sizes stay per step.
     micro_batches: int = 1
+    optimizer: str = "adam"  # adam (Semi-CML) | sgd (momentum 0.9: the volumetric papers, lr 0.01)
     lr: float = 2e-3  # paper: searched in [2e-4, 8e-3]
     weight_decay: float = 1e-4  # paper: searched in {1e-4, 1e-3, 1e-2, 1e-1}
     warmup_epochs: int = 2
     milestones: list[float] = field(default_factory=lambda: [0.6, 0.85])  # fractions of epochs
     lr_gamma: float = 0.1
+    lr_schedule: str = "multistep"  # multistep (milestones, lr_gamma) | poly ((1 - t/T)^0.9, UA-MT / SSL4MIS)
     base_channels: int = 32  # paper: 32
     bce_weight: float = 10.0  # beta, eq. 3
     dice_weight: float = 7.0  # gamma, eq. 3
@@ -91,6 +102,9 @@ class TrainConfig:
     # 2: slices (the default) | 3: volumes, trained on random patches and predicted by sliding
     # windows (the volumetric papers' setting; methods that allow it: `workbench methods`)
     spatial_dims: int = 2
+    # the per-modality network: unet (2D or 3D) | vnet (3D; the volumetric papers' V-Net), for the
+    # methods that declare it (`workbench methods`)
+    backbone: str = "unet"
     patch: list[int] = field(default_factory=lambda: [32, 32, 32])  # 3D patch (x, y, z); paper: 96^3, LA 112x112x80
     patch_foreground: float = 0.0  # 3D: fraction of patches centred on the tumour (0: uniform crops, as UA-MT)
     sw_overlap: float = 0.5  # 3D: overlap of the sliding windows at inference
@@ -114,8 +128,10 @@ class TrainConfig:
         get_method(self.method)
         if not self.data:
             raise ConfigError("no data folder given (--data DIR)")
-        if self.fmt not in ("auto", "brats", "hecktor", "generic"):
-            raise ConfigError(f"unknown data format {self.fmt!r}; choose one of: auto, brats, hecktor, generic")
+        if self.fmt not in FORMATS:
+            raise ConfigError(f"unknown data format {self.fmt!r}; choose one of: {', '.join(FORMATS)}")
+        if self.split not in SPLITS:
+            raise ConfigError(f"unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
         if self.test_slices not in ("all", "tumour"):
             raise ConfigError(f"unknown test_slices {self.test_slices!r}; choose one of: all, tumour")
         check_split_fractions(self.test_fraction, self.val_fraction)
@@ -153,6 +169,10 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if not 0.0 < self.labeled <= 1.0:
             raise ConfigError(f"labeled fraction {self.labeled}: must be in (0, 1], e.g. 0.1 for 10%")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}")
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr}: must be > 0")
         PreprocessConfig(self.crop, self.size)
@@ -168,6 +188,15 @@ class TrainConfig:
                 f"method {self.method!r} trains in {' or '.join(f'{d}D' for d in method.spatial_dims_supported)} "
                 f"only, not with spatial_dims={self.spatial_dims}"
             )
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"unknown backbone {self.backbone!r}; choose one of: {', '.join(BACKBONES)}")
+        if self.backbone not in method.backbones_supported:
+            raise ConfigError(
+                f"method {self.method!r} builds its own networks: backbone={self.backbone!r} is not one of them "
+                f"(only {', '.join(method.backbones_supported)})"
+            )
+        if self.backbone == "vnet" and self.spatial_dims != 3:
+            raise ConfigError(f"backbone='vnet' is a 3D network: use spatial_dims=3, not {self.spatial_dims}")
         if self.spatial_dims == 2:
             return
         if len(self.patch) != 3 or any(p < 16 or p % 16 for p in self.patch):

@@ -1,8 +1,9 @@
 """The one training loop every method runs on.
 
-The loop owns what methods must not: devices and precision, the optimiser (Adam) and
-its warm-up multi-step learning-rate schedule (Semi-CML section 4.2, after Goyal et al.
-2017), seeds and batch sampling, backward / step, validation of every modality after
+The loop owns what methods must not: devices and precision, the optimiser (Adam, or SGD
+with momentum for the volumetric papers: ``optimizer``) and its learning-rate schedule (the
+warm-up multi-step one of Semi-CML section 4.2, after Goyal et al. 2017, or UA-MT's ``poly``:
+``lr_schedule``), seeds and batch sampling, backward / step, validation of every modality after
 each epoch, atomic checkpoints, exact resume and the event log. A method only turns a
 :class:`~workbench.methods.base.Batch` into named losses.
 
@@ -65,7 +66,7 @@ from workbench.config import (
 )
 from workbench.data.fingerprint import dataset_fingerprint
 from workbench.data.patches import PatchSampler
-from workbench.data.slices import Volume, load_splits
+from workbench.data.slices import Volume, load_splits, resolve_split
 from workbench.errors import ConfigError, DataError, TrainingInterrupted, training_interrupted
 from workbench.events import EventLog
 from workbench.inference import (
@@ -111,13 +112,30 @@ __all__ = [
 ]
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, milestones: list[float], gamma: float) -> float:
-    """Warm-up multi-step schedule: linear warm-up from 1/warmup to 1 over ``warmup_steps``,
-    then multiplied by ``gamma`` at each milestone (a fraction of ``total_steps``)."""
+def lr_factor(
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    milestones: list[float],
+    gamma: float,
+    schedule: str = "multistep",
+) -> float:
+    """The learning-rate factor at ``step``: a linear warm-up from 1/warmup to 1 over
+    ``warmup_steps``, then ``multistep`` (times ``gamma`` at each milestone, a fraction of
+    ``total_steps``) or ``poly`` (``(1 - step / total_steps) ** 0.9``, the UA-MT / SSL4MIS
+    schedule of the volumetric papers)."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
+    if schedule == "poly":
+        return (1.0 - step / max(total_steps, 1)) ** POLY_POWER
     passed = sum(step >= m * total_steps for m in milestones)
     return gamma**passed
+
+
+#: the exponent of the ``poly`` schedule
+POLY_POWER = 0.9
+#: SGD's momentum (the volumetric papers' optimiser: UA-MT / SSL4MIS use 0.9)
+SGD_MOMENTUM = 0.9
 
 
 def make_optimizer(
@@ -126,12 +144,17 @@ def make_optimizer(
     weight_decay: float,
     device: torch.device,
     betas: tuple[float, float] = (0.9, 0.999),
-) -> torch.optim.Adam:
-    """Adam over ``params`` (a module: its trainable parameters); the fused CUDA kernel (one
-    launch for all parameters) on CUDA, the default implementation elsewhere."""
+    kind: str = "adam",
+) -> torch.optim.Optimizer:
+    """Adam (``kind="adam"``, with ``betas``) or SGD with momentum :data:`SGD_MOMENTUM`
+    (``"sgd"``) over ``params`` (a module: its trainable parameters); the fused CUDA kernel
+    (one launch for all parameters) on CUDA, the default implementation elsewhere."""
     if isinstance(params, torch.nn.Module):
         params = [p for p in params.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=device.type == "cuda")
+    fused = device.type == "cuda"
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
 
 
 def _epoch_indices(n: int, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -260,7 +283,9 @@ class Trainer:
         self.model = distributed.wrap(self.method, self.world, self.device)  # what training calls
         #: loss name -> its optimiser, stepped in this order (Method.optimizer_groups)
         self.optimizers = {
-            name: make_optimizer(params, config.lr, config.weight_decay, self.device, self.method.adam_betas())
+            name: make_optimizer(
+                params, config.lr, config.weight_decay, self.device, self.method.adam_betas(), config.optimizer
+            )
             for name, params in self.method.optimizer_groups().items()
         }
         if len(self.optimizers) > 1 and self.world.size * config.micro_batches > 1:
@@ -332,7 +357,8 @@ class Trainer:
         cfg = self.config
         return {
             "data": dataset_fingerprint(cfg.data, self.fmt),
-            "split_seed": cfg.split_seed,
+            # an int, or the published lists a benchmark layout was split by
+            "split_seed": cfg.split_seed if resolve_split(cfg.split, self.fmt) == "seeded" else f"published {self.fmt}",
             "patients": self.splits.split.sizes(),
             "selection": cfg.selection,
             "unlabeled_slices": self.splits.unlabeled_slices,
@@ -517,7 +543,9 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         streams = _PartStreams(cfg.seed, epoch, self.world, cfg.micro_batches, self.device)
         for micro_batches in self._batches(epoch):
-            factor = lr_factor(self.step, self.total_steps, self.warmup_steps, cfg.milestones, cfg.lr_gamma)
+            factor = lr_factor(
+                self.step, self.total_steps, self.warmup_steps, cfg.milestones, cfg.lr_gamma, cfg.lr_schedule
+            )
             for optimizer in self.optimizers.values():
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * factor

@@ -93,3 +93,74 @@ def test_shipped_splits_have_the_published_sizes_and_are_disjoint():
         ids = [i for part in split.values() for i in part]
         assert len(ids) == len(set(ids))  # no case in two parts, none twice
     assert la["test"][0] == "UPT6DX9IQY9JAZ7HJKA7" and brats["val"][0] == "BraTS19_CBICA_AAP_1"
+
+
+def _la_folder(root, case_ids, shape=(16, 16, 4)):
+    rng = np.random.default_rng(1)
+    for case in case_ids:
+        label = np.zeros(shape, dtype=np.uint8)
+        label[5:11, 5:11, 1:3] = 1
+        image = (rng.normal(size=shape) + 2.0 * label).astype(np.float32)
+        _write(root / case / "mri_norm2.h5", image=image, label=label)
+    return root
+
+
+def test_la_folder_trains_on_the_published_split(tmp_path):
+    from tests.conftest import tiny_config
+    from workbench.data.slices import load_splits
+
+    lists = shipped_split("la")
+    root = _la_folder(tmp_path / "LA", lists["train"] + lists["test"] + ["EXTRA_CASE"])
+    config = tiny_config(root, labeled=0.1, val_fraction=0.1, size=None, crop=16)
+    splits, fmt = load_splits(config, progress=False)
+    assert fmt == "la" and splits.modalities == ["mri"]
+    split = splits.split
+    # the papers' labeled cases: the first 8 of UA-MT's train.list; validation: its last 8
+    assert split.labeled == sorted(lists["train"][:8]) and split.val == sorted(lists["train"][-8:])
+    assert split.test == sorted(lists["test"]) and len(split.unlabeled) == 64
+    assert "EXTRA_CASE" not in split.train + split.val + split.test
+    seeded, _ = load_splits(tiny_config(root, labeled=0.1, size=None, crop=16, split="seeded"), progress=False)
+    assert seeded.split.test != split.test and len(seeded.split.test) == round(0.2 * 101)
+
+
+def test_shipped_split_names_the_missing_cases_and_other_mistakes(tmp_path):
+    from tests.conftest import tiny_config
+    from workbench.data.slices import load_splits, shipped_split_patients
+
+    root = _la_folder(tmp_path / "LA", ["CASEA", "CASEB", "CASEC", "CASED", "CASEE"])
+    with pytest.raises(DataError, match=r"lists 100 cases, 100 of them are not in the folder.*split='seeded'"):
+        load_splits(tiny_config(root, size=None, crop=16), progress=False)
+    splits, _ = load_splits(tiny_config(root, size=None, crop=16, split="seeded"), progress=False)
+    assert len(splits.split.test) == 1
+    with pytest.raises(ConfigError, match="holds one modality, 'mri'; got --modalities t1"):
+        load_splits(tiny_config(root, modalities=["t1"], split="seeded"), progress=False)
+    brats = shipped_split("brats2019-h5")
+    split = shipped_split_patients("brats2019-h5", [c for part in brats.values() for c in part], 0.2, 0.1)
+    assert split.labeled == sorted(brats["train"][:50]) and split.val == sorted(brats["val"])
+    assert len(split.unlabeled) == 200 and split.test == sorted(brats["test"])
+
+
+def test_shipped_split_only_for_benchmark_layouts(brats_dir):
+    from tests.conftest import tiny_config
+    from workbench.data.slices import load_splits
+
+    with pytest.raises(ConfigError, match="a brats folder has no published split"):
+        load_splits(tiny_config(brats_dir, split="shipped"), progress=False)
+    with pytest.raises(ConfigError, match="unknown split 'paper'"):
+        tiny_config(brats_dir, split="paper").validate()
+
+
+def test_a_3d_run_on_an_la_folder(tmp_path):
+    from tests.conftest import tiny_config
+    from workbench.train import Trainer
+
+    root = _la_folder(tmp_path / "LA", [f"CASE{i}" for i in range(6)], shape=(32, 32, 16))
+    config = tiny_config(
+        root, split="seeded", size=None, crop=32, epochs=1, spatial_dims=3, patch=[16, 16, 16], batch_size=2
+    )
+    trainer = Trainer(config, tmp_path / "run", quiet=True)
+    result = trainer.fit()
+    trainer.close()
+    rows = result["per_patient"]
+    assert {row["modality"] for row in rows} == {"mri"}
+    assert {row["case_id"] for row in rows} == set(trainer.splits.split.test)

@@ -186,6 +186,33 @@ def test_3d_two_steps_then_exact_resume(name_3d, brats_dir, tmp_path):
     assert _expected_keys(probs) and all(p.shape == volume.label.shape for p in probs.values())
 
 
+#: the methods that can build the papers' V-Net (``backbones_supported``)
+METHODS_VNET = sorted(n for n, cls in METHODS.items() if "vnet" in cls.backbones_supported)
+
+
+def test_the_volumetric_baselines_can_use_the_vnet():
+    assert METHODS_VNET == ["cps", "cross-view", "mean-teacher", "supervised", "ua-mt"]
+
+
+@pytest.mark.parametrize("name_vnet", METHODS_VNET)
+def test_3d_vnet_backbone_trains_and_predicts(name_vnet, brats_dir, tmp_path):
+    from workbench.inference import predict_volume
+    from workbench.nets.vnet import VNet
+
+    options = {"mc_passes": 2} if name_vnet == "ua-mt" else {}
+    config = tiny_config(brats_dir, method=name_vnet, epochs=1, backbone="vnet", options=options, **THREE_D)
+    trainer = Trainer(config, tmp_path / "run", quiet=True)
+    trainer.fit()
+    trainer.close()
+    assert any(isinstance(m, VNet) for m in trainer.method.modules())
+    assert not any(type(m).__name__ == "UNet" for m in trainer.method.modules())
+    losses = [v for r in read_events(tmp_path / "run", "train") for v in r.values() if isinstance(v, float)]
+    assert losses and all(math.isfinite(v) for v in losses)
+    volume = trainer.splits.test[0]
+    probs = predict_volume(trainer.method, volume, torch.device("cpu"))
+    assert all(p.shape == volume.label.shape for p in probs.values())
+
+
 def test_3d_settings_are_checked_in_one_line(brats_dir):
     with pytest.raises(ConfigError, match="method 'semi-cml' trains in 2D only, not with spatial_dims=3"):
         tiny_config(brats_dir, method="semi-cml", spatial_dims=3).validate()
@@ -193,3 +220,7 @@ def test_3d_settings_are_checked_in_one_line(brats_dir):
         tiny_config(brats_dir, spatial_dims=3, patch=[24, 32, 32]).validate()
     with pytest.raises(ConfigError, match="spatial_dims=4"):
         tiny_config(brats_dir, spatial_dims=4).validate()
+    with pytest.raises(ConfigError, match="method 'cmc' builds its own networks: backbone='vnet'"):
+        tiny_config(brats_dir, method="cmc", spatial_dims=3, backbone="vnet").validate()
+    with pytest.raises(ConfigError, match="backbone='vnet' is a 3D network: use spatial_dims=3, not 2"):
+        tiny_config(brats_dir, backbone="vnet").validate()

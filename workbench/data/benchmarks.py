@@ -41,6 +41,7 @@ __all__ = [
     "detect_benchmark",
     "find_benchmark_cases",
     "load_benchmark_case",
+    "load_benchmark_dataset",
     "shipped_split",
 ]
 
@@ -164,3 +165,14 @@ def load_benchmark_case(file: str | os.PathLike[str], fmt: str, case_id: str | N
         affine=np.diag([*spacing, 1.0]),
         paths={MODALITY[fmt]: file, "label": file},
     )
+
+
+def load_benchmark_dataset(root: str | os.PathLike[str], fmt: str, progress: bool = True) -> list[Case]:
+    """Every case of a layout in ``root``, sorted by case id, with a progress bar."""
+    from tqdm import tqdm
+
+    files = find_benchmark_cases(root, fmt)
+    return [
+        load_benchmark_case(file, fmt, case_id)
+        for case_id, file in tqdm(files.items(), desc=f"loading {fmt} cases", unit="case", disable=not progress)
+    ]

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from workbench.data import benchmarks
 from workbench.data.case import Case
 from workbench.data.nifti import detect_format, load_dataset
 from workbench.errors import ConfigError, DataError
@@ -57,6 +58,9 @@ __all__ = [
     "DEFAULT_MODALITIES",
     "min_patients",
     "format_and_modalities",
+    "SPLITS",
+    "resolve_split",
+    "shipped_split_patients",
     "PreprocessConfig",
     "Volume",
     "SliceSet",
@@ -85,7 +89,14 @@ DEFAULT_MODALITIES: dict[str, tuple[str, ...]] = {
 def format_and_modalities(root: Path, fmt: str, modalities: list[str] | None) -> tuple[str, list[str]]:
     """The folder's format (``fmt``, or detected when ``"auto"``) and the modalities to load:
     the given ones, or the format's default pair; a generic folder must name them."""
-    fmt = detect_format(root) if fmt == "auto" else fmt
+    if fmt == "auto":
+        fmt = benchmarks.detect_benchmark(root) or detect_format(root)
+    if fmt in benchmarks.BENCHMARKS:
+        held = benchmarks.MODALITY[fmt]
+        if modalities and list(modalities) != [held]:
+            given = ",".join(modalities)
+            raise ConfigError(f"{root}: a {fmt} folder holds one modality, {held!r}; got --modalities {given}")
+        return fmt, [held]
     if modalities:
         return fmt, list(modalities)
     if fmt in DEFAULT_MODALITIES:
@@ -421,6 +432,57 @@ def split_patients(
     return PatientSplit(sorted(train[:n_labeled]), sorted(train[n_labeled:]), sorted(val), sorted(test))
 
 
+#: how a run's patients are split: ``auto`` (the published split for a benchmark layout, seeded
+#: otherwise), ``seeded`` (:func:`split_patients`) or ``shipped`` (:func:`shipped_split_patients`)
+SPLITS = ("auto", "seeded", "shipped")
+
+
+def resolve_split(split: str, fmt: str) -> str:
+    """``seeded`` or ``shipped`` for a run's ``split`` on a folder of format ``fmt``."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if split == "auto":
+        return "shipped" if fmt in benchmarks.BENCHMARKS else "seeded"
+    if split == "shipped" and fmt not in benchmarks.BENCHMARKS:
+        raise ConfigError(
+            f"split='shipped': a {fmt} folder has no published split (only {', '.join(benchmarks.BENCHMARKS)})"
+        )
+    return split
+
+
+def shipped_split_patients(
+    fmt: str, case_ids: list[str], labeled_fraction: float, val_fraction: float, root: Path | str = "."
+) -> PatientSplit:
+    """The published split of a benchmark layout (:func:`~workbench.data.benchmarks.shipped_split`).
+
+    Labeled: the first ``max(1, round(labeled_fraction * n_train))`` cases of the training
+    list in the file's order, the ``labeled_num`` convention of UA-MT / SSL4MIS (LA 5% = 4,
+    10% = 8 of 80; BraTS 2019 10% = 25, 20% = 50 of 250), so the papers' labeled cases. Test:
+    the published test list. Validation: the published validation list (BraTS 2019's 25); LA
+    publishes none (its papers pick checkpoints on the test cases), so the last
+    ``round(val_fraction * n_train)`` cases of its training list are held out as validation
+    patients, never labeled ones: at ``val_fraction=0.1`` LA trains on 8 labeled and 64 (not
+    72) unlabeled cases. Every listed case must be in the folder (a DataError names the
+    missing ones); cases in the folder that no list names are left out.
+    """
+    lists = benchmarks.shipped_split(fmt)
+    present = set(case_ids)
+    missing = [c for part in lists.values() for c in part if c not in present]
+    if missing:
+        listed = sum(len(part) for part in lists.values())
+        raise DataError(
+            f"{root}: the published {fmt} split lists {listed} cases, {len(missing)} of them are not in the folder "
+            f"(e.g. {', '.join(missing[:3])}); use split='seeded' for a partial copy"
+        )
+    train = list(lists["train"])
+    val = list(lists.get("val", []))
+    if not val and val_fraction > 0:
+        n_val = max(1, round(val_fraction * len(train)))
+        train, val = train[:-n_val], train[-n_val:]
+    n_labeled = min(max(1, round(labeled_fraction * len(lists["train"]))), len(train))
+    return PatientSplit(sorted(train[:n_labeled]), sorted(train[n_labeled:]), sorted(val), sorted(lists["test"]))
+
+
 def build_splits(
     cases: list[Case],
     modalities: list[str],
@@ -430,16 +492,20 @@ def build_splits(
     test_fraction: float = 0.2,
     val_fraction: float = 0.1,
     unlabeled_slices: str = "body",
+    split: PatientSplit | None = None,
 ) -> DataSplits:
     """Preprocess every case and assemble labeled / unlabeled slice sets and the whole
-    volumes of the labeled, validation and test patients (module docstring)."""
+    volumes of the labeled, validation and test patients (module docstring); ``split``, when
+    given (a published split, :func:`shipped_split_patients`), replaces the seeded one."""
     if unlabeled_slices not in UNLABELED_SLICES:
         raise ConfigError(
             f"unknown unlabeled_slices {unlabeled_slices!r}; choose one of: {', '.join(UNLABELED_SLICES)}"
         )
     by_id = {c.case_id: c for c in cases}
-    split = split_patients(list(by_id), labeled_fraction, split_seed, test_fraction, val_fraction)
-    volumes = {cid: preprocess_case(by_id[cid], modalities, pre) for cid in sorted(by_id)}
+    if split is None:
+        split = split_patients(list(by_id), labeled_fraction, split_seed, test_fraction, val_fraction)
+    used = sorted(split.train + split.val + split.test)
+    volumes = {cid: preprocess_case(by_id[cid], modalities, pre) for cid in used}
     train_labeled = SliceSet.from_volumes([volumes[c] for c in split.labeled], keep="label")
     train_unlabeled = SliceSet.from_volumes([volumes[c] for c in split.unlabeled], keep=unlabeled_slices)
     if len(train_labeled) == 0:
@@ -480,14 +546,20 @@ def load_splits(config: Any, progress: bool = True) -> tuple[DataSplits, str]:
     fmt, modalities = format_and_modalities(root, config.fmt, config.modalities)
     if len(modalities) < 1:
         raise ConfigError("--modalities: give at least one modality")
-    cases = load_dataset(
-        root,
-        fmt=fmt,
-        modalities=modalities,
-        require_label=True,
-        progress=progress,
-        min_cases=min_patients(config.val_fraction),
-    )
+    if fmt in benchmarks.BENCHMARKS:
+        cases = benchmarks.load_benchmark_dataset(root, fmt, progress=progress)
+    else:
+        cases = load_dataset(
+            root,
+            fmt=fmt,
+            modalities=modalities,
+            require_label=True,
+            progress=progress,
+            min_cases=min_patients(config.val_fraction),
+        )
+    split = None
+    if resolve_split(config.split, fmt) == "shipped":
+        split = shipped_split_patients(fmt, [c.case_id for c in cases], config.labeled, config.val_fraction, root)
     pre = PreprocessConfig(crop=config.crop, size=config.size)
     splits = build_splits(
         cases,
@@ -498,5 +570,6 @@ def load_splits(config: Any, progress: bool = True) -> tuple[DataSplits, str]:
         config.test_fraction,
         config.val_fraction,
         config.unlabeled_slices,
+        split=split,
     )
     return splits, fmt

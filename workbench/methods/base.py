@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from workbench.errors import ConfigError
 from workbench.losses import supervised_loss
 from workbench.methods.options import parse_options
+from workbench.nets.backbones import segmentation_net
+from workbench.nets.fusion import DualEncoderUNet
 
 if TYPE_CHECKING:
     from workbench.config import TrainConfig
@@ -71,6 +73,8 @@ class Method(nn.Module):
     augmentation: ClassVar[tuple[str, ...]] = ()
     #: the ``spatial_dims`` the method trains with: 2 (slices) and, where its networks allow, 3
     spatial_dims_supported: ClassVar[tuple[int, ...]] = (2,)
+    #: the per-modality networks the run's ``backbone`` may name (:mod:`workbench.nets.backbones`)
+    backbones_supported: ClassVar[tuple[str, ...]] = ("unet",)
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__()
@@ -83,8 +87,28 @@ class Method(nn.Module):
         #: 2: inputs ``(B, M, H, W)``; 3: ``(B, M, X, Y, Z)`` (patches in training, whole volumes
         #: through sliding windows at inference)
         self.spatial_dims = getattr(config, "spatial_dims", 2)
+        self.backbone = getattr(config, "backbone", "unet")
         self._emit: Callable[..., None] | None = None
         self.epoch = 0  # set by the loop before each epoch
+
+    def make_net(self, in_channels: int = 1, dropout: bool = True) -> nn.Module:
+        """The run's backbone (``unet`` or ``vnet``) in its ``spatial_dims``, one logit channel."""
+        return segmentation_net(
+            self.backbone, in_channels, 1, self.config.base_channels, self.spatial_dims, dropout=dropout
+        )
+
+    def make_fused_net(self) -> nn.Module:
+        """One network on every modality, for option ``input``: ``both``, the dual-encoder U-Net
+        (:class:`~workbench.nets.DualEncoderUNet`, Meng's MM- baselines); ``concat``, the
+        backbone on the modalities stacked as channels."""
+        if self.opts.input == "both":
+            if self.backbone != "unet":
+                raise ConfigError(
+                    f"option input='both' builds the dual-encoder U-Net; backbone={self.backbone!r} "
+                    "takes input=single or concat"
+                )
+            return DualEncoderUNet(len(self.modalities), 1, self.config.base_channels, spatial_dims=self.spatial_dims)
+        return self.make_net(len(self.modalities))
 
     def bind_events(self, emit: Callable[..., None]) -> None:
         """Called by the loop: ``emit(event, **fields)`` writes to the run's event log."""

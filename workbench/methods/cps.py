@@ -43,7 +43,7 @@ from workbench.losses import bce_loss
 from workbench.methods.base import Batch, Method, fused_and_single_modality
 from workbench.methods.options import BASELINE_INPUTS, check_choice
 from workbench.methods.registry import register
-from workbench.nets import DualEncoderUNet, UNet
+from workbench.nets.backbones import BACKBONES
 from workbench.schedules import sigmoid_rampup
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ class CPS(Method):
     name = "cps"
     uses_unlabeled = True
     spatial_dims_supported = (2, 3)
+    backbones_supported = BACKBONES
     options_class = CPSOptions
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
@@ -99,13 +100,11 @@ class CPS(Method):
         check_choice("consistency_on", self.opts.consistency_on, ("all", "unlabeled"))
         check_choice("predict_with", self.opts.predict_with, ("first", "mean"))
         if self.opts.input == "single":
-            width, dims = config.base_channels, config.spatial_dims
-            self.nets = nn.ModuleDict({m: UNet(1, 1, width, spatial_dims=dims) for m in self.modalities})
-            self.peers = nn.ModuleDict({m: UNet(1, 1, width, spatial_dims=dims) for m in self.modalities})
+            self.nets = nn.ModuleDict({m: self.make_net() for m in self.modalities})
+            self.peers = nn.ModuleDict({m: self.make_net() for m in self.modalities})
         else:
-            net_class = DualEncoderUNet if self.opts.input == "both" else UNet
-            self.net = net_class(len(self.modalities), 1, config.base_channels, spatial_dims=config.spatial_dims)
-            self.peer = net_class(len(self.modalities), 1, config.base_channels, spatial_dims=config.spatial_dims)
+            self.net = self.make_fused_net()
+            self.peer = self.make_fused_net()
 
     def pairs(self) -> list[Pair]:
         """The co-trained network pairs: one per modality, or the dual-encoder pair."""

@@ -122,6 +122,7 @@ from workbench.losses import feature_discrepancy_loss, supervised_loss
 from workbench.methods.base import Batch, Method, fused_and_single_modality
 from workbench.methods.options import INPUTS, check_choice
 from workbench.methods.registry import register
+from workbench.nets.backbones import BACKBONES
 from workbench.nets.cross_view import CrossViewPair
 
 if TYPE_CHECKING:
@@ -254,6 +255,7 @@ class CrossView(Method):
     uses_unlabeled = True
     augmentation = ("crop", "flip", "rotate")  # section 4.2
     spatial_dims_supported = (2, 3)
+    backbones_supported = BACKBONES
     options_class = CrossViewOptions
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
@@ -271,10 +273,13 @@ class CrossView(Method):
             raise ConfigError(f"pretrain_epochs={self.pretrain_epochs}: must be <= epochs={config.epochs}")
         if o.input == "single":
             self.nets = nn.ModuleDict(
-                {m: CrossViewPair(1, 1, config.base_channels, config.spatial_dims) for m in self.modalities}
+                {
+                    m: CrossViewPair(1, 1, config.base_channels, config.spatial_dims, self.backbone)
+                    for m in self.modalities
+                }
             )
         else:
-            pair = CrossViewPair(len(self.modalities), 1, config.base_channels, config.spatial_dims)
+            pair = CrossViewPair(len(self.modalities), 1, config.base_channels, config.spatial_dims, self.backbone)
             self.nets = nn.ModuleDict({"fused": pair})
 
     # ------------------------------------------------------------------ helpers

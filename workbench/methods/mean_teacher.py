@@ -60,7 +60,7 @@ from workbench.losses import mse_consistency
 from workbench.methods.base import Batch, Method, fused_and_single_modality
 from workbench.methods.options import BASELINE_INPUTS, INPUTS, check_choice
 from workbench.methods.registry import register
-from workbench.nets import DualEncoderUNet, UNet
+from workbench.nets.backbones import BACKBONES
 from workbench.schedules import sigmoid_rampup
 from workbench.teachers import ema_update, frozen_copy, mc_dropout_pseudo_labels
 
@@ -149,6 +149,7 @@ class MeanTeacher(Method):
     name = "mean-teacher"
     uses_unlabeled = True
     spatial_dims_supported = (2, 3)
+    backbones_supported = BACKBONES
     options_class = MeanTeacherOptions
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
@@ -162,14 +163,11 @@ class MeanTeacher(Method):
         if o.noise_std < 0 or o.student_noise_std < 0:
             raise ConfigError("options noise_std and student_noise_std must be >= 0")
         if o.input == "single":
-            self.nets = nn.ModuleDict(
-                {m: UNet(1, 1, config.base_channels, spatial_dims=config.spatial_dims) for m in self.modalities}
-            )
+            self.nets = nn.ModuleDict({m: self.make_net() for m in self.modalities})
             # teachers live in the module (checkpointed) but have requires_grad=False (never optimised)
             self.teachers = nn.ModuleDict({m: frozen_copy(self.nets[m]) for m in self.modalities})
         else:
-            net_class = DualEncoderUNet if o.input == "both" else UNet
-            self.net = net_class(len(self.modalities), 1, config.base_channels, spatial_dims=config.spatial_dims)
+            self.net = self.make_fused_net()
             self.teacher = frozen_copy(self.net)
 
     # ------------------------------------------------------------------ helpers

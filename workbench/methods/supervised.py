@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from workbench.methods.base import Batch, Method
 from workbench.methods.registry import register
-from workbench.nets import UNet
+from workbench.nets.backbones import BACKBONES
 
 if TYPE_CHECKING:
     from workbench.config import TrainConfig
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["Supervised", "SupervisedOptions"]
 
 #: the U-Net's dropout with ``dropout=false``
-NO_DROPOUT = (0.0,) * 5
 
 
 @dataclass
@@ -46,13 +45,11 @@ class Supervised(Method):
     name = "supervised"
     options_class = SupervisedOptions
     spatial_dims_supported = (2, 3)
+    backbones_supported = BACKBONES
 
     def __init__(self, modalities: list[str], config: TrainConfig) -> None:
         super().__init__(modalities, config)
-        extra = {} if self.opts.dropout else {"dropout": NO_DROPOUT}
-        self.nets = nn.ModuleDict(
-            {m: UNet(1, 1, config.base_channels, spatial_dims=config.spatial_dims, **extra) for m in self.modalities}
-        )
+        self.nets = nn.ModuleDict({m: self.make_net(dropout=self.opts.dropout) for m in self.modalities})
 
     def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         losses: dict[str, Tensor] = {}

@@ -2,10 +2,12 @@
 
 "We employ two subnets that share a similar architecture but have non-shared parameters
 [...] each subnet is divided into an encoder E_i and a decoder D_i, where i in {0, 1}."
-So the pair is two whole U-Nets (:class:`~workbench.nets.unet.UNet`), nothing shared: two
-encoders (the feature discrepancy loss, eq. 1, compares their outputs) and two decoders,
-both used in training and at test time. The paper uses the 2D U-Net of SS-Net for its 2D
-data set (ACDC); ours is the workbench U-Net, the same one every other method uses.
+So the pair is two whole backbones, nothing shared: two encoders (the feature discrepancy
+loss, eq. 1, compares their outputs) and two decoders, both used in training and at test
+time. The paper uses the 2D U-Net of SS-Net for its 2D data set (ACDC) and the 3D V-Net for
+LA and BraTS 2019 (section 4.2); here ``backbone="unet"`` is the workbench U-Net (2D or 3D,
+the one every other method uses) and ``backbone="vnet"`` the V-Net
+(:class:`~workbench.nets.vnet.VNet`, 3D).
 
 The two subnets are built one after the other from the global RNG, so they start from
 different random weights; what makes them see the input from different "views" is the
@@ -21,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from workbench.nets.unet import UNet
+from workbench.nets.backbones import segmentation_net
 
 __all__ = ["CrossViewPair"]
 
@@ -33,19 +35,25 @@ class CrossViewPair(nn.Module):
         in_channels: image channels (1 for one modality, M for stacked modalities).
         out_channels: logit channels (1 for the binary task, sigmoid outside).
         base_channels: U-Net width of the first level.
-        spatial_dims: 2 (slices) or 3 (patches and volumes; the paper's V-Net setting, here
-            with the workbench U-Net in 3D).
+        spatial_dims: 2 (slices) or 3 (patches and volumes).
+        backbone: ``unet`` (the workbench U-Net) or ``vnet`` (3D only: the paper's V-Net,
+            :class:`~workbench.nets.vnet.VNet`).
 
     Shapes:
         input ``(B, in_channels, *spatial)`` with every spatial size divisible by 16.
     """
 
     def __init__(
-        self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 32, spatial_dims: int = 2
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        base_channels: int = 32,
+        spatial_dims: int = 2,
+        backbone: str = "unet",
     ) -> None:
         super().__init__()
         self.subnets = nn.ModuleList(
-            [UNet(in_channels, out_channels, base_channels, spatial_dims=spatial_dims) for _ in range(2)]
+            [segmentation_net(backbone, in_channels, out_channels, base_channels, spatial_dims) for _ in range(2)]
         )
 
     def forward_pair(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:

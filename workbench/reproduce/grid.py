@@ -23,7 +23,7 @@ from workbench.fields import field_problem, field_types
 __all__ = ["GridError", "Grid", "GridDataset", "GridMethod", "grid_path", "shipped_grids", "parse_claim", "slugify"]
 
 BUILTIN_KINDS = ("brats", "hecktor")
-FORMATS = ("auto", "brats", "hecktor", "generic")
+FORMATS = ("auto", "brats", "hecktor", "generic", "la", "brats2019-h5")  # config.FORMATS (a test checks)
 GRID_KEYS = (
     "name",
     "description",
@@ -57,6 +57,7 @@ PRETRAIN_FROM_CELL = (
     "data",
     "fmt",
     "modalities",
+    "split",
     "split_seed",
     "test_fraction",
     "val_fraction",

@@ -20,7 +20,8 @@ PAPER_LABEL = "paper (real data)"
 
 @dataclass
 class PaperTable:
-    """Published values of one paper table: dataset -> fraction -> row -> modality -> (DSC, Sens)."""
+    """Published values of one paper table: dataset -> fraction -> row -> modality -> (DSC, Sens);
+    a value the paper does not report (the volumetric papers give no sensitivity) is NaN."""
 
     id: str
     paper: str
@@ -44,6 +45,11 @@ class PaperTable:
         return f"{self.paper}, {self.table} ({self.data})"
 
 
+def _number(value: float | None) -> float:
+    """A published value; ``null`` in the file (not reported) is NaN."""
+    return math.nan if value is None else float(value)
+
+
 def load_paper_values(path: str | Path | None = None) -> dict[str, PaperTable]:
     """The published values in ``workbench/data/paper_values.yaml`` (or ``path``), by table id."""
     text = Path(path).read_text() if path else (resources.files("workbench") / "data" / "paper_values.yaml").read_text()
@@ -53,7 +59,7 @@ def load_paper_values(path: str | Path | None = None) -> dict[str, PaperTable]:
         values = {
             dataset: {
                 float(f): {
-                    str(row): {m: (float(v[0]), float(v[1])) for m, v in cols.items()} for row, cols in rows.items()
+                    str(row): {m: (_number(v[0]), _number(v[1])) for m, v in cols.items()} for row, cols in rows.items()
                 }
                 for f, rows in by_f.items()
             }
