@@ -124,3 +124,73 @@ def test_cli_bench_error_is_one_line(capsys):
     assert main(["bench", "--device", "cpu", "--precision", "tf32", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: precision 'tf32' needs a CUDA device") and err.count("\n") == 1
+
+
+def test_3d_step_counts_voxels_and_builds_the_vnet():
+    row = bench.step_benchmark(
+        "cross-view",
+        size=(32, 16, 16),
+        batch=2,
+        unlabeled=1,
+        steps=1,
+        warmup=0,
+        base_channels=4,
+        backbone="vnet",
+        options={"pretrain_epochs": 0},
+    )
+    assert row["size"] == "32x16x16" and row["images_per_step"] == (2 + 1) * 2
+    assert row["voxels_per_step"] == 3 * 2 * 32 * 16 * 16
+    assert row["mvox_per_s"] == pytest.approx(row["voxels_per_step"] / row["ms_per_step"] / 1000)
+    assert row["peak_mem_mb"] is None and row["channels_last"] is False  # CPU: no allocator statistics
+    with pytest.raises(ConfigError, match="method 'semi-cml' trains in 2D only"):
+        bench.step_benchmark("semi-cml", size=(32, 32, 32), batch=2, unlabeled=2, steps=1, base_channels=4)
+    with pytest.raises(ConfigError, match="size=32x24x32: must be a multiple of 16"):
+        bench.step_benchmark("supervised", size=(32, 24, 32), batch=2, unlabeled=0, steps=1, base_channels=4)
+    with pytest.raises(ConfigError, match="not timed here"):
+        bench.step_benchmark("multi-condos", size=32, batch=2, unlabeled=2, steps=1, base_channels=4)
+
+
+def test_epoch_counts_its_validation_in_2d_and_3d():
+    row = bench.epoch_benchmark("supervised", patients=4, **TINY)
+    assert row["val_s"] > 0 and 0 < row["val_share_pct"] < 100
+    train_s = row["ms_per_step"] * row["steps"] / 1000
+    assert row["val_share_pct"] == pytest.approx(100 * row["val_s"] / (train_s + row["val_s"]), abs=0.1)
+    assert row["epoch_img_per_s"] < row["img_per_s"]
+    row3 = bench.epoch_benchmark(
+        "supervised", size=(16, 16, 16), batch=2, unlabeled=0, steps=1, base_channels=4, patients=4
+    )
+    assert row3["size"] == "16x16x16" and row3["mvox_per_s"] > 0 and row3["val_s"] > 0
+
+
+def test_run_3d_paper_configs_and_custom_patch(capsys):
+    args = _args(
+        "--spatial-dims",
+        "3",
+        "--config",
+        "custom",
+        "--patch",
+        "16",
+        "16",
+        "16",
+        "--batch-size",
+        "2",
+        "--unlabeled",
+        "2",
+        "--base-channels",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--no-epoch",
+        "--quiet",
+    )
+    assert bench.run(args) == 0
+    text = capsys.readouterr().out
+    assert "method cross-view (vnet, 3D)" in text and "| cross-view | 16x16x16 |" in text and "mvox_per_s" in text
+    assert bench._configs(_args("--spatial-dims", "3")) == list(bench.PAPER_CONFIGS_3D)
+    assert bench.PAPER_CONFIGS_3D == (((112, 112, 80), 4, 4), ((96, 96, 96), 4, 4))
+    with pytest.raises(ConfigError, match="--size is for 2D runs"):
+        bench.run(_args("--spatial-dims", "3", "--config", "custom", "--size", "32", "--quiet"))

@@ -200,6 +200,18 @@ def test_hd95_asd_vs_bruteforce_3d(seed, spacing):
     assert asd(pred, target, spacing) == pytest.approx(asd_ref, rel=1e-5, abs=1e-5)
 
 
+@pytest.mark.parametrize("spacing", [(0.625, 0.625, 0.625), (0.7, 1.3, 2.5)])
+def test_distances_in_voxels_are_the_unit_spacing_ones(spacing):
+    """``hd95_vox`` / ``asd_vox`` (the volumetric papers' unit) against the brute-force oracle at
+    spacing 1, on an isotropic grid (mm / spacing) and an anisotropic one (computed again)."""
+    rng = np.random.default_rng(5)
+    pred, target = _blob(rng, (9, 8, 6), 0.35), _blob(rng, (9, 8, 6), 0.35)
+    row = patient_metrics(pred, target, spacing, d=1)
+    hd_ref, asd_ref = _hd95_asd_oracle(pred, target, (1.0, 1.0, 1.0))
+    assert row["hd95_vox"] == pytest.approx(hd_ref, rel=1e-5) and row["asd_vox"] == pytest.approx(asd_ref, rel=1e-5)
+    assert row["hd95"] == pytest.approx(_hd95_asd_oracle(pred, target, spacing)[0], rel=1e-5)
+
+
 def test_hd95_asd_vs_bruteforce_2d():
     rng = np.random.default_rng(7)
     pred, target = _blob(rng, (12, 10), 0.4), _blob(rng, (12, 10), 0.4)

@@ -19,6 +19,12 @@ Metrics
       mean of the pooled directed distances ``d(pred->gt) ∪ d(gt->pred)``.
       MONAI's surface voxels of a mask M are ``M & ~binary_erosion(M)`` with scipy's
       default (face-connected "cross") structuring element and zeros outside the array.
+    * ``hd95_vox``, ``asd_vox``: the same two distances in voxels of the evaluated grid (unit
+      spacing), the unit of the volumetric papers' tables (cross-view mutual learning, UA-MT,
+      SS-Net). On an isotropic grid of spacing ``s`` they are the mm values divided by ``s``
+      (exactly: Euclidean distances scale with the spacing); on any other grid they are
+      computed again with spacing 1. The grid is the one the metrics see: after an in-plane
+      resize (``size``) a voxel is a resized one.
     * ``boundary_iou``: Boundary IoU (Cheng et al. 2021) of one 2D slice,
       BIoU = |(G_d ∩ G) ∩ (P_d ∩ P)| / |(G_d ∩ G) ∪ (P_d ∩ P)|.
 
@@ -85,7 +91,7 @@ EMPTY_MASK_RULE = (
 )
 
 #: Metric keys returned by :func:`patient_metrics`, in report order.
-METRIC_NAMES: tuple[str, ...] = ("dsc", "sens", "hd95", "asd", "biou")
+METRIC_NAMES: tuple[str, ...] = ("dsc", "sens", "hd95", "asd", "biou", "hd95_vox", "asd_vox")
 
 MaskLike = np.ndarray | torch.Tensor
 
@@ -352,19 +358,27 @@ def patient_metrics(pred: MaskLike, target: MaskLike, spacing: Sequence[float], 
         d: Boundary-IoU band width in pixels.
 
     Returns:
-        ``{"dsc", "sens", "hd95", "asd", "biou"}`` -> float (may be NaN per the empty
-        rule). ``biou`` is the mean over axial slices where pred or target is non-empty.
+        ``{"dsc", "sens", "hd95", "asd", "biou", "hd95_vox", "asd_vox"}`` -> float (may be
+        NaN per the empty rule). ``biou`` is the mean over axial slices where pred or target
+        is non-empty; ``*_vox`` are the distances in voxels (module docstring).
     """
     p, t = _pair(pred, target)
     if p.ndim != 3:
         raise ValueError(f"patient_metrics expects 3D volumes, got shape {p.shape}")
-    return {
+    row = {
         "dsc": dice(p, t),
         "sens": sensitivity(p, t),
         "hd95": hd95(p, t, spacing),
         "asd": asd(p, t, spacing),
         "biou": _mean_biou_nonempty(p, t, d, axis=2),
     }
+    sizes = _check_spacing(spacing, p.ndim)
+    if max(sizes) - min(sizes) <= 1e-9 * max(sizes):  # isotropic: distances scale with the spacing
+        row["hd95_vox"], row["asd_vox"] = row["hd95"] / sizes[0], row["asd"] / sizes[0]
+    else:
+        unit = (1.0,) * p.ndim
+        row["hd95_vox"], row["asd_vox"] = hd95(p, t, unit), asd(p, t, unit)
+    return row
 
 
 def _summarize(values: Sequence[float]) -> tuple[float, float, int]:
@@ -425,7 +439,7 @@ class MetricAccumulator:
         """Stored rows (copies), in insertion order.
 
         Returns:
-            List of dicts with keys case_id, modality, dsc, sens, hd95, asd, biou.
+            List of dicts with keys case_id, modality, dsc, sens, hd95, asd, biou, hd95_vox, asd_vox.
         """
         return [dict(r) for r in self._rows]
 
