@@ -68,6 +68,9 @@ size = 64
 methods = ["supervised", "mean-teacher", "cross-view", "semi-cml-prel"]
 pretrain_epochs = 10    # Multi-ConDoS pre-training (x steps_per_epoch steps); the paper: 200 full passes
 seed = 0
+volumetric_method = "cross-view"  # section 6 trains it in 3D (patches, sliding windows); "": skip section 6
+volumetric_epochs = 5
+patch = [32, 32, 32]    # 3D training patch (x, y, z); the papers: 96^3, LA 112 x 112 x 80
 grid_dir = ""           # a `workbench reproduce --out` folder: tabulate its finished cells, train nothing
 grid = "methods-cpu"    # with grid_dir: the grid that ran there (name or YAML); "": the folder's grid.yaml
 out_dir = "runs/08_methods_side_by_side"
@@ -230,6 +233,89 @@ else:
 # round trip (third and sixth columns) should look like the input: that is the reconstruction
 # term. A translation that reproduces the anatomy but not the tumour's contrast is what one
 # expects when the tumour looks different in the two modalities (T1 vs FLAIR).
+
+# %% [markdown]
+# ## 6. One method in 3D: patches in, whole volumes out
+#
+# Three of the seed papers are volumetric (cross-view mutual learning, Meng et al., CMC), and so
+# are the MT, UA-MT and CPS rows they compare. With `spatial_dims=3` the loop trains on random
+# 3D patches of the training volumes (`patch`, cut on the device by
+# `workbench.data.patches.PatchSampler`) and predicts every validation and test volume with
+# overlapping sliding windows (`sw_overlap` 0.5, Gaussian blending; MONAI's
+# `sliding_window_inference`). The papers' own networks are a V-Net on 96^3 patches
+# (`backbone="vnet"`, `workbench methods` marks the methods that build it); here the U-Net in 3D
+# at CPU scale. The run is cached like the others.
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from workbench.data.patches import PatchSampler
+from workbench.inference import open_run, predict_volume
+
+run3d = None
+if volumetric_method and not grid_dir:
+    start = time.perf_counter()
+    config3d = TrainConfig(method=volumetric_method, data=str(builtin_data(kind, patients, cache=cache_dir)),
+                           labeled=labeled, epochs=volumetric_epochs, steps_per_epoch=steps_per_epoch,
+                           base_channels=max(4, base_channels // 2), size=size, seed=seed, spatial_dims=3,
+                           patch=patch, batch_size=2, unlabeled_batch_size=2, val_scores="if_used")
+    run3d = cached_run(config3d, cache_dir, quiet=True)
+    seconds[f"{volumetric_method} (3D)"] = time.perf_counter() - start
+    result3d = json.loads((run3d / "metrics.json").read_text())
+    print(f"{volumetric_method} in 3D, {seconds[f'{volumetric_method} (3D)']:.0f} s: test DSC",
+          {m: round(v["dsc"], 3) for m, v in result3d["summary"].items()})
+    opened = open_run(run3d)  # the finished run, read only: its data, split and weights
+    a3d = opened.splits.modalities[0]
+    labeled_volume = opened.splits.labeled[0]
+    to_xyz = lambda t: t.permute(1, 2, 3, 0)  # a Volume's (Z, C, H, W) -> (C, X, Y, Z)
+    sampler = PatchSampler([to_xyz(labeled_volume.images)], [to_xyz(labeled_volume.label)], patch, 1.0, seed)
+    x_patch, y_patch = sampler.sample([0], step=0, positions=[0])  # one patch centred on the tumour
+    volume = opened.test_volumes[0]
+    probs = predict_volume(opened.method, volume, opened.device)  # sliding windows over the whole volume
+    z = int(volume.label[:, 0].flatten(1).sum(1).argmax())  # the test volume's largest-tumour slice
+
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.8))
+    centre = [s // 2 for s in patch]
+    views = [x_patch[0, 0, :, :, centre[2]], x_patch[0, 0, :, centre[1], :], x_patch[0, 0, centre[0], :, :]]
+    masks = [y_patch[0, 0, :, :, centre[2]], y_patch[0, 0, :, centre[1], :], y_patch[0, 0, centre[0], :, :]]
+    for ax, view, mask, name in zip(axes, views, masks, ("axial (x, y)", "coronal (x, z)", "sagittal (y, z)")):
+        ax.imshow(view.T, cmap="gray", origin="lower")
+        ax.contour(mask.T.numpy(), levels=[0.5], colors="yellow", linewidths=1)
+        ax.set_title(f"training patch {'x'.join(map(str, patch))}: {name}", fontsize=9)
+        ax.axis("off")
+    axes[3].imshow(volume.images[z, 0], cmap="gray")
+    axes[3].contour(volume.label[z, 0].numpy(), levels=[0.5], colors="yellow", linewidths=1)
+    axes[3].contour((probs[a3d][z, 0] > 0.5).numpy(), levels=[0.5], colors="cyan", linewidths=1)
+    axes[3].set_title(f"test {volume.case_id}, slice {z}: truth (yellow), sliding-window {a3d} (cyan)", fontsize=9)
+    axes[3].axis("off")
+    save_figure(fig, out / "volumetric_patch_and_prediction")
+else:
+    print("section 6 skipped (volumetric_method is empty, or grid_dir is set)")
+
+# %% [markdown]
+# The same test volume in napari: both modalities side by side, the ground truth and each
+# modality's sliding-window prediction as label layers (with a display: your desktop, or
+# `xvfb-run` on a server; notebook 07 explains the layers).
+
+# %%
+import os
+
+if run3d is not None and os.environ.get("DISPLAY"):
+    from workbench.viz.napari_view import screenshot
+
+    shot = screenshot(run3d, out / "volumetric_napari.png", volume.case_id)
+    plt.figure(figsize=(10, 5.2)); plt.imshow(shot); plt.axis("off"); plt.title("napari: 3D run, test volume"); plt.show()
+else:
+    print("no display (or no 3D run): skipped the napari screenshot (run under xvfb-run, or on a desktop)")
+
+# %% [markdown]
+# **What to look for:** the patch is a small cube of the volume, so the network never sees a
+# whole brain while it trains; at test time the overlapping windows cover the volume and their
+# Gaussian-weighted average gives one prediction per voxel, without seams at the window borders.
+# At this CPU scale (a few dozen steps on 32^3 patches) the 3D run is not comparable with the 2D
+# ones above; the `volumetric-cpu` grid (`workbench reproduce --grid volumetric-cpu`) trains every
+# 3D method at the CPU grids' budget, next to the supervised 3D U-Net.
 
 # %%
 assert set(table.index.get_level_values("method")) == set(runs)

@@ -28,7 +28,8 @@ TINY = {
     "07_napari_overlay.ipynb": {"patients": 5, "epochs": 6, "steps_per_epoch": 2, "base_channels": 4, "size": 32,
                                 "labeled": 0.5, "k_unlabeled": 3, "m": 1, "p": 1, "L1": 4},
     "08_methods_side_by_side.ipynb": {"patients": 5, "epochs": 3, "steps_per_epoch": 2, "base_channels": 4,
-                                      "size": 32, "labeled": 0.5, "pretrain_epochs": 2,
+                                      "size": 32, "labeled": 0.5, "pretrain_epochs": 2, "volumetric_epochs": 1,
+                                      "patch": [16, 16, 16],
                                       "methods": ["supervised", "mean-teacher", "ua-mt", "cps", "cross-view",
                                                   "meng-fusion", "cmc", "multi-condos", "semi-cml-prel"]},
     # a 2 methods x 2 fractions x 1 seed grid on 5 built-in patients (tests/notebooks/tiny_grid.yaml)
@@ -49,7 +50,8 @@ PNGS = {
     "06_tsne_features.ipynb": ["tsne_semi_cml_slices_by_source", "tsne_semi_cml_slices_by_tumour",
                                "tsne_compare_slices", "tsne_compare_pixels"],
     "07_napari_overlay.ipynb": ["overlay_slice", "overlay_explorer", "napari_overlay"],
-    "08_methods_side_by_side.ipynb": ["methods_dsc", "methods_curves", "multi_condos_translations"],
+    "08_methods_side_by_side.ipynb": ["methods_dsc", "methods_curves", "multi_condos_translations",
+                                      "volumetric_patch_and_prediction", "volumetric_napari"],
     "09_reproduction_tables.ipynb": ["dsc_vs_labeled_brats", "methods_dsc_brats"],
 }
 PLOTLY = {"bma_pool_last_epoch", "asc_explorer", "asc_epoch_1", "asc_epoch_3", "asc_explorer_last_epoch", "tsne_semi_cml_slices_by_source",
@@ -76,7 +78,7 @@ TINY_CLAIMS = 'reference: Sup\nclaims:\n  - "Sup < Semi-CML"\n'
 #: text no run of a notebook may show: per-epoch scores called test scores, unstamped
 FORBIDDEN_TEXT = ["test feedback (paper protocol)", "earlier protocol: steered training"]
 #: notebooks that take a napari screenshot when a display exists (an Xvfb started here)
-NEEDS_DISPLAY = {"07_napari_overlay.ipynb"}
+NEEDS_DISPLAY = {"07_napari_overlay.ipynb", "08_methods_side_by_side.ipynb"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -124,8 +126,9 @@ def test_notebook_08_tabulates_a_reproduce_output_folder(tmp_path):
               "out_dir": str(tmp_path / "out")}  # grid "": the grid.yaml that reproduce wrote there
     pm.execute_notebook(str(NOTEBOOKS / name), str(tmp_path / name), parameters=params, kernel_name="python3",
                         cwd=str(tmp_path), progress_bar=False)
-    _check_outputs(name, tmp_path / name, tmp_path / "out")
+    _check_outputs(name, tmp_path / name, tmp_path / "out", skip=("volumetric_patch_and_prediction", "volumetric_napari"))
     assert "3 finished cells of 3 rows of grid tiny" in _output_text(tmp_path / name)
+    assert "section 6 skipped" in _output_text(tmp_path / name)  # trains nothing, in 3D neither
     assert not any(p.is_dir() for p in (tmp_path / "out").iterdir())  # no run folder: nothing trained here
 
 
@@ -192,14 +195,15 @@ def test_notebook_views_a_given_run_and_trains_nothing(name, given_runs, tmp_pat
     assert not (tmp_path / "runs" / "cache").exists()  # nothing trained or generated here
 
 
-def _check_outputs(name: str, executed: Path, out: Path) -> None:
-    """The texts an executed notebook must (and must not) show, and the figures it saved in ``out``."""
+def _check_outputs(name: str, executed: Path, out: Path, skip: tuple[str, ...] = ()) -> None:
+    """The texts an executed notebook must (and must not) show, and the figures it saved in
+    ``out`` (but those in ``skip``, of a section the run's parameters leave out)."""
     shown = _output_text(executed)
     for text in OUTPUT_TEXT.get(name, []):
         assert text in shown, f"{name}: its outputs do not show {text!r}"
     for text in FORBIDDEN_TEXT:
         assert text not in shown, f"{name}: its outputs show {text!r}"
-    for stem in PNGS[name]:
+    for stem in (s for s in PNGS[name] if s not in skip):
         png = out / f"{stem}.png"
         if stem in PLOTLY:
             assert (out / f"{stem}.html").is_file(), f"{stem}.html: the interactive copy"
