@@ -163,30 +163,8 @@ def test_epoch_counts_its_validation_in_2d_and_3d():
 
 
 def test_run_3d_paper_configs_and_custom_patch(capsys):
-    args = _args(
-        "--spatial-dims",
-        "3",
-        "--config",
-        "custom",
-        "--patch",
-        "16",
-        "16",
-        "16",
-        "--batch-size",
-        "2",
-        "--unlabeled",
-        "2",
-        "--base-channels",
-        "2",
-        "--steps",
-        "1",
-        "--warmup",
-        "0",
-        "--device",
-        "cpu",
-        "--no-epoch",
-        "--quiet",
-    )
+    tiny = "--config custom --patch 16 16 16 --batch-size 2 --unlabeled 2 --base-channels 2 --steps 1 --warmup 0"
+    args = _args("--spatial-dims", "3", *tiny.split(), "--device", "cpu", "--no-epoch", "--quiet")
     assert bench.run(args) == 0
     text = capsys.readouterr().out
     assert "method cross-view (vnet, 3D)" in text and "| cross-view | 16x16x16 |" in text and "mvox_per_s" in text

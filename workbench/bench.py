@@ -657,38 +657,13 @@ def run(args: argparse.Namespace) -> int:
                 bar.set_description("generating synthetic data")
                 data_dir = make_synthetic_data(Path(tmp) / "brats")
             bar.set_description(f"{kind} {_size_text(size)}px {batch}+{unlabeled} {p}")
+            common = dict(method=method, size=size, batch=batch, unlabeled=unlabeled, precision=p,
+                          device=args.device, steps=steps, base_channels=args.base_channels,
+                          options=options, backbone=backbone)  # fmt: skip
             if kind == "step":
-                results["step"].append(
-                    step_benchmark(
-                        method,
-                        size,
-                        batch,
-                        unlabeled,
-                        p,
-                        args.device,
-                        steps,
-                        warmup,
-                        args.base_channels,
-                        options=options,
-                        backbone=backbone,
-                    )
-                )
+                results["step"].append(step_benchmark(warmup=warmup, **common))
             else:
-                results["epoch"].append(
-                    epoch_benchmark(
-                        method,
-                        size,
-                        batch,
-                        unlabeled,
-                        p,
-                        args.device,
-                        steps,
-                        args.base_channels,
-                        data_dir=data_dir,
-                        options=options,
-                        backbone=backbone,
-                    )
-                )
+                results["epoch"].append(epoch_benchmark(data_dir=data_dir, **common))
             bar.update()
     if not args.no_asc and not volumetric:  # the ASC loss is Semi-CML's, a 2D method
         bar.set_description("asc loss")
