@@ -127,6 +127,39 @@ def test_builtin_data_is_generated_once(tmp_path, monkeypatch):
     assert builtin_data("brats", 3, cache=tmp_path) == folder
 
 
+def test_builtin_data_made_side_by_side_is_made_once(tmp_path, monkeypatch):
+    """Two notebooks asking for the same built-in dataset at once: one generates it, the other
+    waits for the lock and reads it (no half-written folder, no second generation)."""
+    import threading
+
+    from workbench.cache import builtin_data
+    from workbench.data import synthetic
+
+    calls, generate = [], synthetic.generate
+
+    def slow_generate(*args, **kwargs):
+        calls.append(args)
+        threading.Event().wait(0.5)  # long enough for the other caller to arrive
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "generate", slow_generate)
+    folders, errors = [], []
+
+    def ask():
+        try:
+            folders.append(builtin_data("brats", 3, cache=tmp_path))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(calls) == 1 and folders[0] == folders[1]
+    assert (folders[0] / "workbench-synthetic.json").is_file()
+
+
 class _Smuggled:
     """An object whose unpickling calls a function: what a hostile checkpoint would carry."""
 

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 import workbench
 from workbench.config import TrainConfig
@@ -43,12 +44,18 @@ def builtin_data(
     """The built-in dataset ``kind`` (brats | hecktor) of ``patients`` patients, data seed
     ``seed`` and ``difficulty`` (a preset name, None: ``paper``; see
     :data:`~workbench.data.synthetic.DIFFICULTY_PRESETS`), generated once into
-    ``<cache>/<synthetic.dataset_folder_name(...)>`` and reused."""
+    ``<cache>/<synthetic.dataset_folder_name(...)>`` and reused. Notebooks run side by side
+    share it: one process generates it (under the lock file ``<folder>.lock``) while the
+    others wait, then read it."""
     name = synthetic.dataset_folder_name(kind, patients, seed, difficulty)
     folder = check_out_folder(Path(cache) / name, "cache")
-    if not folder.exists():
-        # written to <folder>.partial, then renamed
-        synthetic.generate(kind, folder, patients, seed=seed, difficulty=difficulty)
+    if folder.exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not folder.exists():  # another process may have made it while this one waited
+            # written to <folder>.partial, then renamed
+            synthetic.generate(kind, folder, patients, seed=seed, difficulty=difficulty)
     return folder
 
 
