@@ -265,23 +265,28 @@ def _add_train(sub: Any, common: list[argparse.ArgumentParser]) -> None:
         help="training augmentation: method (the paper's, as the method declares it), none, or a comma "
         f"list of crop, flip, rotate (default: {_train_default('augment')})",
     )
-    train.add_argument(
+    _add_run_folder_arguments(
+        train,
+        options="for method options (`workbench methods NAME` lists them)",
+        out="runs/<method>-<data>-l<labeled>-s<seed>",
+        resume="the run in this folder from its checkpoint",
+    )
+    train.add_argument("--init", metavar="RUN", help="start the U-Nets from a `workbench pretrain` run (default: none)")
+
+
+def _add_run_folder_arguments(parser: argparse.ArgumentParser, options: str, out: str, resume: str) -> None:
+    """``--set``, ``--out``, ``--overwrite``, ``--resume`` and ``--quiet`` of ``train`` and ``pretrain``."""
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any other TrainConfig field, or options.NAME=VALUE for method options "
-        "(`workbench methods NAME` lists them); repeatable (default: none)",
+        help=f"any other TrainConfig field, or options.NAME=VALUE {options}; repeatable (default: none)",
     )
-    train.add_argument("--out", help="run folder (default: runs/<method>-<data>-l<labeled>-s<seed>)")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    train.add_argument(
-        "--resume",
-        metavar="RUN",
-        help="continue the run in this folder from its checkpoint, with its own config.json (default: none)",
-    )
-    train.add_argument("--init", metavar="RUN", help="start the U-Nets from a `workbench pretrain` run (default: none)")
-    train.add_argument("--quiet", action="store_true", help="no progress bars, no device line")
+    parser.add_argument("--out", help=f"run folder (default: {out})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    parser.add_argument("--resume", metavar="RUN", help=f"continue {resume}, with its own config.json (default: none)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, no device line")
 
 
 def _add_pretrain(sub: Any, common: list[argparse.ArgumentParser]) -> None:
@@ -333,22 +338,12 @@ def _add_pretrain(sub: Any, common: list[argparse.ArgumentParser]) -> None:
         help=f"U-Net width f (paper: 32); fine-tuning must match (default: {_pretrain_default('base_channels')})",
     )
     pre.add_argument("--device", choices=DEVICES, help="auto: CUDA when there is one, else the CPU (default: auto)")
-    pre.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any other TrainConfig field, or options.NAME=VALUE (`workbench methods "
-        "multi-condos` lists them); repeatable (default: none)",
+    _add_run_folder_arguments(
+        pre,
+        options="(`workbench methods multi-condos` lists them)",
+        out="runs/pretrain-<method>-<data>-s<seed>",
+        resume="the pre-training in this folder",
     )
-    pre.add_argument("--out", help="run folder (default: runs/pretrain-<method>-<data>-s<seed>)")
-    pre.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    pre.add_argument(
-        "--resume",
-        metavar="RUN",
-        help="continue the pre-training in this folder, with its own config.json (default: none)",
-    )
-    pre.add_argument("--quiet", action="store_true", help="no progress bars, no device line")
 
 
 def _add_eval_and_view(sub: Any, common: list[argparse.ArgumentParser]) -> None:
