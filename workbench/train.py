@@ -465,15 +465,14 @@ class Trainer:
         """Each step's batch, as the list of its micro-batches on this process.
 
         The global batch of a step is the same on every process (one seeded permutation per
-        epoch); under torchrun this process keeps its strided shard (:func:`distributed.shard`),
-        which ``micro_batches`` then splits the same way."""
+        epoch, of the slices, or in 3D of the volumes a random patch is cut from, each patch
+        seeded by its step and position in the global batch); under torchrun this process keeps
+        its strided shard (:func:`distributed.shard`), which ``micro_batches`` then splits the
+        same way."""
         cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         n = self.steps_per_epoch
         parts = cfg.micro_batches
-        if cfg.spatial_dims == 3:
-            yield from self._patch_batches(epoch, gen)
-            return
         if self.method.training_data == "images":  # distinct slices in each batch, no label
             size = min(cfg.batch_size, self._x_l.shape[0])
             idx = _distinct_batches(self._x_l.shape[0], size, n, gen).to(self.device)
@@ -486,13 +485,33 @@ class Trainer:
                     for j in range(parts)
                 ]
             return
-        # index tensors go to the device once per epoch: no host-to-device copy per step
-        idx_l = _epoch_indices(self._x_l.shape[0], n * cfg.batch_size, gen).view(n, cfg.batch_size).to(self.device)
+        if cfg.spatial_dims == 3:  # random patches of the volumes (workbench.data.patches)
+            n_l, n_u = len(self._patches_l), len(self._patches_u) if self._patches_u is not None else None
+
+            def labeled(i: torch.Tensor, step: int, pos: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+                return self._patches_l.sample(i.tolist(), step, pos, 0)
+
+            def unlabeled(i: torch.Tensor, step: int, pos: list[int]) -> torch.Tensor:
+                return self._patches_u.sample(i.tolist(), step, pos, 1)[0]
+
+        else:  # slices already on the device
+            n_l = self._x_l.shape[0]
+            n_u = self._x_u.shape[0] if self.method.uses_unlabeled and self._x_u is not None else None
+
+            def labeled(i: torch.Tensor, step: int, pos: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+                return self._x_l[i], self._y_l[i]
+
+            def unlabeled(i: torch.Tensor, step: int, pos: list[int]) -> torch.Tensor:
+                return self._x_u[i]
+
+        # index tensors go to the device once per epoch (slices): no host-to-device copy per step
+        where = self.device if cfg.spatial_dims == 2 else torch.device("cpu")
+        idx_l = _epoch_indices(n_l, n * cfg.batch_size, gen).view(n, cfg.batch_size).to(where)
         idx_u = None
-        if self.method.uses_unlabeled and self._x_u is not None:
+        if n_u is not None:
             k = cfg.unlabeled_batch_size
-            idx_u = _epoch_indices(self._x_u.shape[0], n * k, gen).view(n, k).to(self.device)
-        # the samples' positions in the global batch: they seed the augmentation (workbench.augment)
+            idx_u = _epoch_indices(n_u, n * k, gen).view(n, k).to(where)
+        # the samples' positions in the global batch: they seed the patches and the augmentation
         pos_l = distributed.shard(torch.arange(cfg.batch_size), self.world).tolist()
         pos_u = distributed.shard(torch.arange(cfg.unlabeled_batch_size), self.world).tolist()
         for i in range(n):
@@ -501,38 +520,12 @@ class Trainer:
             iu = distributed.shard(idx_u[i], self.world) if idx_u is not None else None
             parts_of_step = []
             for j in range(parts):
-                x_l, y_l = self.augmentation(self._x_l[il[j::parts]], self._y_l[il[j::parts]], step, pos_l[j::parts], 0)
+                x_l, y_l = self.augmentation(*labeled(il[j::parts], step, pos_l[j::parts]), step, pos_l[j::parts], 0)
                 x_u = None
                 if iu is not None:
-                    x_u, _ = self.augmentation(self._x_u[iu[j::parts]], None, step, pos_u[j::parts], 1)
-                parts_of_step.append(Batch(x_l, y_l, x_u))
-            yield parts_of_step
-
-    def _patch_batches(self, epoch: int, gen: torch.Generator) -> Iterator[list[Batch]]:
-        """3D: each step's batch of random patches, as :meth:`_batches` gives slices: the
-        volumes drawn from a seeded per-epoch permutation, each patch seeded by its step and
-        position in the global batch (so shards and resumes draw the same patches)."""
-        cfg = self.config
-        n, parts = self.steps_per_epoch, cfg.micro_batches
-        idx_l = _epoch_indices(len(self._patches_l), n * cfg.batch_size, gen).view(n, cfg.batch_size)
-        idx_u = None
-        if self._patches_u is not None:
-            k = cfg.unlabeled_batch_size
-            idx_u = _epoch_indices(len(self._patches_u), n * k, gen).view(n, k)
-        pos_l = distributed.shard(torch.arange(cfg.batch_size), self.world).tolist()
-        pos_u = distributed.shard(torch.arange(cfg.unlabeled_batch_size), self.world).tolist()
-        for i in range(n):
-            step = (epoch - 1) * n + i
-            vl = distributed.shard(idx_l[i], self.world).tolist()
-            vu = distributed.shard(idx_u[i], self.world).tolist() if idx_u is not None else None
-            parts_of_step = []
-            for j in range(parts):
-                x_l, y_l = self._patches_l.sample(vl[j::parts], step, pos_l[j::parts], 0)
-                x_l, y_l = self.augmentation(x_l, y_l, step, pos_l[j::parts], 0)
-                x_u = None
-                if vu is not None:
-                    x_u, _ = self._patches_u.sample(vu[j::parts], step, pos_u[j::parts], 1)
-                    x_u, _ = self.augmentation(x_u, None, step, pos_u[j::parts], 1)
+                    x_u, _ = self.augmentation(
+                        unlabeled(iu[j::parts], step, pos_u[j::parts]), None, step, pos_u[j::parts], 1
+                    )
                 parts_of_step.append(Batch(x_l, y_l, x_u))
             yield parts_of_step
 
