@@ -994,3 +994,39 @@ def test_cli_only_finished_tabulates(finished, tmp_path, capsys):
     assert main(["reproduce", "--grid", str(finished[1]), "--out", str(out), "--only-finished", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "4 cells (4 finished)" in printed and "### brats, 10% labeled" in printed
+
+
+def test_workers_end_when_the_reproduce_process_is_killed(tmp_path):
+    """A killed ``workbench reproduce`` leaves no worker training on (exit_with_parent)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from multiprocessing import get_context\n"
+        "from workbench.reproduce.runner import exit_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=get_context('spawn'), initializer=exit_with_parent,\n"
+        "                               initargs=(os.getpid(),))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 600)\n"
+        "    time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)  # no clean-up in the parent at all
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail(f"worker {worker} still ran 30 s after its parent was killed")

@@ -326,7 +326,9 @@ def _run_in_pool(
 ) -> None:
     """In ``jobs`` spawned worker processes: the pre-trainings and the cells without one first,
     each pre-training's cells once it has finished."""
-    pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=get_context("spawn"), initializer=exit_with_parent, initargs=(os.getpid(),)
+    )
     futures: dict[Future, tuple[str, Any]] = {}
 
     def submit(kind: str, item: Any, run_dir: Path, config: dict[str, Any]) -> None:
@@ -365,6 +367,26 @@ def _run_in_pool(
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+#: how often a worker checks that the process that started it is still there (seconds)
+PARENT_CHECK_SECONDS = 2.0
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """A worker's initializer: a daemon thread ends the worker once ``parent_pid`` is gone (the
+    ``workbench reproduce`` that started it was killed or interrupted), so no cell keeps
+    training for a grid nobody runs. The cell's last checkpoint is whole (written atomically):
+    the next ``workbench reproduce`` resumes it."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            if os.getppid() != parent_pid:
+                os._exit(143)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _future_result(future: Future) -> Outcome:
