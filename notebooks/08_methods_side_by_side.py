@@ -15,7 +15,7 @@
 # %% [markdown]
 # # 08 · The methods side by side
 #
-# **Runtime** (defaults, measured on a 2-core CPU, fp32, no GPU): about 10 minutes the first time (mean teacher, cross-view, Semi-CML + PReL; the supervised run is notebook 03's), 17 s once they are cached; each further method of `methods` adds about 4 minutes.
+# **Runtime** (defaults, measured on a 2-core CPU, fp32, no GPU): about 10 minutes the first time (mean teacher, cross-view, Semi-CML + PReL; the supervised run is notebook 03's), 17 s once they are cached; each further method of `methods` adds about 4 minutes. Section 6 adds one 3D run (cross-view, 75 steps on 32^3 patches; not timed yet).
 #
 # Every method of the workbench on the same data, the same split, the same network width and
 # the same training budget, so that the only difference is the method. Each one is a module in
