@@ -97,13 +97,17 @@ binary 2D setting needs a reading of it (argmax, NMS, eq. 1 on 2D maps):
       optimiser and schedule are not reset).
 
 Remaining deviations from the paper, each with why:
-    * 2D slices and the workbench U-Net pair (:class:`~workbench.nets.cross_view.CrossViewPair`)
-      instead of the 3D V-Net on 96^3 patches: the workbench trains on 2D slices (the 3D
-      setting is the volumetric issue).
-    * Adam with the loop's warm-up multi-step schedule instead of SGD at lr 0.01, and epochs of
-      ``steps_per_epoch`` steps instead of 10k + 30k iterations: one loop for every method.
-    * ``crop`` is a random shift of the whole slice (:mod:`workbench.augment`), not a patch
-      crop: the slices are already the network's input size.
+    * By default 2D slices and the workbench U-Net pair
+      (:class:`~workbench.nets.cross_view.CrossViewPair`), the setting of the CPU grids;
+      ``spatial_dims=3, backbone="vnet"`` with ``patch`` 112 x 112 x 80 or 96^3 is the paper's
+      (the grids ``cross-view-la-gpu`` and ``cross-view-brats2019-gpu`` set it).
+    * By default Adam with the loop's warm-up multi-step schedule; the paper's SGD at lr 0.01
+      is ``optimizer="sgd"`` (momentum 0.9; ``lr_schedule="poly"``, the decay of the code it
+      follows: the paper gives only the initial rate), as its grids set. Iterations are epochs
+      x ``steps_per_epoch`` (those grids: 2k + 15k and 10k + 30k).
+    * In 2D, ``crop`` is a random shift of the whole slice (:mod:`workbench.augment`), not a
+      patch crop: the slices are already the network's input size; in 3D the random patch is
+      the crop.
 """
 
 from __future__ import annotations
