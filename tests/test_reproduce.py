@@ -1030,3 +1030,31 @@ def test_workers_end_when_the_reproduce_process_is_killed(tmp_path):
         time.sleep(0.5)
     os.kill(worker, signal.SIGKILL)
     pytest.fail(f"worker {worker} still ran 30 s after its parent was killed")
+
+
+def test_a_3d_grid_on_an_la_folder_uses_the_published_split_and_cites_the_paper(tmp_path):
+    """A copied paper-scale grid at toy scale: LA h5 files the test writes, the published split,
+    the V-Net in 3D on the CPU, and the paper's V-Net row next to ours."""
+    from tests.data.test_benchmarks import _la_folder
+    from workbench.data.benchmarks import shipped_split
+
+    lists = shipped_split("la")
+    data = _la_folder(tmp_path / "LA", lists["train"] + lists["test"], shape=(16, 16, 16))
+    spec = yaml.safe_load(load_grid("cross-view-la-gpu", check_paths=False, check_device=False).text)
+    spec["datasets"][0]["path"] = str(data)
+    spec["labeled"], spec["seeds"] = [0.1], [0]
+    spec["methods"] = [m for m in spec["methods"] if m["label"] == "V-Net"]
+    spec["claims"] = []
+    spec["settings"].update(
+        patch=[16, 16, 16], crop=16, epochs=1, steps_per_epoch=1, base_channels=2, batch_size=2,
+        device="cpu", precision="fp32", val_every=1,
+    )  # fmt: skip
+    grid = tmp_path / "la.yaml"
+    grid.write_text(yaml.safe_dump(spec, sort_keys=False))
+    report = reproduce(grid, tmp_path / "out", quiet=True)
+    assert not report.failures and len(report.cells) == 1
+    config = json.loads((report.cells[0].run_dir / "config.json").read_text())
+    assert config["config"]["backbone"] == "vnet" and config["split"]["labeled"] == sorted(lists["train"][:8])
+    assert config["split"]["test"] == sorted(lists["test"])
+    text = (tmp_path / "out" / "tables.md").read_text()
+    assert 'paper (real data): Table 1 "V-Net"' in text and "0.8274" in text and "published la" in text
