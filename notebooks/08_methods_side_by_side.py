@@ -282,12 +282,12 @@ if volumetric_method and not grid_dir:
     for ax, view, mask, name in zip(axes, views, masks, ("axial (x, y)", "coronal (x, z)", "sagittal (y, z)")):
         ax.imshow(view.T, cmap="gray", origin="lower")
         ax.contour(mask.T.numpy(), levels=[0.5], colors="yellow", linewidths=1)
-        ax.set_title(f"training patch {'x'.join(map(str, patch))}: {name}", fontsize=9)
+        ax.set_title(f"training patch {'x'.join(map(str, patch))}\n{name}", fontsize=9)
         ax.axis("off")
     axes[3].imshow(volume.images[z, 0], cmap="gray")
     axes[3].contour(volume.label[z, 0].numpy(), levels=[0.5], colors="yellow", linewidths=1)
     axes[3].contour((probs[a3d][z, 0] > 0.5).numpy(), levels=[0.5], colors="cyan", linewidths=1)
-    axes[3].set_title(f"test {volume.case_id}, slice {z}: truth (yellow), sliding-window {a3d} (cyan)", fontsize=9)
+    axes[3].set_title(f"test {volume.case_id}, axial slice {z}\ntruth (yellow), sliding-window {a3d} (cyan)", fontsize=9)
     axes[3].axis("off")
     save_figure(fig, out / "volumetric_patch_and_prediction")
 else:
