@@ -176,26 +176,18 @@ def _row(
     return row
 
 
-def _balls(n: int, patch: tuple[int, ...], generator: torch.Generator) -> Tensor:
-    """``(n, 1, X, Y, Z)`` binary labels: one ball per patch, random centre and radius."""
-    axes = [torch.arange(side, dtype=torch.float32) for side in patch]
-    centre = 0.25 + 0.5 * torch.rand(n, 3, generator=generator)
-    radius = (0.08 + 0.17 * torch.rand(n, generator=generator)) * min(patch)
+def _blobs(n: int, sides: tuple[int, ...], generator: torch.Generator) -> Tensor:
+    """``(n, 1, *sides)`` binary labels: one disc (2D) or ball (3D) each, random centre and radius."""
+    dims = len(sides)
+    centre = 0.25 + 0.5 * torch.rand(n, dims, generator=generator)
+    radius = (0.08 + 0.17 * torch.rand(n, generator=generator)) * min(sides)
+    batch_shape = (-1,) + (1,) * dims
     distance = sum(
-        (axis.view([1] + [-1 if a == i else 1 for a in range(3)]) - centre[:, i].view(-1, 1, 1, 1) * patch[i]) ** 2
-        for i, axis in enumerate(axes)
-    )
-    return (distance <= radius.view(-1, 1, 1, 1) ** 2).float()[:, None]
-
-
-def _discs(n: int, size: int, generator: torch.Generator) -> Tensor:
-    """``(n, 1, size, size)`` binary labels: one disc per slice, random centre and radius."""
-    grid = torch.arange(size, dtype=torch.float32)
-    centre = (0.25 + 0.5 * torch.rand(n, 2, generator=generator)) * size
-    radius = (0.08 + 0.17 * torch.rand(n, generator=generator)) * size
-    dy = (grid[None, :, None] - centre[:, 0, None, None]) ** 2
-    dx = (grid[None, None, :] - centre[:, 1, None, None]) ** 2
-    return (dy + dx <= radius[:, None, None] ** 2).float()[:, None]
+        (torch.arange(side, dtype=torch.float32).view([-1 if a == i else 1 for a in range(dims)])
+         - (centre[:, i] * side).view(batch_shape)) ** 2
+        for i, side in enumerate(sides)
+    )  # fmt: skip
+    return (distance <= radius.view(batch_shape) ** 2).float()[:, None]
 
 
 def _timed_steps(
@@ -290,7 +282,7 @@ def step_benchmark(
     gen = torch.Generator().manual_seed(seed)
     sides = _sides(size)
     x_l = torch.randn(batch, len(MODALITIES), *sides, generator=gen)
-    y_l = _balls(batch, sides, gen) if volumetric else _discs(batch, size, gen)
+    y_l = _blobs(batch, sides, gen)
     x_u = torch.randn(unlabeled, len(MODALITIES), *sides, generator=gen) if method_cls.uses_unlabeled else None
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     data = Batch(*(t.to(dev, memory_format=fmt) if t is not None else None for t in (x_l, y_l, x_u)))
